@@ -1,0 +1,12 @@
+//! Sans-IO core of webtorrent-rs: the BitTorrent and WebTorrent formats.
+//!
+//! Nothing here opens a socket, reads a clock or spawns a task; drivers feed bytes in and take
+//! bytes out. The crate builds for native targets and for `wasm32-unknown-unknown`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bencode;
+pub mod id;
+
+pub use id::{Id20, InfoHash, PeerId};
