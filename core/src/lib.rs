@@ -7,6 +7,9 @@
 #![warn(missing_docs)]
 
 pub mod bencode;
+pub mod ext;
 pub mod id;
+pub mod tracker;
+pub mod wire;
 
 pub use id::{Id20, InfoHash, PeerId};

@@ -1,0 +1,1 @@
+//! The BitTorrent peer wire protocol (BEP 3, BEP 6): handshake, messages and an incremental decoder.
