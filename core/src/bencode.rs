@@ -441,13 +441,24 @@ mod tests {
         assert_eq!(decode(b"0:").unwrap(), Value::Bytes(b""));
         let v = decode(b"d3:cow3:moo4:spaml1:a1:bee").unwrap();
         assert_eq!(v.get(b"cow").and_then(Value::as_str), Some("moo"));
-        assert_eq!(v.get(b"spam").and_then(Value::as_list).map(|l| l.len()), Some(2));
+        assert_eq!(
+            v.get(b"spam").and_then(Value::as_list).map(|l| l.len()),
+            Some(2)
+        );
         assert_eq!(v.encode(), b"d3:cow3:moo4:spaml1:a1:bee");
     }
 
     #[test]
     fn rejects_non_canonical_numbers() {
-        for bad in [&b"i-0e"[..], b"i03e", b"ie", b"i-e", b"i1x2e", b"01:a", b"i9223372036854775808e"] {
+        for bad in [
+            &b"i-0e"[..],
+            b"i03e",
+            b"ie",
+            b"i-e",
+            b"i1x2e",
+            b"01:a",
+            b"i9223372036854775808e",
+        ] {
             assert!(decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(
@@ -460,10 +471,19 @@ mod tests {
     fn rejects_structural_errors() {
         assert_eq!(decode(b"l"), Err(BencodeError::Eof(1)));
         assert_eq!(decode(b"i1ei2e"), Err(BencodeError::Trailing(3)));
-        assert!(matches!(decode(b"5:abc"), Err(BencodeError::StringTooLong { len: 5, .. })));
+        assert!(matches!(
+            decode(b"5:abc"),
+            Err(BencodeError::StringTooLong { len: 5, .. })
+        ));
         assert_eq!(decode(b"di1e1:ae"), Err(BencodeError::KeyNotString(1)));
-        assert_eq!(decode(b"d1:ai1e1:ai2ee"), Err(BencodeError::DuplicateKey(7)));
-        assert!(matches!(decode(b"x"), Err(BencodeError::Unexpected { byte: b'x', .. })));
+        assert_eq!(
+            decode(b"d1:ai1e1:ai2ee"),
+            Err(BencodeError::DuplicateKey(7))
+        );
+        assert!(matches!(
+            decode(b"x"),
+            Err(BencodeError::Unexpected { byte: b'x', .. })
+        ));
         assert_eq!(
             decode(b"99999999999999999999:a"),
             Err(BencodeError::Number(0))
@@ -474,10 +494,19 @@ mod tests {
     fn enforces_limits() {
         let deep = format!("{}{}", "l".repeat(100), "e".repeat(100));
         assert_eq!(decode(deep.as_bytes()), Err(BencodeError::TooDeep(64)));
-        assert_eq!(validate(deep.as_bytes(), Limits::default()), Err(BencodeError::TooDeep(64)));
+        assert_eq!(
+            validate(deep.as_bytes(), Limits::default()),
+            Err(BencodeError::TooDeep(64))
+        );
         let many = format!("l{}e", "i1e".repeat(20));
-        let limits = Limits { max_depth: 4, max_values: 10 };
-        assert_eq!(decode_with(many.as_bytes(), limits), Err(BencodeError::TooManyValues(10)));
+        let limits = Limits {
+            max_depth: 4,
+            max_values: 10,
+        };
+        assert_eq!(
+            decode_with(many.as_bytes(), limits),
+            Err(BencodeError::TooManyValues(10))
+        );
     }
 
     #[test]
@@ -506,8 +535,12 @@ mod tests {
         leaf.prop_recursive(4, 64, 8, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..8).prop_map(OwnedValue::List),
-                proptest::collection::btree_map(proptest::collection::vec(any::<u8>(), 0..8), inner, 0..8)
-                    .prop_map(|m| OwnedValue::Dict(m.into_iter().collect())),
+                proptest::collection::btree_map(
+                    proptest::collection::vec(any::<u8>(), 0..8),
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| OwnedValue::Dict(m.into_iter().collect())),
             ]
         })
     }

@@ -13,7 +13,7 @@ pub type InfoHash = Id20;
 pub type PeerId = Id20;
 
 /// Errors from parsing an [`Id20`] from text.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
     /// The text had the wrong length for the encoding.
     #[error("expected {expected} characters, got {got}")]
@@ -66,10 +66,7 @@ impl Id20 {
         }
         let mut out = [0u8; 20];
         hex::decode_to_slice(s, &mut out).map_err(|_| {
-            let bad = s
-                .chars()
-                .find(|c| !c.is_ascii_hexdigit())
-                .unwrap_or('?');
+            let bad = s.chars().find(|c| !c.is_ascii_hexdigit()).unwrap_or('?');
             IdError::Char(bad)
         })?;
         Ok(Id20(out))
@@ -212,7 +209,10 @@ mod tests {
         assert_eq!(Id20([0xff; 20]).to_base32(), "7".repeat(32));
         let id = Id20::from_hex("c12fe1c06bba254a9dc9f519b335aa7c1367a88a").unwrap();
         assert_eq!(id.to_base32(), "YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK");
-        assert_eq!(Id20::from_base32("yex6dqdlxisuvhoj6um3gnnkpqjwpkek").unwrap(), id);
+        assert_eq!(
+            Id20::from_base32("yex6dqdlxisuvhoj6um3gnnkpqjwpkek").unwrap(),
+            id
+        );
         assert_eq!(Id20::from_base32(&"1".repeat(32)), Err(IdError::Char('1')));
     }
 

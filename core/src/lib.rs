@@ -7,8 +7,13 @@
 #![warn(missing_docs)]
 
 pub mod bencode;
+pub mod creator;
 pub mod ext;
 pub mod id;
+pub mod magnet;
+pub mod metainfo;
+pub mod percent;
+pub mod piece;
 pub mod tracker;
 pub mod wire;
 
