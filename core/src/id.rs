@@ -31,6 +31,11 @@ pub enum IdError {
     ByteLength(usize),
 }
 
+/// A driver-local handle for one peer connection, whatever its transport (TCP, WebRTC, a
+/// simulated link). Assigned by the driver, unique among live connections of one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey(pub u64);
+
 const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 impl Id20 {

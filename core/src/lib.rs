@@ -14,7 +14,10 @@ pub mod magnet;
 pub mod metainfo;
 pub mod percent;
 pub mod piece;
+pub mod rng;
+pub mod time;
 pub mod tracker;
 pub mod wire;
 
-pub use id::{Id20, InfoHash, PeerId};
+pub use id::{Id20, InfoHash, PeerId, PeerKey};
+pub use time::Time;
