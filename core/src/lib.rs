@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod announce;
 pub mod bencode;
 pub mod creator;
 pub mod ext;
@@ -14,6 +15,7 @@ pub mod magnet;
 pub mod metainfo;
 pub mod percent;
 pub mod piece;
+pub mod picker;
 pub mod rng;
 pub mod time;
 pub mod tracker;

@@ -1,0 +1,1 @@
+//! Announce planning: when to announce which event to which tracker (BEP 3, BEP 12).

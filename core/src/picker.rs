@@ -1,0 +1,1 @@
+//! Piece picking: rarest first, random start, end-game, allowed-fast and streaming ranges.
