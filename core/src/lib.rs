@@ -17,7 +17,9 @@ pub mod percent;
 pub mod piece;
 pub mod picker;
 pub mod rng;
+pub mod session;
 pub mod time;
+pub mod torrent;
 pub mod tracker;
 pub mod wire;
 

@@ -1,1 +1,0 @@
-//! Piece picking: rarest first, random start, end-game, allowed-fast and streaming ranges.

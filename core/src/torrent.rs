@@ -1,0 +1,1520 @@
+//! The swarm state machine of one torrent.
+//!
+//! A [`Torrent`] owns a [`PeerSession`] per connection, the piece picker, piece assembly, the
+//! choker, peer discovery bookkeeping (tracker and PEX candidates, bans) and metadata fetching
+//! for magnet links. Drivers move bytes in and out, keep time and do storage:
+//!
+//! * inputs: [`Torrent::add_peer`], [`Torrent::peer_data`], [`Torrent::peer_closed`],
+//!   [`Torrent::add_candidates`], [`Torrent::connect_failed`], [`Torrent::block_read`],
+//!   [`Torrent::piece_checked`], [`Torrent::handle_timeout`];
+//! * outputs: [`Torrent::poll_output`] (connect, disconnect, read a block, verify and store a
+//!   piece, events) and [`Torrent::poll_transmit`] (bytes for a peer);
+//! * [`Torrent::poll_timeout`] says when to call [`Torrent::handle_timeout`].
+//!
+//! The same machine drives TCP, WebRTC and simulated peers.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::ext::{serve_metadata_piece, MetadataAssembler, MetadataMessage, PexFlags, PexMessage};
+use crate::id::{InfoHash, PeerId, PeerKey};
+use crate::metainfo::Metainfo;
+use crate::picker::{PeerView, Picker, PickerConfig, PickerError};
+use crate::piece::{Bitfield, Block, PieceIndex};
+use crate::rng::Rng;
+use crate::session::{Direction, PeerSession, SessionConfig, SessionEvent};
+use crate::time::Time;
+use crate::wire::BlockRequest;
+
+/// Settings of a torrent's swarm behaviour.
+#[derive(Debug, Clone)]
+pub struct TorrentConfig {
+    /// Per-connection protocol settings (info hash and peer id are filled in by the torrent).
+    pub session: SessionConfig,
+    /// Most connected peers.
+    pub max_peers: usize,
+    /// Most outgoing connection attempts at once.
+    pub max_connecting: usize,
+    /// Most remembered candidate addresses.
+    pub max_candidates: usize,
+    /// Peers unchoked at once (one of them optimistic while downloading).
+    pub unchoke_slots: usize,
+    /// How often the choker runs.
+    pub choke_interval: Duration,
+    /// How often the optimistic unchoke rotates.
+    pub optimistic_interval: Duration,
+    /// How often PEX messages are sent.
+    pub pex_interval: Duration,
+    /// Bytes of block reads in flight or queued for one peer before further reads wait.
+    pub max_upload_queue: usize,
+    /// Hash failures a peer may contribute to before it is banned.
+    pub max_strikes: u32,
+    /// An outgoing connection attempt that has not resolved after this long is abandoned.
+    pub connect_timeout: Duration,
+    /// Close connections to other seeds once we are a seed.
+    pub disconnect_seeds_when_done: bool,
+    /// Piece picker tuning.
+    pub picker: PickerConfig,
+}
+
+impl TorrentConfig {
+    /// Defaults for our peer id.
+    pub fn new(peer_id: PeerId) -> Self {
+        TorrentConfig {
+            session: SessionConfig::new(InfoHash::default(), peer_id),
+            max_peers: 50,
+            max_connecting: 8,
+            max_candidates: 2000,
+            unchoke_slots: 4,
+            choke_interval: Duration::from_secs(10),
+            optimistic_interval: Duration::from_secs(30),
+            pex_interval: Duration::from_secs(60),
+            max_upload_queue: 2 * 1024 * 1024,
+            max_strikes: 3,
+            connect_timeout: Duration::from_secs(30),
+            disconnect_seeds_when_done: true,
+            picker: PickerConfig::default(),
+        }
+    }
+}
+
+/// What a driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Open a connection to this address, then call [`Torrent::add_peer`] or
+    /// [`Torrent::connect_failed`].
+    Connect(SocketAddr),
+    /// Close this connection; the torrent has already forgotten it.
+    Disconnect(PeerKey),
+    /// Read this block from storage and pass it to [`Torrent::block_read`].
+    ReadBlock {
+        /// Who asked.
+        peer: PeerKey,
+        /// What to read.
+        block: Block,
+    },
+    /// All blocks of a piece arrived: check its SHA-1 against `expected`, store it if it
+    /// matches, then call [`Torrent::piece_checked`].
+    VerifyPiece {
+        /// The piece.
+        piece: PieceIndex,
+        /// Its bytes.
+        data: Bytes,
+        /// The hash from the torrent.
+        expected: [u8; 20],
+    },
+    /// Something happened.
+    Event(TorrentEvent),
+}
+
+/// Things a user interface or log wants to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TorrentEvent {
+    /// A handshake completed.
+    PeerConnected {
+        /// The connection.
+        peer: PeerKey,
+        /// The peer's id.
+        peer_id: PeerId,
+        /// Its transport address, if any.
+        addr: Option<SocketAddr>,
+    },
+    /// A connection ended.
+    PeerDisconnected {
+        /// The connection.
+        peer: PeerKey,
+        /// Why.
+        reason: String,
+    },
+    /// A peer was banned for sending bad data.
+    PeerBanned {
+        /// The connection.
+        peer: PeerKey,
+        /// Its address, if any.
+        addr: Option<SocketAddr>,
+    },
+    /// The info dictionary arrived from peers (magnet link) and checked out.
+    MetadataReceived,
+    /// A piece was verified and stored.
+    PieceVerified(PieceIndex),
+    /// A piece failed its hash check; it will be fetched again.
+    HashFailed(PieceIndex),
+    /// Every piece is verified.
+    Done,
+}
+
+/// Why [`Torrent::add_peer`] refused a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddPeerError {
+    /// The address is banned.
+    #[error("peer is banned")]
+    Banned,
+    /// Already at the connection limit.
+    #[error("too many peers")]
+    Full,
+    /// The key is already in use.
+    #[error("duplicate peer key")]
+    DuplicateKey,
+}
+
+/// Where a candidate address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerSource {
+    /// A tracker reply.
+    Tracker,
+    /// Peer exchange.
+    Pex,
+    /// A magnet link's `x.pe` or the user.
+    Manual,
+}
+
+/// Transfer figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TorrentStats {
+    /// Payload bytes received from peers (including discarded ones).
+    pub downloaded: u64,
+    /// Payload bytes sent to peers.
+    pub uploaded: u64,
+    /// Bytes still missing (`None` before the metadata is known).
+    pub left: Option<u64>,
+    /// Bytes verified.
+    pub verified: u64,
+    /// Total size (`None` before the metadata is known).
+    pub total: Option<u64>,
+    /// Connected peers with a completed handshake.
+    pub peers: usize,
+    /// Receive rate, bytes per second.
+    pub download_rate: u64,
+    /// Send rate, bytes per second.
+    pub upload_rate: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Has {
+    Unknown,
+    /// A bitfield received before we knew the piece count.
+    Raw(Bytes),
+    Some(Bitfield),
+    All,
+}
+
+#[derive(Debug)]
+struct Peer {
+    session: PeerSession,
+    addr: Option<SocketAddr>,
+    listen_addr: Option<SocketAddr>,
+    has: Has,
+    /// `have` messages received before the metadata.
+    early_haves: Vec<u32>,
+    allowed_fast: Vec<PieceIndex>,
+    /// Accepted requests waiting for a read.
+    upload_queue: VecDeque<BlockRequest>,
+    /// Reads issued to the driver and not answered.
+    reads_in_flight: Vec<BlockRequest>,
+    metadata_pending: Vec<(u32, Time)>,
+    metadata_size: Option<u32>,
+    pex_sent: HashSet<SocketAddr>,
+    last_unchoked: Time,
+    optimistic: bool,
+    connected_at: Time,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CandidateState {
+    Idle,
+    Connecting(Time),
+    Connected,
+    RetryAt(Time),
+}
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    state: CandidateState,
+    failures: u32,
+}
+
+#[derive(Debug)]
+struct Assembly {
+    buf: BytesMut,
+    contributors: Vec<(PeerKey, Option<SocketAddr>, Option<PeerId>)>,
+}
+
+#[derive(Debug)]
+struct Content {
+    meta: Arc<Metainfo>,
+    picker: Picker,
+    assembling: HashMap<PieceIndex, Assembly>,
+    verifying: HashMap<PieceIndex, Vec<(PeerKey, Option<SocketAddr>, Option<PeerId>)>>,
+}
+
+/// The state machine of one torrent. See the module docs.
+#[derive(Debug)]
+pub struct Torrent {
+    config: TorrentConfig,
+    info_hash: InfoHash,
+    content: Option<Content>,
+    metadata: Option<MetadataAssembler>,
+    trackers_hint: Vec<Vec<String>>,
+    peers: HashMap<PeerKey, Peer>,
+    candidates: HashMap<SocketAddr, Candidate>,
+    candidate_queue: VecDeque<SocketAddr>,
+    banned_ips: HashSet<IpAddr>,
+    banned_ids: HashSet<PeerId>,
+    strikes: HashMap<IpAddr, u32>,
+    outputs: VecDeque<Output>,
+    dirty: VecDeque<PeerKey>,
+    rng: Rng,
+    next_tick: Time,
+    next_choke: Time,
+    next_optimistic: Time,
+    next_pex: Time,
+    stats: TorrentStats,
+    download: crate::session::RateMeter,
+    upload: crate::session::RateMeter,
+    done_announced: bool,
+    pick_buf: Vec<Block>,
+}
+
+impl Torrent {
+    fn base(config: TorrentConfig, info_hash: InfoHash, seed: u64, now: Time) -> Self {
+        let mut config = config;
+        config.session.info_hash = info_hash;
+        Torrent {
+            config,
+            info_hash,
+            content: None,
+            metadata: None,
+            trackers_hint: Vec::new(),
+            peers: HashMap::new(),
+            candidates: HashMap::new(),
+            candidate_queue: VecDeque::new(),
+            banned_ips: HashSet::new(),
+            banned_ids: HashSet::new(),
+            strikes: HashMap::new(),
+            outputs: VecDeque::new(),
+            dirty: VecDeque::new(),
+            rng: Rng::new(seed),
+            next_tick: now,
+            next_choke: now,
+            next_optimistic: now,
+            next_pex: now + Duration::from_secs(5),
+            stats: TorrentStats::default(),
+            download: crate::session::RateMeter::new(),
+            upload: crate::session::RateMeter::new(),
+            done_announced: false,
+            pick_buf: Vec::new(),
+        }
+    }
+
+    /// A torrent whose metainfo we have. `have` lists pieces already verified in storage and
+    /// must cover exactly the torrent's pieces.
+    pub fn new(
+        config: TorrentConfig,
+        meta: Arc<Metainfo>,
+        have: Bitfield,
+        seed: u64,
+        now: Time,
+    ) -> Result<Self, PickerError> {
+        let mut t = Self::base(config, meta.info_hash, seed, now);
+        if meta.info.private {
+            t.config.session.pex = false;
+        }
+        t.set_content(meta, have, now)?;
+        Ok(t)
+    }
+
+    /// A torrent known only by its info hash (magnet link): metadata is fetched from peers.
+    pub fn from_info_hash(
+        config: TorrentConfig,
+        info_hash: InfoHash,
+        trackers: Vec<Vec<String>>,
+        seed: u64,
+        now: Time,
+    ) -> Self {
+        let mut t = Self::base(config, info_hash, seed, now);
+        t.trackers_hint = trackers;
+        t
+    }
+
+    fn set_content(
+        &mut self,
+        meta: Arc<Metainfo>,
+        have: Bitfield,
+        now: Time,
+    ) -> Result<(), PickerError> {
+        let layout = meta.info.layout;
+        let picker = Picker::new(layout, have, self.config.picker, self.rng.next_u64())?;
+        self.stats.total = Some(layout.total_length());
+        self.content = Some(Content {
+            meta,
+            picker,
+            assembling: HashMap::new(),
+            verifying: HashMap::new(),
+        });
+        self.update_left();
+        if self.is_complete() {
+            self.done_announced = true;
+        }
+        // Peers that told us their pieces before we knew the piece count.
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.resolve_availability(now, k);
+        }
+        Ok(())
+    }
+
+    fn update_left(&mut self) {
+        if let Some(c) = &self.content {
+            let missing = c.picker.missing_bytes();
+            self.stats.left = Some(missing);
+            self.stats.verified = c.meta.info.total_length() - missing;
+        }
+    }
+
+    /// The info hash.
+    pub fn info_hash(&self) -> InfoHash {
+        self.info_hash
+    }
+
+    /// The metainfo, once known.
+    pub fn metainfo(&self) -> Option<&Arc<Metainfo>> {
+        self.content.as_ref().map(|c| &c.meta)
+    }
+
+    /// Pieces we have, once the metainfo is known.
+    pub fn have(&self) -> Option<&Bitfield> {
+        self.content.as_ref().map(|c| c.picker.have())
+    }
+
+    /// True when every piece is verified.
+    pub fn is_complete(&self) -> bool {
+        self.content
+            .as_ref()
+            .is_some_and(|c| c.picker.is_complete())
+    }
+
+    /// Current figures.
+    pub fn stats(&mut self, now: Time) -> TorrentStats {
+        let mut s = self.stats;
+        s.peers = self.peers.values().filter(|p| p.session.is_active()).count();
+        s.download_rate = self.download.rate(now);
+        s.upload_rate = self.upload.rate(now);
+        s
+    }
+
+    /// Number of connections (including ones still handshaking).
+    pub fn num_peers(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Keys of the live connections.
+    pub fn peer_keys(&self) -> impl Iterator<Item = PeerKey> + '_ {
+        self.peers.keys().copied()
+    }
+
+    /// Whether an address is banned.
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        self.banned_ips.contains(&ip)
+    }
+
+    /// Adds addresses to try (from a tracker, PEX or the user). Bounded; banned and known
+    /// addresses are skipped.
+    pub fn add_candidates(
+        &mut self,
+        now: Time,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+        _source: PeerSource,
+    ) {
+        for a in addrs {
+            if self.candidates.len() >= self.config.max_candidates {
+                break;
+            }
+            if a.port() == 0 || self.banned_ips.contains(&a.ip()) || self.candidates.contains_key(&a)
+            {
+                continue;
+            }
+            if Some(a.port()) == self.config.session.listen_port && a.ip().is_loopback() {
+                // Probably ourselves; the handshake check would catch it, this saves a dial.
+                let ours = self.peers.values().any(|p| p.listen_addr == Some(a));
+                if ours {
+                    continue;
+                }
+            }
+            self.candidates.insert(
+                a,
+                Candidate {
+                    state: CandidateState::Idle,
+                    failures: 0,
+                },
+            );
+            self.candidate_queue.push_back(a);
+        }
+        self.connect_more(now);
+    }
+
+    /// An outgoing connection attempt failed.
+    pub fn connect_failed(&mut self, now: Time, addr: SocketAddr) {
+        if let Some(c) = self.candidates.get_mut(&addr) {
+            c.failures += 1;
+            if c.failures >= 5 {
+                self.candidates.remove(&addr);
+            } else {
+                let backoff = Duration::from_secs(15 << c.failures.min(6));
+                c.state = CandidateState::RetryAt(now + backoff);
+                self.candidate_queue.push_back(addr);
+            }
+        }
+        self.connect_more(now);
+    }
+
+    fn connect_more(&mut self, now: Time) {
+        let connecting = self
+            .candidates
+            .values()
+            .filter(|c| matches!(c.state, CandidateState::Connecting(_)))
+            .count();
+        let mut budget = self
+            .config
+            .max_connecting
+            .saturating_sub(connecting)
+            .min(self.config.max_peers.saturating_sub(self.peers.len() + connecting));
+        if self.is_complete() && self.content.is_some() {
+            // Seeds wait for leechers to come to them, but still dial a few.
+            budget = budget.min(2);
+        }
+        let mut tries = self.candidate_queue.len();
+        while budget > 0 && tries > 0 {
+            tries -= 1;
+            let Some(a) = self.candidate_queue.pop_front() else {
+                break;
+            };
+            let Some(c) = self.candidates.get_mut(&a) else {
+                continue;
+            };
+            match c.state {
+                CandidateState::Idle => {}
+                CandidateState::RetryAt(t) if t <= now => {}
+                CandidateState::RetryAt(_) => {
+                    self.candidate_queue.push_back(a);
+                    continue;
+                }
+                _ => continue,
+            }
+            c.state = CandidateState::Connecting(now);
+            self.outputs.push_back(Output::Connect(a));
+            budget -= 1;
+        }
+    }
+
+    /// A connection is ready (outgoing connected, or incoming accepted). For incoming TCP
+    /// connections the driver may read the first 48 bytes to pick the torrent, then pass all
+    /// bytes, those included, to [`peer_data`](Self::peer_data).
+    pub fn add_peer(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        addr: Option<SocketAddr>,
+        direction: Direction,
+    ) -> Result<(), AddPeerError> {
+        if self.peers.contains_key(&key) {
+            return Err(AddPeerError::DuplicateKey);
+        }
+        if let Some(a) = addr {
+            if self.banned_ips.contains(&a.ip()) {
+                self.candidates.remove(&a);
+                return Err(AddPeerError::Banned);
+            }
+            if let Some(c) = self.candidates.get_mut(&a) {
+                c.state = CandidateState::Connected;
+            }
+        }
+        if self.peers.len() >= self.config.max_peers {
+            return Err(AddPeerError::Full);
+        }
+        let session = PeerSession::new(self.config.session.clone(), direction, now);
+        let listen_addr = match direction {
+            Direction::Outgoing => addr,
+            Direction::Incoming => None,
+        };
+        self.peers.insert(
+            key,
+            Peer {
+                session,
+                addr,
+                listen_addr,
+                has: Has::Unknown,
+                early_haves: Vec::new(),
+                allowed_fast: Vec::new(),
+                upload_queue: VecDeque::new(),
+                reads_in_flight: Vec::new(),
+                metadata_pending: Vec::new(),
+                metadata_size: None,
+                pex_sent: HashSet::new(),
+                last_unchoked: Time::ZERO,
+                optimistic: false,
+                connected_at: now,
+            },
+        );
+        self.mark_dirty(key);
+        Ok(())
+    }
+
+    fn mark_dirty(&mut self, key: PeerKey) {
+        if !self.dirty.contains(&key) {
+            self.dirty.push_back(key);
+        }
+    }
+
+    /// Bytes arrived from a peer.
+    pub fn peer_data(&mut self, now: Time, key: PeerKey, data: &[u8]) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if let Err(e) = peer.session.receive(now, data) {
+            self.drop_peer(now, key, e.to_string());
+            return;
+        }
+        self.process_events(now, key);
+        self.fill_requests(now, key);
+        self.mark_dirty(key);
+    }
+
+    /// The connection closed (by the peer or the network).
+    pub fn peer_closed(&mut self, now: Time, key: PeerKey) {
+        if self.peers.contains_key(&key) {
+            self.remove_peer(now, key, "connection closed".to_string(), false);
+        }
+    }
+
+    fn drop_peer(&mut self, now: Time, key: PeerKey, reason: String) {
+        self.remove_peer(now, key, reason, true);
+    }
+
+    fn remove_peer(&mut self, now: Time, key: PeerKey, reason: String, tell_driver: bool) {
+        let Some(mut peer) = self.peers.remove(&key) else {
+            return;
+        };
+        peer.session.close();
+        if let Some(c) = &mut self.content {
+            c.picker.peer_disconnected(key);
+            match &peer.has {
+                Has::Some(b) => c.picker.peer_gone(b),
+                Has::All => c.picker.seed_gone(),
+                _ => {}
+            }
+        }
+        if let Some(a) = peer.addr {
+            if let Some(c) = self.candidates.get_mut(&a) {
+                c.state = CandidateState::RetryAt(now + Duration::from_secs(60));
+                self.candidate_queue.push_back(a);
+            }
+        }
+        self.dirty.retain(|k| *k != key);
+        if tell_driver {
+            self.outputs.push_back(Output::Disconnect(key));
+        }
+        self.outputs
+            .push_back(Output::Event(TorrentEvent::PeerDisconnected { peer: key, reason }));
+        // Blocks it owed go to others.
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.fill_requests(now, k);
+        }
+        self.connect_more(now);
+    }
+
+    fn process_events(&mut self, now: Time, key: PeerKey) {
+        loop {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return;
+            };
+            let Some(ev) = peer.session.poll_event() else {
+                return;
+            };
+            if let Err(reason) = self.on_event(now, key, ev) {
+                self.drop_peer(now, key, reason);
+                return;
+            }
+        }
+    }
+
+    fn num_pieces(&self) -> Option<u32> {
+        self.content.as_ref().map(|c| c.meta.info.num_pieces())
+    }
+
+    fn on_event(&mut self, now: Time, key: PeerKey, ev: SessionEvent) -> Result<(), String> {
+        match ev {
+            SessionEvent::Handshake { peer_id } => {
+                if peer_id == self.config.session.peer_id {
+                    if let Some(a) = self.peers.get(&key).and_then(|p| p.addr) {
+                        self.candidates.remove(&a);
+                    }
+                    return Err("connected to ourselves".into());
+                }
+                if self.banned_ids.contains(&peer_id) {
+                    return Err("banned peer id".into());
+                }
+                let dup = self
+                    .peers
+                    .iter()
+                    .find(|(k, p)| **k != key && p.session.peer_id() == Some(peer_id))
+                    .map(|(k, p)| (*k, p.session.direction()));
+                if let Some((other, other_dir)) = dup {
+                    // Both sides dialled each other. Keep the connection opened by the peer
+                    // with the lower id; both ends reach the same verdict.
+                    let ours = self.config.session.peer_id;
+                    let opener = |d: Direction| if d == Direction::Outgoing { ours } else { peer_id };
+                    let this_dir = self.peers.get(&key).ok_or("gone")?.session.direction();
+                    if opener(this_dir) < opener(other_dir) {
+                        self.drop_peer(now, other, "duplicate connection to the same peer".into());
+                    } else {
+                        return Err("duplicate connection to the same peer".into());
+                    }
+                }
+                let metadata_size = self
+                    .content
+                    .as_ref()
+                    .map(|c| c.meta.info_bytes.len() as u32);
+                let have = self.content.as_ref().map(|c| c.picker.have().clone());
+                let peer = self.peers.get_mut(&key).ok_or("gone")?;
+                let yourip = peer.addr.map(|a| a.ip());
+                peer.session
+                    .send_extended_handshake(now, metadata_size, yourip);
+                peer.session.send_availability(now, have.as_ref());
+                let addr = peer.addr;
+                self.outputs
+                    .push_back(Output::Event(TorrentEvent::PeerConnected {
+                        peer: key,
+                        peer_id,
+                        addr,
+                    }));
+            }
+            SessionEvent::ExtendedHandshake(h) => {
+                let peer = self.peers.get_mut(&key).ok_or("gone")?;
+                if let (Some(p), Some(a)) = (h.p, peer.addr) {
+                    if peer.session.direction() == Direction::Incoming {
+                        peer.listen_addr = Some(SocketAddr::new(a.ip(), p));
+                    }
+                }
+                peer.metadata_size = h.metadata_size;
+                if self.content.is_none() {
+                    self.request_metadata(now, key);
+                }
+            }
+            SessionEvent::Bitfield(raw) => {
+                let peer = self.peers.get_mut(&key).ok_or("gone")?;
+                peer.has = Has::Raw(raw);
+                self.resolve_availability(now, key);
+            }
+            SessionEvent::HaveAll => {
+                let peer = self.peers.get_mut(&key).ok_or("gone")?;
+                peer.has = Has::All;
+                if let Some(c) = &mut self.content {
+                    c.picker.seed_added();
+                }
+                self.peer_has_changed(now, key)?;
+            }
+            SessionEvent::HaveNone => {
+                let peer = self.peers.get_mut(&key).ok_or("gone")?;
+                peer.has = Has::Raw(Bytes::new());
+                self.resolve_availability(now, key);
+            }
+            SessionEvent::Have(i) => self.on_have(now, key, i)?,
+            SessionEvent::Choked { dropped } => {
+                if let Some(c) = &mut self.content {
+                    for r in dropped {
+                        if let Ok(b) = c.meta.info.layout.check_block(r.index, r.begin, r.length) {
+                            c.picker.request_failed(key, b);
+                        }
+                    }
+                }
+            }
+            SessionEvent::Unchoked => {}
+            SessionEvent::Interested => {
+                // Fill a free slot at once rather than waiting for the next choker round.
+                let unchoked = self
+                    .peers
+                    .values()
+                    .filter(|p| !p.session.am_choking())
+                    .count();
+                if unchoked < self.config.unchoke_slots {
+                    let peer = self.peers.get_mut(&key).ok_or("gone")?;
+                    peer.session.unchoke(now);
+                    peer.last_unchoked = now;
+                }
+            }
+            SessionEvent::NotInterested => {}
+            SessionEvent::Request(r) => self.on_request(now, key, r),
+            SessionEvent::Cancel(r) => {
+                let peer = self.peers.get_mut(&key).ok_or("gone")?;
+                if let Some(i) = peer.upload_queue.iter().position(|x| *x == r) {
+                    peer.upload_queue.remove(i);
+                    peer.session.drop_peer_request();
+                } else if let Some(i) = peer.reads_in_flight.iter().position(|x| *x == r) {
+                    // The read is under way; its result will be dropped.
+                    peer.reads_in_flight.remove(i);
+                    peer.session.drop_peer_request();
+                }
+            }
+            SessionEvent::Block {
+                request,
+                data,
+                requested,
+            } => self.on_block(now, key, request, data, requested)?,
+            SessionEvent::Rejected(r) => {
+                if let Some(c) = &mut self.content {
+                    if let Ok(b) = c.meta.info.layout.check_block(r.index, r.begin, r.length) {
+                        c.picker.request_failed(key, b);
+                    }
+                }
+            }
+            SessionEvent::TimedOut(rs) => {
+                if let Some(c) = &mut self.content {
+                    for r in rs {
+                        if let Ok(b) = c.meta.info.layout.check_block(r.index, r.begin, r.length) {
+                            c.picker.request_failed(key, b);
+                        }
+                    }
+                }
+            }
+            SessionEvent::AllowedFast(i) => {
+                if let Some(c) = &self.content {
+                    if let Ok(p) = c.meta.info.layout.piece(i) {
+                        let peer = self.peers.get_mut(&key).ok_or("gone")?;
+                        if peer.allowed_fast.len() < 64 && !peer.allowed_fast.contains(&p) {
+                            peer.allowed_fast.push(p);
+                        }
+                    }
+                }
+            }
+            SessionEvent::Suggest(_) => {}
+            SessionEvent::Metadata(m) => self.on_metadata(now, key, m)?,
+            SessionEvent::Pex(m) => {
+                if self.config.session.pex {
+                    let addrs: Vec<SocketAddr> = m.added.iter().map(|(a, _)| *a).collect();
+                    self.add_candidates(now, addrs, PeerSource::Pex);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_availability(&mut self, now: Time, key: PeerKey) {
+        let Some(n) = self.num_pieces() else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Has::Raw(raw) = &peer.has else {
+            return;
+        };
+        let parsed = if raw.is_empty() {
+            Ok(Bitfield::new(n))
+        } else {
+            Bitfield::from_bytes(raw, n)
+        };
+        let mut bits = match parsed {
+            Ok(b) => b,
+            Err(e) => {
+                self.drop_peer(now, key, format!("bad bitfield: {e}"));
+                return;
+            }
+        };
+        let Some(c) = &mut self.content else {
+            return;
+        };
+        for i in std::mem::take(&mut peer.early_haves) {
+            if let Ok(p) = c.meta.info.layout.piece(i) {
+                bits.set(p);
+            }
+        }
+        if bits.is_full() && n > 0 {
+            c.picker.seed_added();
+            peer.has = Has::All;
+        } else {
+            c.picker.peer_bitfield(&bits);
+            peer.has = Has::Some(bits);
+        }
+        if let Err(e) = self.peer_has_changed(now, key) {
+            self.drop_peer(now, key, e);
+        }
+    }
+
+    fn on_have(&mut self, now: Time, key: PeerKey, i: u32) -> Result<(), String> {
+        let peer = self.peers.get_mut(&key).ok_or("gone")?;
+        let Some(c) = &mut self.content else {
+            if peer.early_haves.len() < 100_000 {
+                peer.early_haves.push(i);
+            }
+            if matches!(peer.has, Has::Unknown) {
+                peer.has = Has::Raw(Bytes::new());
+            }
+            return Ok(());
+        };
+        let p = c
+            .meta
+            .info
+            .layout
+            .piece(i)
+            .map_err(|e| format!("bad have: {e}"))?;
+        match &mut peer.has {
+            Has::All => return Ok(()),
+            Has::Some(b) => {
+                if b.set(p) {
+                    c.picker.peer_have(p);
+                    if b.is_full() {
+                        c.picker.peer_gone(b);
+                        c.picker.seed_added();
+                        peer.has = Has::All;
+                    }
+                }
+            }
+            Has::Unknown | Has::Raw(_) => {
+                let mut b = Bitfield::new(c.meta.info.num_pieces());
+                b.set(p);
+                c.picker.peer_bitfield(&b);
+                peer.has = Has::Some(b);
+            }
+        }
+        self.peer_has_changed(now, key)
+    }
+
+    /// After the peer's pieces changed: update our interest, drop seed-to-seed links.
+    fn peer_has_changed(&mut self, now: Time, key: PeerKey) -> Result<(), String> {
+        let complete = self.is_complete();
+        let Some(c) = &self.content else {
+            return Ok(());
+        };
+        let peer = self.peers.get_mut(&key).ok_or("gone")?;
+        if complete {
+            if matches!(peer.has, Has::All) && self.config.disconnect_seeds_when_done {
+                return Err("both sides are seeds".into());
+            }
+            peer.session.set_interested(now, false);
+            return Ok(());
+        }
+        let interesting = match &peer.has {
+            Has::All => true,
+            Has::Some(b) => c.picker.interesting(&view_of(b, peer)),
+            _ => false,
+        };
+        peer.session.set_interested(now, interesting);
+        self.mark_dirty(key);
+        Ok(())
+    }
+
+    fn on_request(&mut self, now: Time, key: PeerKey, r: BlockRequest) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let valid = self.content.as_ref().and_then(|c| {
+            let b = c.meta.info.layout.check_request(r.index, r.begin, r.length).ok()?;
+            c.picker.have().get(b.piece).then_some(b)
+        });
+        let allowed = !peer.session.am_choking();
+        match valid {
+            Some(_) if allowed => {
+                peer.upload_queue.push_back(r);
+                self.pump_reads(key);
+            }
+            _ => peer.session.reject(now, r),
+        }
+    }
+
+    /// Issues reads for queued requests while the peer's send queue has room.
+    fn pump_reads(&mut self, key: PeerKey) {
+        let Some(c) = &self.content else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        while let Some(r) = peer.upload_queue.front().copied() {
+            let in_flight = peer.reads_in_flight.len() * crate::piece::BLOCK_SIZE as usize;
+            if in_flight + peer.session.queued_bytes() >= self.config.max_upload_queue {
+                break;
+            }
+            peer.upload_queue.pop_front();
+            let Ok(block) = c.meta.info.layout.check_request(r.index, r.begin, r.length) else {
+                continue;
+            };
+            peer.reads_in_flight.push(r);
+            self.outputs.push_back(Output::ReadBlock { peer: key, block });
+        }
+    }
+
+    /// A block read finished. `None` means storage failed (the request is rejected).
+    pub fn block_read(&mut self, now: Time, key: PeerKey, block: Block, data: Option<Bytes>) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let r = BlockRequest::new(block.piece.get(), block.begin, block.length);
+        let Some(i) = peer.reads_in_flight.iter().position(|x| *x == r) else {
+            return; // cancelled meanwhile
+        };
+        peer.reads_in_flight.remove(i);
+        match data {
+            Some(d) if d.len() == block.length as usize && !peer.session.am_choking() => {
+                let n = d.len() as u64;
+                peer.session.send_block(now, r, d);
+                self.stats.uploaded += n;
+                self.upload.add(now, n);
+            }
+            _ => peer.session.reject(now, r),
+        }
+        self.mark_dirty(key);
+    }
+
+    fn on_block(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        r: BlockRequest,
+        data: Bytes,
+        _requested: bool,
+    ) -> Result<(), String> {
+        self.stats.downloaded += data.len() as u64;
+        self.download.add(now, data.len() as u64);
+        let Some(c) = &mut self.content else {
+            return Err("piece data before metadata".into());
+        };
+        let Ok(block) = c.meta.info.layout.check_block(r.index, r.begin, r.length) else {
+            return Err("block does not fit the torrent's layout".into());
+        };
+        let received = c.picker.block_received(key, block);
+        for other in received.cancel {
+            if let Some(p) = self.peers.get_mut(&other) {
+                p.session.cancel(now, r);
+                if !self.dirty.contains(&other) {
+                    self.dirty.push_back(other);
+                }
+            }
+        }
+        if !received.new {
+            return Ok(());
+        }
+        let (addr, pid) = self
+            .peers
+            .get(&key)
+            .map(|p| (p.addr, p.session.peer_id()))
+            .unwrap_or((None, None));
+        let piece_len = c.meta.info.layout.piece_len(block.piece) as usize;
+        let asm = c.assembling.entry(block.piece).or_insert_with(|| Assembly {
+            buf: BytesMut::zeroed(piece_len),
+            contributors: Vec::new(),
+        });
+        let start = block.begin as usize;
+        asm.buf[start..start + data.len()].copy_from_slice(&data);
+        if !asm.contributors.iter().any(|(k, _, _)| *k == key) {
+            asm.contributors.push((key, addr, pid));
+        }
+        if received.piece_complete {
+            if let Some(asm) = c.assembling.remove(&block.piece) {
+                let expected = c.meta.info.piece_hash(block.piece);
+                c.verifying.insert(block.piece, asm.contributors);
+                self.outputs.push_back(Output::VerifyPiece {
+                    piece: block.piece,
+                    data: asm.buf.freeze(),
+                    expected,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The driver checked (and, if valid, stored) a piece.
+    pub fn piece_checked(&mut self, now: Time, piece: PieceIndex, valid: bool) {
+        let Some(c) = &mut self.content else {
+            return;
+        };
+        let Some(contributors) = c.verifying.remove(&piece) else {
+            return;
+        };
+        if valid {
+            c.picker.piece_verified(piece);
+            self.update_left();
+            self.outputs
+                .push_back(Output::Event(TorrentEvent::PieceVerified(piece)));
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for k in &keys {
+                if let Some(p) = self.peers.get_mut(k) {
+                    if p.session.is_active() {
+                        p.session.send_have(now, piece.get());
+                    }
+                }
+                self.mark_dirty(*k);
+            }
+            if self.is_complete() && !self.done_announced {
+                self.done_announced = true;
+                self.outputs.push_back(Output::Event(TorrentEvent::Done));
+                for k in keys {
+                    if let Err(e) = self.peer_has_changed(now, k) {
+                        self.drop_peer(now, k, e);
+                    }
+                }
+            } else {
+                for k in keys {
+                    if let Err(e) = self.peer_has_changed(now, k) {
+                        self.drop_peer(now, k, e);
+                    }
+                }
+            }
+            return;
+        }
+        c.picker.piece_failed(piece);
+        self.outputs
+            .push_back(Output::Event(TorrentEvent::HashFailed(piece)));
+        let sole = contributors.len() == 1;
+        for (key, addr, pid) in contributors {
+            let strikes = match addr {
+                Some(a) => {
+                    let s = self.strikes.entry(a.ip()).or_insert(0);
+                    *s += 1;
+                    *s
+                }
+                None => self.config.max_strikes,
+            };
+            if sole || strikes >= self.config.max_strikes {
+                self.ban(now, key, addr, pid);
+            }
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.fill_requests(now, k);
+        }
+    }
+
+    fn ban(&mut self, now: Time, key: PeerKey, addr: Option<SocketAddr>, pid: Option<PeerId>) {
+        if let Some(a) = addr {
+            self.banned_ips.insert(a.ip());
+            self.candidates.retain(|c, _| c.ip() != a.ip());
+        }
+        if let Some(id) = pid {
+            self.banned_ids.insert(id);
+        }
+        self.outputs
+            .push_back(Output::Event(TorrentEvent::PeerBanned { peer: key, addr }));
+        if self.peers.contains_key(&key) {
+            self.drop_peer(now, key, "sent data that failed verification".into());
+        }
+    }
+
+    /// Requests as many blocks from the peer as its queue depth allows.
+    fn fill_requests(&mut self, now: Time, key: PeerKey) {
+        let Some(c) = &mut self.content else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !peer.session.is_active() || !peer.session.am_interested() {
+            return;
+        }
+        let slots = peer.session.request_slots(now);
+        if slots == 0 {
+            return;
+        }
+        let choked = peer.session.peer_choking();
+        if choked && (peer.allowed_fast.is_empty() || !peer.session.supports_fast()) {
+            return;
+        }
+        let view = match &peer.has {
+            Has::All => PeerView::seed(),
+            Has::Some(b) => PeerView::bitfield(b),
+            _ => return,
+        }
+        .choked(choked)
+        .allowed_fast(&peer.allowed_fast);
+        self.pick_buf.clear();
+        c.picker.pick(key, view, slots, &mut self.pick_buf);
+        for b in self.pick_buf.drain(..) {
+            peer.session
+                .request(now, BlockRequest::new(b.piece.get(), b.begin, b.length));
+        }
+        if !self.dirty.contains(&key) {
+            self.dirty.push_back(key);
+        }
+    }
+
+    fn request_metadata(&mut self, now: Time, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(size) = peer.metadata_size else {
+            return;
+        };
+        if !peer.session.peer_supports(crate::ext::UT_METADATA) {
+            return;
+        }
+        if self.metadata.is_none() {
+            match MetadataAssembler::new(self.info_hash, size) {
+                Ok(a) => self.metadata = Some(a),
+                Err(_) => return,
+            }
+        }
+        let Some(asm) = &self.metadata else {
+            return;
+        };
+        if asm.size() != size {
+            return;
+        }
+        peer.metadata_pending
+            .retain(|(_, t)| now.saturating_since(*t) < Duration::from_secs(10));
+        let pending_elsewhere: HashSet<u32> = HashSet::new();
+        let missing: Vec<u32> = asm
+            .missing_pieces()
+            .filter(|p| !pending_elsewhere.contains(p))
+            .collect();
+        // Spread the first requests: start at a random missing piece.
+        let offset = if missing.is_empty() {
+            0
+        } else {
+            self.rng.below(missing.len() as u64) as usize
+        };
+        for i in 0..missing.len() {
+            if peer.metadata_pending.len() >= 4 {
+                break;
+            }
+            let p = missing[(i + offset) % missing.len()];
+            if peer.metadata_pending.iter().any(|(x, _)| *x == p) {
+                continue;
+            }
+            if peer
+                .session
+                .send_metadata(now, &MetadataMessage::Request { piece: p })
+            {
+                peer.metadata_pending.push((p, now));
+            }
+        }
+        if !self.dirty.contains(&key) {
+            self.dirty.push_back(key);
+        }
+    }
+
+    fn on_metadata(&mut self, now: Time, key: PeerKey, m: MetadataMessage) -> Result<(), String> {
+        match m {
+            MetadataMessage::Request { piece } => {
+                let reply = match &self.content {
+                    Some(c) => {
+                        serve_metadata_piece(&c.meta.info_bytes, piece)
+                    }
+                    _ => MetadataMessage::Reject { piece },
+                };
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.session.send_metadata(now, &reply);
+                }
+            }
+            MetadataMessage::Reject { piece } => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.metadata_pending.retain(|(x, _)| *x != piece);
+                    p.metadata_size = None;
+                }
+            }
+            MetadataMessage::Data {
+                piece,
+                total_size,
+                data,
+            } => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.metadata_pending.retain(|(x, _)| *x != piece);
+                }
+                if self.content.is_some() {
+                    return Ok(());
+                }
+                let Some(asm) = &mut self.metadata else {
+                    return Ok(());
+                };
+                match asm.add_piece(piece, total_size, &data) {
+                    Ok(Some(info)) => {
+                        let trackers = std::mem::take(&mut self.trackers_hint);
+                        match Metainfo::from_info_bytes(info, self.info_hash, trackers) {
+                            Ok(meta) => {
+                                self.metadata = None;
+                                if meta.info.private {
+                                    self.config.session.pex = false;
+                                }
+                                let n = meta.info.num_pieces();
+                                self.set_content(Arc::new(meta), Bitfield::new(n), now)
+                                    .map_err(|e| e.to_string())?;
+                                self.outputs
+                                    .push_back(Output::Event(TorrentEvent::MetadataReceived));
+                                let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+                                for k in keys {
+                                    let _ = self.peer_has_changed(now, k);
+                                    self.fill_requests(now, k);
+                                }
+                            }
+                            Err(e) => {
+                                if let Some(a) = &mut self.metadata {
+                                    a.reset();
+                                }
+                                return Err(format!("metadata unusable: {e}"));
+                            }
+                        }
+                    }
+                    Ok(None) => self.request_metadata(now, key),
+                    Err(e) => return Err(format!("bad metadata: {e}")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs periodic work: session timers, choking, PEX, connection attempts.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + Duration::from_secs(1);
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in &keys {
+            let Some(p) = self.peers.get_mut(k) else {
+                continue;
+            };
+            if let Err(e) = p.session.handle_timeout(now) {
+                self.drop_peer(now, *k, e.to_string());
+                continue;
+            }
+            self.process_events(now, *k);
+            if self.content.is_none() {
+                self.request_metadata(now, *k);
+            }
+            self.fill_requests(now, *k);
+            self.mark_dirty(*k);
+        }
+        // Outgoing attempts that never resolved.
+        let timeout = self.config.connect_timeout;
+        let stale: Vec<SocketAddr> = self
+            .candidates
+            .iter()
+            .filter_map(|(a, c)| match c.state {
+                CandidateState::Connecting(t) if now.saturating_since(t) >= timeout => Some(*a),
+                _ => None,
+            })
+            .collect();
+        for a in stale {
+            self.connect_failed(now, a);
+        }
+        if now >= self.next_choke {
+            self.next_choke = now + self.config.choke_interval;
+            self.run_choker(now);
+        }
+        if now >= self.next_pex {
+            self.next_pex = now + self.config.pex_interval;
+            self.send_pex(now);
+        }
+        self.connect_more(now);
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    pub fn poll_timeout(&self) -> Time {
+        self.next_tick
+    }
+
+    fn run_choker(&mut self, now: Time) {
+        let seeding = self.is_complete();
+        let rotate = now >= self.next_optimistic;
+        if rotate {
+            self.next_optimistic = now + self.config.optimistic_interval;
+        }
+        let mut interested: Vec<(PeerKey, u64, Time, bool, bool)> = Vec::new();
+        for (k, p) in self.peers.iter_mut() {
+            if p.session.is_active() && p.session.peer_interested() {
+                let rate = if seeding {
+                    p.session.upload.rate(now)
+                } else {
+                    p.session.download.rate(now)
+                };
+                interested.push((*k, rate, p.last_unchoked, !p.session.am_choking(), p.optimistic));
+            }
+        }
+        interested.sort_by_key(|e| e.0);
+        let slots = self.config.unchoke_slots.max(1);
+        let mut chosen: Vec<PeerKey> = Vec::new();
+        if seeding {
+            // Round robin: a peer keeps its slot for one optimistic interval, then the
+            // peers that waited longest get their turn.
+            let turn = self.config.optimistic_interval;
+            interested.sort_by_key(|(_, rate, last, unchoked, _)| {
+                let keeps = *unchoked && now.saturating_since(*last) < turn;
+                (!keeps, if keeps { Time::ZERO } else { *last }, u64::MAX - rate)
+            });
+            chosen.extend(interested.iter().take(slots).map(|e| e.0));
+        } else {
+            // Tit-for-tat: the fastest uploaders to us, plus one optimistic unchoke.
+            let mut by_rate = interested.clone();
+            by_rate.sort_by_key(|e| std::cmp::Reverse(e.1));
+            chosen.extend(by_rate.iter().take(slots - 1).map(|e| e.0));
+            let current_opt = interested.iter().find(|e| e.4).map(|e| e.0);
+            let opt = match current_opt {
+                Some(k) if !rotate && !chosen.contains(&k) => Some(k),
+                _ => {
+                    // Newly connected peers get the optimistic slot first: they have nothing
+                    // to trade yet and this is how they get started.
+                    let mut rest: Vec<PeerKey> = interested
+                        .iter()
+                        .map(|e| e.0)
+                        .filter(|k| !chosen.contains(k))
+                        .collect();
+                    let fresh: Vec<PeerKey> = rest
+                        .iter()
+                        .copied()
+                        .filter(|k| {
+                            self.peers.get(k).is_some_and(|p| {
+                                now.saturating_since(p.connected_at) < Duration::from_secs(60)
+                            })
+                        })
+                        .collect();
+                    if !fresh.is_empty() {
+                        rest = fresh;
+                    }
+                    if rest.is_empty() {
+                        None
+                    } else {
+                        Some(rest[self.rng.below(rest.len() as u64) as usize])
+                    }
+                }
+            };
+            for p in self.peers.values_mut() {
+                p.optimistic = false;
+            }
+            if let Some(k) = opt {
+                chosen.push(k);
+                if let Some(p) = self.peers.get_mut(&k) {
+                    p.optimistic = true;
+                }
+            }
+        }
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            let Some(p) = self.peers.get_mut(&k) else {
+                continue;
+            };
+            if chosen.contains(&k) {
+                if p.session.am_choking() {
+                    p.last_unchoked = now;
+                }
+                p.session.unchoke(now);
+            } else if !p.session.am_choking() {
+                p.session.choke(now);
+                // Pending requests die with the choke: reject them explicitly under BEP 6.
+                let queued: Vec<BlockRequest> = p.upload_queue.drain(..).collect();
+                for r in queued {
+                    p.session.reject(now, r);
+                }
+            }
+            self.mark_dirty(k);
+        }
+    }
+
+    fn send_pex(&mut self, now: Time) {
+        if !self.config.session.pex {
+            return;
+        }
+        let connected: Vec<(PeerKey, SocketAddr, bool)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.session.is_active())
+            .filter_map(|(k, p)| p.listen_addr.map(|a| (*k, a, matches!(p.has, Has::All))))
+            .collect();
+        let now_set: HashSet<SocketAddr> = connected.iter().map(|c| c.1).collect();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            let Some(p) = self.peers.get_mut(&k) else {
+                continue;
+            };
+            if !p.session.is_active() || !p.session.peer_supports(crate::ext::UT_PEX) {
+                continue;
+            }
+            let mut msg = PexMessage::default();
+            for (other, addr, seed) in &connected {
+                if *other == k || p.pex_sent.contains(addr) || msg.added.len() >= 50 {
+                    continue;
+                }
+                let flags = if *seed {
+                    PexFlags::SEED
+                } else {
+                    PexFlags::empty()
+                };
+                msg.added.push((*addr, flags));
+            }
+            let dropped: Vec<SocketAddr> = p
+                .pex_sent
+                .iter()
+                .filter(|a| !now_set.contains(a))
+                .take(50)
+                .copied()
+                .collect();
+            msg.dropped = dropped;
+            if msg.added.is_empty() && msg.dropped.is_empty() {
+                continue;
+            }
+            if p.session.send_pex(now, &msg) {
+                for (a, _) in &msg.added {
+                    p.pex_sent.insert(*a);
+                }
+                for a in &msg.dropped {
+                    p.pex_sent.remove(a);
+                }
+                self.mark_dirty(k);
+            }
+        }
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next bytes to send, to any peer: `(peer, bytes)`. Block payloads come as their own
+    /// chunks, not copied.
+    pub fn poll_transmit(&mut self, now: Time) -> Option<(PeerKey, Bytes)> {
+        while let Some(k) = self.dirty.front().copied() {
+            let Some(p) = self.peers.get_mut(&k) else {
+                self.dirty.pop_front();
+                continue;
+            };
+            if let Some(b) = p.session.poll_chunk() {
+                return Some((k, b));
+            }
+            self.dirty.pop_front();
+            // Room in the send queue: serve more of its requests.
+            self.pump_reads(k);
+            let _ = now;
+        }
+        None
+    }
+
+    /// The next bytes to send to one peer (for drivers that write per connection).
+    pub fn poll_transmit_to(&mut self, key: PeerKey) -> Option<Bytes> {
+        let p = self.peers.get_mut(&key)?;
+        match p.session.poll_chunk() {
+            Some(b) => Some(b),
+            None => {
+                self.pump_reads(key);
+                self.peers.get_mut(&key)?.session.poll_chunk()
+            }
+        }
+    }
+
+    /// Closes every connection (e.g. when the torrent is removed).
+    pub fn shutdown(&mut self, now: Time) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.drop_peer(now, k, "torrent stopped".into());
+        }
+        self.candidate_queue.clear();
+        self.candidates.clear();
+    }
+}
+
+fn view_of<'a>(b: &'a Bitfield, p: &'a Peer) -> PeerView<'a> {
+    PeerView::bitfield(b)
+        .choked(p.session.peer_choking())
+        .allowed_fast(&p.allowed_fast)
+}

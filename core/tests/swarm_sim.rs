@@ -1,0 +1,142 @@
+//! Simulated swarms: torrent state machines connected by in-memory links, no sockets, a seeded
+//! RNG. Every leecher must end with data whose SHA-256 equals the source's.
+
+mod sim;
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use sha2::{Digest, Sha256};
+use sim::{content, multi_file_torrent, Behaviour, LinkSpec, Sim};
+use webtorrent_core::torrent::TorrentEvent;
+
+fn sha256(d: &[u8]) -> [u8; 32] {
+    Sha256::digest(d).into()
+}
+
+struct Outcome {
+    all_done: bool,
+    banned_corrupter: usize,
+    sim_secs: f64,
+}
+
+/// One seeder, a corrupting peer, five leechers (one from a magnet link), a slow link and a
+/// link that drops midway; multi-file torrent of 240 pieces.
+fn run_swarm(seed: u64) -> Outcome {
+    let piece_length = 16 * 1024;
+    let lengths = [1_000_000, 7, 2_000_000, 932_153];
+    let total: usize = lengths.iter().sum();
+    let data = content(total, seed);
+    let meta = multi_file_torrent(&data, &lengths, piece_length);
+    assert!(meta.info.num_pieces() >= 200);
+    let mut sim = Sim::new(seed);
+    let seeder = sim.add_seed(&meta, &data, Behaviour::Honest);
+    let corrupter = sim.add_seed(&meta, &data, Behaviour::Corrupt);
+    let leechers: Vec<usize> = (0..4).map(|_| sim.add_leecher(&meta)).collect();
+    let magnet = sim.add_magnet_leecher(meta.info_hash, total);
+    // A slow link between the seeder and the first leecher; a link that dies after 300 kB
+    // between the seeder and the second.
+    sim.link_specs.insert(
+        (leechers[0], seeder),
+        LinkSpec {
+            latency: Duration::from_millis(80),
+            bandwidth: 200_000,
+            cut_after: None,
+        },
+    );
+    sim.link_specs.insert(
+        (leechers[1], seeder),
+        LinkSpec {
+            cut_after: Some(300_000),
+            ..LinkSpec::default()
+        },
+    );
+    // Tracker-like introductions: everyone knows the seeder and the corrupter; the last
+    // leecher and the magnet leecher know only one other leecher and must use PEX for more.
+    for &l in &leechers[..3] {
+        sim.introduce(l, seeder);
+        sim.introduce(l, corrupter);
+    }
+    sim.introduce(leechers[3], leechers[0]);
+    sim.introduce(magnet, leechers[1]);
+    sim.introduce(magnet, corrupter);
+    let mut all = leechers.clone();
+    all.push(magnet);
+    let all_done = sim.run(Duration::from_secs(300), |s| {
+        all.iter().all(|&i| s.nodes[i].done_at.is_some())
+    });
+    let expected = sha256(&data);
+    let mut banned_corrupter = 0;
+    for &i in &all {
+        let n = &sim.nodes[i];
+        if all_done {
+            assert_eq!(sha256(&n.data), expected, "node {i} data differs (seed {seed})");
+        }
+        if n.events.iter().any(|e| {
+            matches!(e, TorrentEvent::PeerBanned { addr: Some(a), .. } if *a == sim.nodes[corrupter].addr || a.ip() == sim.nodes[corrupter].addr.ip())
+        }) {
+            banned_corrupter += 1;
+        }
+    }
+    assert!(
+        sim.nodes[magnet]
+            .events
+            .contains(&TorrentEvent::MetadataReceived),
+        "magnet leecher got metadata (seed {seed})"
+    );
+    Outcome {
+        all_done,
+        banned_corrupter,
+        sim_secs: sim.now.as_micros() as f64 / 1e6,
+    }
+}
+
+#[test]
+fn swarm_with_corrupt_peer_slow_and_dropped_links() {
+    let o = run_swarm(1);
+    assert!(o.all_done, "not all leechers finished in {} s", o.sim_secs);
+    assert!(o.banned_corrupter >= 1, "the corrupting peer was never banned");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn swarm_completes_for_many_seeds(seed in 2u64..1_000_000) {
+        let o = run_swarm(seed);
+        prop_assert!(o.all_done, "seed {} not done after {} s", seed, o.sim_secs);
+    }
+}
+
+#[test]
+fn two_peers_transfer_and_seed_to_seed_disconnects() {
+    let data = content(3_000_000, 9);
+    let meta = multi_file_torrent(&data, &[3_000_000], 32 * 1024);
+    let mut sim = Sim::new(9);
+    let s = sim.add_seed(&meta, &data, Behaviour::Honest);
+    let l = sim.add_leecher(&meta);
+    sim.introduce(l, s);
+    assert!(sim.run(Duration::from_secs(60), |sim| sim.nodes[l].done_at.is_some()));
+    assert_eq!(sha256(&sim.nodes[l].data), sha256(&data));
+    // Once both are seeds the connection is closed.
+    sim.run(Duration::from_secs(5), |_| false);
+    assert_eq!(sim.nodes[l].torrent.num_peers(), 0);
+    let st = sim.nodes[l].torrent.stats(sim.now);
+    assert_eq!(st.left, Some(0));
+    assert!(st.downloaded >= 3_000_000);
+}
+
+#[test]
+fn magnet_only_swarm_gets_metadata() {
+    let data = content(500_000, 3);
+    let meta = multi_file_torrent(&data, &[200_000, 300_000], 16 * 1024);
+    let mut sim = Sim::new(3);
+    let s = sim.add_seed(&meta, &data, Behaviour::Honest);
+    let m = sim.add_magnet_leecher(meta.info_hash, data.len());
+    sim.introduce(m, s);
+    assert!(sim.run(Duration::from_secs(60), |sim| sim.nodes[m].done_at.is_some()));
+    assert_eq!(sha256(&sim.nodes[m].data), sha256(&data));
+    assert_eq!(
+        sim.nodes[m].torrent.metainfo().unwrap().info_bytes,
+        meta.info_bytes
+    );
+}
