@@ -269,6 +269,42 @@ pub fn raw_dict_value(input: &[u8], key: &[u8]) -> Result<Option<Range<usize>>, 
     Ok(found)
 }
 
+/// Detects duplicate dictionary keys in O(n): keys in canonical (sorted) order only need a
+/// comparison with the previous one; the first out-of-order key switches to a hash set.
+#[derive(Default)]
+struct KeySet<'a> {
+    last: Option<&'a [u8]>,
+    seen: Vec<&'a [u8]>,
+    set: Option<std::collections::HashSet<&'a [u8]>>,
+}
+
+impl<'a> KeySet<'a> {
+    fn insert(&mut self, k: &'a [u8], at: usize) -> Result<(), BencodeError> {
+        if let Some(set) = &mut self.set {
+            return if set.insert(k) {
+                Ok(())
+            } else {
+                Err(BencodeError::DuplicateKey(at))
+            };
+        }
+        match self.last {
+            Some(prev) if k <= prev => {
+                let mut set: std::collections::HashSet<&'a [u8]> =
+                    std::mem::take(&mut self.seen).into_iter().collect();
+                if !set.insert(k) {
+                    return Err(BencodeError::DuplicateKey(at));
+                }
+                self.set = Some(set);
+            }
+            _ => {
+                self.seen.push(k);
+                self.last = Some(k);
+            }
+        }
+        Ok(())
+    }
+}
+
 struct Parser<'a> {
     input: &'a [u8],
     pos: usize,
@@ -373,15 +409,14 @@ impl<'a> Parser<'a> {
             b'd' => {
                 self.pos += 1;
                 let mut entries: Vec<(&'a [u8], Value<'a>)> = Vec::new();
+                let mut keys = KeySet::default();
                 while self.peek()? != b'e' {
                     let key_at = self.pos;
                     if !self.peek()?.is_ascii_digit() {
                         return Err(BencodeError::KeyNotString(key_at));
                     }
                     let k = self.string()?;
-                    if entries.iter().any(|(e, _)| *e == k) {
-                        return Err(BencodeError::DuplicateKey(key_at));
-                    }
+                    keys.insert(k, key_at)?;
                     let v = self.value(depth + 1)?;
                     entries.push((k, v));
                 }
@@ -412,11 +447,14 @@ impl<'a> Parser<'a> {
             }
             b'd' => {
                 self.pos += 1;
+                let mut keys = KeySet::default();
                 while self.peek()? != b'e' {
+                    let key_at = self.pos;
                     if !self.peek()?.is_ascii_digit() {
-                        return Err(BencodeError::KeyNotString(self.pos));
+                        return Err(BencodeError::KeyNotString(key_at));
                     }
-                    self.string()?;
+                    let k = self.string()?;
+                    keys.insert(k, key_at)?;
                     self.skip(depth + 1)?;
                 }
                 self.pos += 1;
@@ -518,6 +556,21 @@ mod tests {
         assert_eq!(raw_dict_value(doc, b"nope").unwrap(), None);
         assert!(raw_dict_value(b"d4:infoi1e4:infoi2ee", b"info").is_err());
         assert!(raw_dict_value(b"li1ee", b"info").is_err());
+    }
+
+    #[test]
+    fn fuzz_regression_duplicate_keys_agree() {
+        // Found by the `bencode` fuzz target: validate accepted what decode refused.
+        for doc in [&b"d0:le0:lee"[..], b"d1:bi1e1:ai1e1:bi2ee"] {
+            assert!(matches!(decode(doc), Err(BencodeError::DuplicateKey(_))));
+            assert!(matches!(
+                validate(doc, Limits::default()),
+                Err(BencodeError::DuplicateKey(_))
+            ));
+        }
+        // Unsorted but distinct keys are accepted by both.
+        assert!(decode(b"d1:bi1e1:ai1ee").is_ok());
+        assert!(validate(b"d1:bi1e1:ai1ee", Limits::default()).is_ok());
     }
 
     #[test]

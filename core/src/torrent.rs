@@ -1340,9 +1340,11 @@ impl Torrent {
             // Round robin: a peer keeps its slot for one optimistic interval, then the
             // peers that waited longest get their turn.
             let turn = self.config.optimistic_interval;
+            // Order: peers still in their turn, then choked peers by how long they have
+            // waited, then peers whose turn is over.
             interested.sort_by_key(|(_, rate, last, unchoked, _)| {
                 let keeps = *unchoked && now.saturating_since(*last) < turn;
-                (!keeps, if keeps { Time::ZERO } else { *last }, u64::MAX - rate)
+                (!keeps, *unchoked, *last, u64::MAX - rate)
             });
             chosen.extend(interested.iter().take(slots).map(|e| e.0));
         } else {
@@ -1490,14 +1492,37 @@ impl Torrent {
         None
     }
 
-    /// The next bytes to send to one peer (for drivers that write per connection).
+    /// The next bytes to send to one peer (for drivers that write per connection and apply
+    /// back-pressure per connection). Use with [`pending_transmits`](Self::pending_transmits).
     pub fn poll_transmit_to(&mut self, key: PeerKey) -> Option<Bytes> {
-        let p = self.peers.get_mut(&key)?;
-        match p.session.poll_chunk() {
+        let chunk = match self.peers.get_mut(&key)?.session.poll_chunk() {
             Some(b) => Some(b),
             None => {
                 self.pump_reads(key);
                 self.peers.get_mut(&key)?.session.poll_chunk()
+            }
+        };
+        if chunk.is_none() {
+            self.dirty.retain(|k| *k != key);
+        }
+        chunk
+    }
+
+    /// Peers that may have bytes to send.
+    pub fn pending_transmits(&self) -> Vec<PeerKey> {
+        self.dirty.iter().copied().collect()
+    }
+
+    /// Storing a verified piece failed: fetch it again later, without blaming any peer.
+    pub fn piece_store_failed(&mut self, now: Time, piece: PieceIndex) {
+        let Some(c) = &mut self.content else {
+            return;
+        };
+        if c.verifying.remove(&piece).is_some() {
+            c.picker.piece_failed(piece);
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for k in keys {
+                self.fill_requests(now, k);
             }
         }
     }
@@ -1517,4 +1542,234 @@ fn view_of<'a>(b: &'a Bitfield, p: &'a Peer) -> PeerView<'a> {
     PeerView::bitfield(b)
         .choked(p.session.peer_choking())
         .allowed_fast(&p.allowed_fast)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::creator::TorrentCreator;
+    use crate::id::Id20;
+    use crate::wire::Message;
+
+    fn meta(len: usize) -> (Arc<Metainfo>, Vec<u8>) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let t = TorrentCreator::new()
+            .with_piece_length(16384)
+            .create_single_from_reader("t", len as u64, &data[..])
+            .unwrap();
+        (Arc::new(t.metainfo), data)
+    }
+
+    /// A remote peer speaking through its own session.
+    struct Remote {
+        key: PeerKey,
+        s: PeerSession,
+    }
+
+    fn connect(t: &mut Torrent, now: Time, n: u8, meta: &Metainfo) -> Remote {
+        let key = PeerKey(u64::from(n));
+        let addr = SocketAddr::from(([10, 0, 0, n], 6881));
+        t.add_peer(now, key, Some(addr), Direction::Incoming).unwrap();
+        let s = PeerSession::new(
+            SessionConfig::new(meta.info_hash, Id20([n; 20])),
+            Direction::Outgoing,
+            now,
+        );
+        let mut r = Remote { key, s };
+        exchange(t, now, &mut r);
+        r
+    }
+
+    /// Moves bytes both ways until quiet.
+    fn exchange(t: &mut Torrent, now: Time, r: &mut Remote) {
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some(b) = r.s.poll_chunk() {
+                t.peer_data(now, r.key, &b);
+                moved = true;
+            }
+            while let Some(b) = t.poll_transmit_to(r.key) {
+                r.s.receive(now, &b).unwrap();
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn unchoked(t: &Torrent) -> Vec<u64> {
+        let mut v: Vec<u64> = t
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.session.am_choking())
+            .map(|(k, _)| k.0)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn seeding_choker_rotates_round_robin() {
+        let (m, _) = meta(20 * 16384);
+        let n = m.info.num_pieces();
+        let mut t = Torrent::new(
+            TorrentConfig::new(Id20([1; 20])),
+            m.clone(),
+            Bitfield::full(n),
+            7,
+            Time::ZERO,
+        )
+        .unwrap();
+        let mut now = Time::ZERO;
+        let mut remotes: Vec<Remote> = (2..8).map(|i| connect(&mut t, now, i, &m)).collect();
+        for r in &mut remotes {
+            r.s.set_interested(now, true);
+            exchange(&mut t, now, r);
+        }
+        // Free slots are filled at once, in arrival order.
+        assert_eq!(unchoked(&t), [2, 3, 4, 5]);
+        let first = unchoked(&t);
+        for _ in 0..4 {
+            now += Duration::from_secs(10);
+            t.handle_timeout(now);
+        }
+        let later = unchoked(&t);
+        assert_eq!(later.len(), 4);
+        assert!(later.contains(&6) && later.contains(&7), "{later:?}");
+        assert_ne!(first, later);
+    }
+
+    #[test]
+    fn leeching_choker_prefers_fast_uploaders() {
+        let (m, data) = meta(40 * 16384);
+        let n = m.info.num_pieces();
+        let mut t = Torrent::new(
+            TorrentConfig::new(Id20([1; 20])),
+            m.clone(),
+            Bitfield::new(n),
+            7,
+            Time::ZERO,
+        )
+        .unwrap();
+        let mut now = Time::ZERO;
+        let mut remotes: Vec<Remote> = (2..8).map(|i| connect(&mut t, now, i, &m)).collect();
+        // Each remote is interested in us and sends us (unrequested) blocks: remote i sends
+        // i - 1 blocks per second, so 7, 6 and 5 are the fastest.
+        for _ in 0..3 {
+            now += Duration::from_secs(1);
+            for r in remotes.iter_mut() {
+                r.s.set_interested(now, true);
+                let per_sec = r.key.0 as usize - 1;
+                for b in 0..per_sec {
+                    let piece = (r.key.0 as usize * 5 + b) % n as usize;
+                    let off = piece * 16384;
+                    let mut buf = BytesMut::new();
+                    Message::Piece {
+                        index: piece as u32,
+                        begin: 0,
+                        data: Bytes::copy_from_slice(&data[off..off + 16384]),
+                    }
+                    .encode(&mut buf);
+                    t.peer_data(now, r.key, &buf);
+                }
+                exchange(&mut t, now, r);
+            }
+        }
+        now += Duration::from_secs(1);
+        t.handle_timeout(now);
+        let u = unchoked(&t);
+        assert_eq!(u.len(), 4, "{u:?}");
+        for fast in [5, 6, 7] {
+            assert!(u.contains(&fast), "{u:?}");
+        }
+        // Exactly one optimistic unchoke among the slow ones.
+        assert_eq!(t.peers.values().filter(|p| p.optimistic).count(), 1);
+    }
+
+    #[test]
+    fn connection_limits_and_bans() {
+        let (m, _) = meta(4 * 16384);
+        let mut cfg = TorrentConfig::new(Id20([1; 20]));
+        cfg.max_peers = 2;
+        cfg.max_connecting = 1;
+        let mut t = Torrent::new(cfg, m.clone(), Bitfield::new(4), 1, Time::ZERO).unwrap();
+        let addrs: Vec<SocketAddr> = (2..6).map(|i| SocketAddr::from(([10, 0, 0, i], 6881))).collect();
+        t.add_candidates(Time::ZERO, addrs.clone(), PeerSource::Tracker);
+        let connects: Vec<Output> = std::iter::from_fn(|| t.poll_output()).collect();
+        assert_eq!(connects, [Output::Connect(addrs[0])], "one dial at a time");
+        t.connect_failed(Time::ZERO, addrs[0]);
+        assert_eq!(t.poll_output(), Some(Output::Connect(addrs[1])));
+        let _a = connect(&mut t, Time::ZERO, 3, &m);
+        let _b = connect(&mut t, Time::ZERO, 4, &m);
+        assert_eq!(
+            t.add_peer(Time::ZERO, PeerKey(99), Some(addrs[3]), Direction::Incoming),
+            Err(AddPeerError::Full)
+        );
+        t.banned_ips.insert(addrs[2].ip());
+        t.peer_closed(Time::ZERO, PeerKey(4));
+        assert_eq!(
+            t.add_peer(Time::ZERO, PeerKey(98), Some(addrs[2]), Direction::Incoming),
+            Err(AddPeerError::Banned)
+        );
+    }
+
+    #[test]
+    fn bad_bitfield_and_out_of_range_have_drop_the_peer() {
+        let (m, _) = meta(10 * 16384);
+        let mut t =
+            Torrent::new(TorrentConfig::new(Id20([1; 20])), m.clone(), Bitfield::new(10), 1, Time::ZERO)
+                .unwrap();
+        let r = connect(&mut t, Time::ZERO, 2, &m);
+        let mut buf = BytesMut::new();
+        Message::Have { piece: 10 }.encode(&mut buf);
+        t.peer_data(Time::ZERO, r.key, &buf);
+        assert_eq!(t.num_peers(), 0);
+        let outs: Vec<Output> = std::iter::from_fn(|| t.poll_output()).collect();
+        assert!(outs.contains(&Output::Disconnect(r.key)));
+        let r = connect(&mut t, Time::ZERO, 3, &m);
+        let mut buf = BytesMut::new();
+        Message::Bitfield(Bytes::from_static(&[0xff, 0xff])).encode(&mut buf);
+        t.peer_data(Time::ZERO, r.key, &buf);
+        assert_eq!(t.num_peers(), 0, "spare bits set: dropped");
+    }
+
+    #[test]
+    fn serves_requests_only_when_unchoked_and_valid() {
+        let (m, data) = meta(4 * 16384);
+        let mut t =
+            Torrent::new(TorrentConfig::new(Id20([1; 20])), m.clone(), Bitfield::full(4), 1, Time::ZERO)
+                .unwrap();
+        let now = Time::ZERO;
+        let mut r = connect(&mut t, now, 2, &m);
+        // Requests while choked are rejected (fast extension).
+        r.s.request(now, BlockRequest::new(0, 0, 16384));
+        exchange(&mut t, now, &mut r);
+        let evs: Vec<SessionEvent> = std::iter::from_fn(|| r.s.poll_event()).collect();
+        assert!(evs.contains(&SessionEvent::Rejected(BlockRequest::new(0, 0, 16384))), "{evs:?}");
+        r.s.set_interested(now, true);
+        exchange(&mut t, now, &mut r);
+        assert!(!r.s.peer_choking());
+        r.s.request(now, BlockRequest::new(1, 16000, 384));
+        exchange(&mut t, now, &mut r);
+        let read = std::iter::from_fn(|| t.poll_output())
+            .find_map(|o| match o {
+                Output::ReadBlock { peer, block } => Some((peer, block)),
+                _ => None,
+            })
+            .expect("a read");
+        let off = 16384 + 16000;
+        t.block_read(now, read.0, read.1, Some(Bytes::copy_from_slice(&data[off..off + 384])));
+        exchange(&mut t, now, &mut r);
+        let got = std::iter::from_fn(|| r.s.poll_event()).find_map(|e| match e {
+            SessionEvent::Block { data, .. } => Some(data),
+            _ => None,
+        });
+        assert_eq!(got.as_deref(), Some(&data[off..off + 384]));
+        // A request past the end of the torrent is rejected.
+        r.s.request(now, BlockRequest::new(3, 16384, 1));
+        exchange(&mut t, now, &mut r);
+        let evs: Vec<SessionEvent> = std::iter::from_fn(|| r.s.poll_event()).collect();
+        assert!(evs.iter().any(|e| matches!(e, SessionEvent::Rejected(_))), "{evs:?}");
+    }
 }

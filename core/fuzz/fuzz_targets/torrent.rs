@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
     let meta = Arc::new(t.metainfo);
     let n = meta.info.num_pieces();
     let have = if mode & 1 == 0 { Bitfield::full(n) } else { Bitfield::new(n) };
-    let mut tor = Torrent::new(TorrentConfig::new(Id20([1; 20])), meta.clone(), have, 1, Time::ZERO);
+    let Ok(mut tor) =
+        Torrent::new(TorrentConfig::new(Id20([1; 20])), meta.clone(), have, 1, Time::ZERO)
+    else {
+        return;
+    };
     let key = PeerKey(1);
     let addr = "10.0.0.2:6881".parse().ok();
     if tor.add_peer(Time::ZERO, key, addr, Direction::Incoming).is_err() {

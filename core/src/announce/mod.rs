@@ -37,6 +37,8 @@
 //!   exponentially: 15 s, 30 s, 60 s … capped at 30 min, plus up to 12.5 % seeded jitter (the
 //!   shape of bittorrent-tracker's WebSocket reconnect timer). `stopped` is tried once, with the
 //!   shorter [`stop_timeout`](AnnounceConfig::stop_timeout), and never retried.
+//!   Back-off state survives [`Announcer::pause`] / [`Announcer::resume`], so resuming does not
+//!   hammer a dead tracker.
 //! * **`left` unknown** (a magnet link before its metadata): reported as [`UNKNOWN_LEFT`]
 //!   (16 KiB), libtorrent's convention — non-zero, so trackers count us as a leecher and still
 //!   hand out seeds. (bittorrent-tracker omits `left` over HTTP and sends `u64::MAX` over UDP
@@ -449,7 +451,12 @@ impl Announcer {
     /// An idle announcer for `trackers` (BEP 12 tiers, e.g. from the metainfo's
     /// `announce-list`). Empty URLs and repeats are dropped; each tier is shuffled with the
     /// seeded RNG, which also draws the `key`.
-    pub fn new(trackers: Vec<Vec<String>>, config: AnnounceConfig, rng_seed: u64, now: Time) -> Self {
+    pub fn new(
+        trackers: Vec<Vec<String>>,
+        config: AnnounceConfig,
+        rng_seed: u64,
+        now: Time,
+    ) -> Self {
         let config = config.sanitized();
         let mut rng = Rng::new(rng_seed);
         let key = (rng.next_u64() >> 32) as u32;

@@ -103,10 +103,7 @@ mod tests {
 
     #[test]
     fn parses_schemes() {
-        assert_eq!(
-            Scheme::of("http://t.example/announce"),
-            Some(Scheme::Http)
-        );
+        assert_eq!(Scheme::of("http://t.example/announce"), Some(Scheme::Http));
         assert_eq!(Scheme::of("HTTPS://t.example/a"), Some(Scheme::Https));
         assert_eq!(Scheme::of("udp://t.example:80"), Some(Scheme::Udp));
         assert_eq!(Scheme::of("wss://t.example"), Some(Scheme::Wss));

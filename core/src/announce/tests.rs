@@ -47,7 +47,11 @@ fn drain(a: &mut Announcer, now: Time) -> Vec<AnnounceJob> {
 
 fn one(a: &mut Announcer, now: Time) -> AnnounceJob {
     let jobs = drain(a, now);
-    assert_eq!(jobs.len(), 1, "expected exactly one job at {now:?}: {jobs:?}");
+    assert_eq!(
+        jobs.len(),
+        1,
+        "expected exactly one job at {now:?}: {jobs:?}"
+    );
     jobs.into_iter().next().unwrap()
 }
 
@@ -103,7 +107,11 @@ fn started_once_per_tier_to_the_first_shuffled_tracker() {
     };
     assert_eq!(first_of_tier0(7), first_of_tier0(7));
     let chosen: BTreeSet<String> = (0..64).map(first_of_tier0).collect();
-    assert_eq!(chosen.len(), 3, "shuffle should pick every tracker: {chosen:?}");
+    assert_eq!(
+        chosen.len(),
+        3,
+        "shuffle should pick every tracker: {chosen:?}"
+    );
 }
 
 #[test]
@@ -246,7 +254,11 @@ fn stopped_only_to_trackers_that_got_started() {
     a.start(T0, Some(100));
     let jobs = drain(&mut a, T0);
     let by_url = |u: &str| jobs.iter().find(|j| j.url == u).unwrap().clone();
-    let (ja, jb, jc) = (by_url("http://a/ann"), by_url("http://b/ann"), by_url("http://c/ann"));
+    let (ja, jb, jc) = (
+        by_url("http://a/ann"),
+        by_url("http://b/ann"),
+        by_url("http://c/ann"),
+    );
     assert!(a.handle_reply(t(1), ja.id, ok(1800)));
     assert!(a.handle_reply(
         t(1),
@@ -258,11 +270,17 @@ fn stopped_only_to_trackers_that_got_started() {
     let stops = drain(&mut a, t(2));
     assert_eq!(stops.len(), 1);
     assert_eq!(stops[0].tracker, ja.tracker);
-    assert_eq!((stops[0].event, stops[0].numwant), (AnnounceEvent::Stopped, 0));
+    assert_eq!(
+        (stops[0].event, stops[0].numwant),
+        (AnnounceEvent::Stopped, 0)
+    );
     // c answers its `started` after stop(): it knows us now, so it is told too.
     assert!(a.handle_reply(t(3), jc.id, ok(1800)));
     let stop_c = one(&mut a, t(3));
-    assert_eq!((stop_c.tracker, stop_c.event), (jc.tracker, AnnounceEvent::Stopped));
+    assert_eq!(
+        (stop_c.tracker, stop_c.event),
+        (jc.tracker, AnnounceEvent::Stopped)
+    );
     assert!(a.handle_reply(t(3), stops[0].id, ok(1800)));
     assert_eq!(a.state(), AnnouncerState::Stopping);
     assert!(a.handle_reply(t(4), stop_c.id, net()));
@@ -368,7 +386,10 @@ fn failure_moves_to_next_tracker_and_success_promotes() {
     }));
     // The promoted tracker is used for the next announce.
     let again = one(&mut a, t(602));
-    assert_eq!((again.tracker, again.event), (y.tracker, AnnounceEvent::None));
+    assert_eq!(
+        (again.tracker, again.event),
+        (y.tracker, AnnounceEvent::None)
+    );
     // Order is now [y, x, z]: y fails → x (its back-off long over), x fails → z.
     assert!(a.handle_reply(t(602), again.id, net()));
     let x2 = one(&mut a, t(602));
@@ -396,15 +417,24 @@ fn strict_bep12_only_falls_through_to_the_next_tier() {
     assert_eq!(ja.url, "http://a/ann");
     assert!(a.handle_reply(t(1), ja.id, net()));
     let jb = one(&mut a, t(1));
-    assert_eq!((jb.url.as_str(), jb.event), ("http://b/ann", AnnounceEvent::Started));
+    assert_eq!(
+        (jb.url.as_str(), jb.event),
+        ("http://b/ann", AnnounceEvent::Started)
+    );
     assert!(a.handle_reply(t(2), jb.id, ok(600)));
     // The next announce starts over at tier 0.
     assert!(drain(&mut a, t(601)).is_empty());
     let ja2 = one(&mut a, t(602));
-    assert_eq!((ja2.url.as_str(), ja2.event), ("http://a/ann", AnnounceEvent::Started));
+    assert_eq!(
+        (ja2.url.as_str(), ja2.event),
+        ("http://a/ann", AnnounceEvent::Started)
+    );
     assert!(a.handle_reply(t(603), ja2.id, net()));
     let jb2 = one(&mut a, t(603));
-    assert_eq!((jb2.url.as_str(), jb2.event), ("http://b/ann", AnnounceEvent::None));
+    assert_eq!(
+        (jb2.url.as_str(), jb2.event),
+        ("http://b/ann", AnnounceEvent::None)
+    );
 }
 
 #[test]
@@ -470,7 +500,10 @@ fn unsupported_schemes_are_skipped_and_listed() {
         a.unsupported_trackers().collect::<Vec<_>>(),
         ["http://a/ann", "udp://c:1", "bogus"]
     );
-    let infos: Vec<_> = a.trackers().map(|i| (i.url, i.supported, i.scheme)).collect();
+    let infos: Vec<_> = a
+        .trackers()
+        .map(|i| (i.url, i.supported, i.scheme))
+        .collect();
     assert_eq!(
         infos,
         [
@@ -525,7 +558,12 @@ fn stats_key_and_tracker_id_in_jobs() {
     assert!(a.handle_reply(T0, job.id, Ok(reply)));
     assert!(matches!(
         events(&mut a).as_slice(),
-        [AnnouncerEvent::Reply { seeders: Some(3), leechers: Some(4), peers: 7, .. }]
+        [AnnouncerEvent::Reply {
+            seeders: Some(3),
+            leechers: Some(4),
+            peers: 7,
+            ..
+        }]
     ));
     a.update_stats(11, 21, Some(4));
     let job2 = one(&mut a, t(600));
@@ -534,7 +572,10 @@ fn stats_key_and_tracker_id_in_jobs() {
     assert_eq!(job2.tracker_id.as_deref(), Some(&b"xyz"[..]));
     // A reply without tracker id keeps the old one.
     assert!(a.handle_reply(t(600), job2.id, ok(600)));
-    assert_eq!(one(&mut a, t(1200)).tracker_id.as_deref(), Some(&b"xyz"[..]));
+    assert_eq!(
+        one(&mut a, t(1200)).tracker_id.as_deref(),
+        Some(&b"xyz"[..])
+    );
     // Different seeds, different keys.
     assert_ne!(
         Announcer::new(vec![], AnnounceConfig::default(), 1, T0).key(),
@@ -565,7 +606,10 @@ fn warning_and_failure_reason_are_reported_distinctly() {
         [AnnouncerEvent::Failed { error, .. }] if *error == failure
     ));
     assert_eq!(a.tracker(job.tracker).unwrap().last_error, Some(&failure));
-    assert_ne!(failure.to_string(), TrackerFailure::Network("x".into()).to_string());
+    assert_ne!(
+        failure.to_string(),
+        TrackerFailure::Network("x".into()).to_string()
+    );
 }
 
 #[test]
@@ -737,7 +781,10 @@ fn check_drain(a: &mut Announcer, m: &mut Model, config: &AnnounceConfig) {
         match job.event {
             AnnounceEvent::Stopped => {
                 assert!(!m.running, "stopped while running");
-                assert!(m.started[i], "stopped to a tracker without a successful started");
+                assert!(
+                    m.started[i],
+                    "stopped to a tracker without a successful started"
+                );
                 assert_eq!(job.numwant, 0);
                 m.started[i] = false;
             }
@@ -763,13 +810,6 @@ fn check_drain(a: &mut Announcer, m: &mut Model, config: &AnnounceConfig) {
         } else {
             config.request_timeout
         };
-        {
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static C: [AtomicUsize; 4] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
-            let k = match job.event { AnnounceEvent::None => 0, AnnounceEvent::Started => 1, AnnounceEvent::Completed => 2, AnnounceEvent::Stopped => 3 };
-            let v = C[k].fetch_add(1, Ordering::Relaxed);
-            if v % 2000 == 0 { eprintln!("COUNTS {:?}", C.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>()); }
-        }
         m.outstanding.push(Outstanding {
             deadline: m.now + timeout,
             session: m.session,
@@ -777,8 +817,23 @@ fn check_drain(a: &mut Announcer, m: &mut Model, config: &AnnounceConfig) {
             job,
         });
     }
+    while a.poll_event().is_some() {}
     if let Some(at) = a.poll_timeout() {
-        assert!(at > m.now, "poll_timeout {at:?} not after drained now {:?}", m.now);
+        assert!(
+            at > m.now,
+            "poll_timeout {at:?} not after drained now {:?}",
+            m.now
+        );
+        // No spurious or late wake-up: at that time a job is due or a job times out.
+        let mut probe = a.clone();
+        let progressed = probe.poll_job(at).is_some() || probe.poll_event().is_some();
+        assert!(progressed, "nothing happens at poll_timeout {at:?}");
+        let just_before = Time::from_micros(at.as_micros() - 1);
+        if just_before > m.now {
+            let mut probe = a.clone();
+            let early = probe.poll_job(just_before).is_some() || probe.poll_event().is_some();
+            assert!(!early, "something happens before poll_timeout {at:?}");
+        }
     }
     let any_supported = a.trackers().any(|i| i.supported);
     if m.running && any_supported {

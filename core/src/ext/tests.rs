@@ -89,6 +89,30 @@ fn v4_first<T: Clone>(items: &[T], addr: impl Fn(&T) -> SocketAddr) -> Vec<T> {
     out
 }
 
+/// Fuzz regression (`extension`, input `AQAAAACjow==`): a 2-byte metadata completed by piece
+/// 0, then an out-of-range piece 1. Late pieces after completion are ignored, whatever they are.
+#[test]
+fn fuzz_regression_late_out_of_range_piece_after_completion() {
+    let input: &[u8] = &[0x01, 0x00, 0x00, 0x00, 0x00, 0xa3, 0xa3];
+    let info = Bytes::from_static(&[0x00, 0x01]);
+    let mut a = MetadataAssembler::new(metadata_hash(&info), 2).unwrap();
+    assert_eq!(a.piece_count(), 1);
+    assert_eq!(a.add_piece(0, 2, &info), Ok(Some(info.clone())));
+    assert_eq!(a.add_piece(1, 2, &[]), Ok(None));
+    assert_eq!(a.add_piece(0, 2, &info), Ok(None));
+    assert_eq!(a.metadata(), Some(&info));
+    // Before completion the same piece index is an error.
+    let mut b = MetadataAssembler::new(metadata_hash(&info), 2).unwrap();
+    assert_eq!(
+        b.add_piece(1, 2, &[]),
+        Err(MetadataError::PieceOutOfRange { piece: 1, count: 1 })
+    );
+    // The raw input must not upset the message decoders either.
+    assert!(ExtendedHandshake::decode(input).is_err());
+    assert!(MetadataMessage::decode(&Bytes::from_static(input)).is_err());
+    assert!(PexMessage::decode(input).is_err());
+}
+
 proptest! {
     #[test]
     fn ext_handshake_roundtrip(h in arb_handshake()) {

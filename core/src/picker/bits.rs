@@ -70,14 +70,14 @@ impl Bits {
 pub(crate) enum PeerBits<'a> {
     /// The peer has every piece.
     All,
-    /// The peer's wire bitfield bytes.
-    Some(&'a [u8]),
+    /// The peer's wire bitfield bytes and how many bits are set.
+    Some(&'a [u8], u32),
 }
 
 impl<'a> PeerBits<'a> {
     /// The bits of a bitfield.
     pub(crate) fn of(bf: &'a Bitfield) -> Self {
-        PeerBits::Some(bf.as_bytes())
+        PeerBits::Some(bf.as_bytes(), bf.count())
     }
 
     /// Word `w` (pieces `64 w .. 64 w + 64`); missing bytes read as zero.
@@ -85,7 +85,7 @@ impl<'a> PeerBits<'a> {
     pub(crate) fn word(&self, w: usize) -> u64 {
         match self {
             PeerBits::All => u64::MAX,
-            PeerBits::Some(bytes) => {
+            PeerBits::Some(bytes, _) => {
                 let start = w * 8;
                 match bytes.get(start..start + 8) {
                     Some(chunk) => {
@@ -105,12 +105,21 @@ impl<'a> PeerBits<'a> {
         }
     }
 
+    /// How many pieces the peer has (`u32::MAX` for all).
+    #[inline]
+    pub(crate) fn count(&self) -> u32 {
+        match self {
+            PeerBits::All => u32::MAX,
+            PeerBits::Some(_, n) => *n,
+        }
+    }
+
     /// Whether the peer has piece `i`.
     #[inline]
     pub(crate) fn get(&self, i: u32) -> bool {
         match self {
             PeerBits::All => true,
-            PeerBits::Some(bytes) => bytes
+            PeerBits::Some(bytes, _) => bytes
                 .get((i / 8) as usize)
                 .is_some_and(|b| b & (0x80 >> (i % 8)) != 0),
         }

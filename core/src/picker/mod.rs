@@ -40,7 +40,7 @@ pub const MAX_COPIES: usize = 3;
 const NONE: u32 = u32::MAX;
 /// `Slot::n` of a received block; `peers[0]` is then the peer that sent it.
 const RECEIVED: u8 = u8::MAX;
-/// How many places of the availability order a pick looks at before switching to a scan of
+/// Fewest places of the availability order a pick looks at before switching to a scan of
 /// the peer's bitfield.
 const SCAN_BUDGET: usize = 256;
 /// Random probes of the order per random pick before scanning the peer's bitfield.
@@ -395,7 +395,7 @@ impl Picker {
         let new = range.filter(|r| r.start < r.end).and_then(|r| {
             let start = r.start / pl;
             let end = r.end.min(self.layout.total_length()).div_ceil(pl).min(n);
-            (start < end).then(|| start as u32..end as u32)
+            (start < end).then_some(start as u32..end as u32)
         });
         if new == self.range {
             return;
@@ -505,8 +505,7 @@ impl Picker {
         if let Some(r) = self.range.clone() {
             let mut from = r.start;
             while *need > 0 {
-                let Some(p) = next_in(from, r.end, |w| self.pickable.word(w) & bits.word(w))
-                else {
+                let Some(p) = next_in(from, r.end, |w| self.pickable.word(w) & bits.word(w)) else {
                     break;
                 };
                 if self.owner_ok(p, peer) {
@@ -559,10 +558,16 @@ impl Picker {
         let len = self.order.len();
         let start = match bits {
             // Pieces nobody with a bitfield has cannot be in this peer's bitfield.
-            PeerBits::Some(_) => (*from).max(self.order.start_of(1)),
+            PeerBits::Some(..) => (*from).max(self.order.start_of(1)),
             PeerBits::All => *from,
         };
-        let end = len.min(start.saturating_add(SCAN_BUDGET));
+        // Scan the order while that is likely cheaper than the fallback below, which costs
+        // one step per bitfield word plus one per candidate piece: at most twice the better
+        // of the two.
+        let candidates = u64::from(bits.count()).min(u64::from(self.num_pieces())) * len as u64
+            / u64::from(self.num_pieces()).max(1);
+        let budget = SCAN_BUDGET.max(self.fresh.num_words() + candidates as usize);
+        let end = len.min(start.saturating_add(budget));
         for i in start..end {
             let p = self.order.at(i);
             if bits.get(p) {
@@ -786,9 +791,10 @@ impl Picker {
         self.release_slot(p, n, peer);
         let s = self.slot_of[p as usize];
         if s != NONE && self.open[s as usize].owner == Some(peer) {
-            let still = self.peers.get(&peer).is_some_and(|st| {
-                st.outstanding.iter().any(|b| b.piece.get() == p)
-            });
+            let still = self
+                .peers
+                .get(&peer)
+                .is_some_and(|st| st.outstanding.iter().any(|b| b.piece.get() == p));
             if !still {
                 self.disown(p, peer);
             }
@@ -1178,7 +1184,8 @@ impl Picker {
             s => self.open[s as usize].free,
         };
         let counted = if want { free } else { 0 };
-        self.free_blocks = self.free_blocks + u64::from(counted) - u64::from(self.counted[p as usize]);
+        self.free_blocks =
+            self.free_blocks + u64::from(counted) - u64::from(self.counted[p as usize]);
         self.counted[p as usize] = counted;
         self.pickable.put(p, want && free > 0);
         if s != NONE {
@@ -1202,7 +1209,8 @@ impl Picker {
     fn rebuild_order(&mut self) {
         let mut items = Vec::new();
         for p in 0..self.num_pieces() {
-            let in_order = self.want.get(p) && self.slot_of[p as usize] == NONE && !self.in_range(p);
+            let in_order =
+                self.want.get(p) && self.slot_of[p as usize] == NONE && !self.in_range(p);
             self.fresh.put(p, in_order);
             if in_order {
                 items.push((p, self.avail[p as usize]));
@@ -1250,7 +1258,10 @@ impl Picker {
                             q += 1;
                             let ps = &sl.peers[..usize::from(n)];
                             for (j, a) in ps.iter().enumerate() {
-                                assert!(!ps[j + 1..].contains(a), "block requested twice from one peer");
+                                assert!(
+                                    !ps[j + 1..].contains(a),
+                                    "block requested twice from one peer"
+                                );
                                 requests.entry(*a).or_default().push(Block {
                                     piece: self.index(p),
                                     begin: i as u32 * BLOCK_SIZE,
@@ -1261,8 +1272,15 @@ impl Picker {
                         }
                     }
                 }
-                assert_eq!((op.free, op.requested, op.received), (f, q, r), "piece {p} counts");
-                assert!(op.requested + op.received > 0 || op.owner.is_some(), "untouched piece {p} open");
+                assert_eq!(
+                    (op.free, op.requested, op.received),
+                    (f, q, r),
+                    "piece {p} counts"
+                );
+                assert!(
+                    op.requested + op.received > 0 || op.owner.is_some(),
+                    "untouched piece {p} open"
+                );
                 if op.is_complete() {
                     finished += 1;
                 }
@@ -1289,10 +1307,16 @@ impl Picker {
         assert_eq!(self.missing_bytes, missing);
         assert_eq!(self.num_open, open);
         assert_eq!(self.num_finished, finished);
-        assert_eq!(self.partial.len(), self.open.iter().filter(|o| o.partial_pos != NONE).count());
+        assert_eq!(
+            self.partial.len(),
+            self.open.iter().filter(|o| o.partial_pos != NONE).count()
+        );
         let mut total = 0;
         for (peer, st) in &self.peers {
-            assert!(!st.outstanding.is_empty() || !st.owned.is_empty(), "empty peer entry");
+            assert!(
+                !st.outstanding.is_empty() || !st.owned.is_empty(),
+                "empty peer entry"
+            );
             let mut mine = st.outstanding.clone();
             mine.sort();
             let mut expect = requests.remove(peer).unwrap_or_default();
@@ -1300,7 +1324,10 @@ impl Picker {
             assert_eq!(mine, expect, "outstanding of {peer:?}");
             total += mine.len();
         }
-        assert!(requests.is_empty(), "requests without peer entry: {requests:?}");
+        assert!(
+            requests.is_empty(),
+            "requests without peer entry: {requests:?}"
+        );
         assert_eq!(self.num_requests, total);
     }
 }

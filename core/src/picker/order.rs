@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn moves_keep_buckets_sorted() {
         let mut rng = Rng::new(3);
-        let mut avail = vec![0u32; 50];
+        let mut avail = [0u32; 50];
         let mut o = Order::new(50);
         let items: Vec<(u32, u32)> = (0..40).map(|p| (p, 0)).collect();
         o.rebuild(&items, &mut rng);

@@ -287,7 +287,10 @@ fn failed_request_returns_block() {
     let l = layout(64 * KIB, 64 * KIB);
     let mut p = picker(l, cfg(), 8);
     let a = pick(&mut p, 1, PeerView::seed(), 4);
-    assert!(!p.request_failed(PeerKey(2), a[2]), "not outstanding to peer 2");
+    assert!(
+        !p.request_failed(PeerKey(2), a[2]),
+        "not outstanding to peer 2"
+    );
     assert!(p.request_failed(PeerKey(1), a[2]));
     assert!(!p.request_failed(PeerKey(1), a[2]));
     assert!(!p.in_endgame());
@@ -496,8 +499,14 @@ fn sparse_peer_among_common_pieces_uses_bitfield_scan() {
     p.peer_bitfield(&one);
     let two = bf(&l, &[1000, 3999]);
     p.peer_bitfield(&two);
-    assert_eq!(pieces_of(&pick(&mut p, 1, PeerView::bitfield(&two), 1)), [1000]);
-    assert_eq!(pieces_of(&pick(&mut p, 2, PeerView::bitfield(&one), 1)), [3999]);
+    assert_eq!(
+        pieces_of(&pick(&mut p, 1, PeerView::bitfield(&two), 1)),
+        [1000]
+    );
+    assert_eq!(
+        pieces_of(&pick(&mut p, 2, PeerView::bitfield(&one), 1)),
+        [3999]
+    );
 }
 
 #[test]
@@ -592,33 +601,83 @@ fn empty_torrent() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Join { peer: u8, seed: bool, bits: u64 },
-    Leave { peer: u8 },
-    Have { peer: u8, piece: u8 },
-    Pick { peer: u8, max: u8, choked: bool, fast: u8 },
-    Receive { peer: u8, which: u8 },
-    Unrequested { peer: u8, piece: u8, block: u8 },
-    Reject { peer: u8, which: u8 },
-    Check { which: u8, good: bool },
-    Range { start: u8, len: u8 },
-    Want { piece: u8, on: bool },
+    Join {
+        peer: u8,
+        seed: bool,
+        bits: u64,
+    },
+    Leave {
+        peer: u8,
+    },
+    Have {
+        peer: u8,
+        piece: u8,
+    },
+    Pick {
+        peer: u8,
+        max: u8,
+        choked: bool,
+        fast: u8,
+    },
+    Receive {
+        peer: u8,
+        which: u8,
+    },
+    Unrequested {
+        peer: u8,
+        piece: u8,
+        block: u8,
+    },
+    Reject {
+        peer: u8,
+        which: u8,
+    },
+    Check {
+        which: u8,
+        good: bool,
+    },
+    Range {
+        start: u8,
+        len: u8,
+    },
+    Want {
+        piece: u8,
+        on: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let peer = 0u8..6;
     prop_oneof![
-        (peer.clone(), any::<bool>(), any::<u64>())
-            .prop_map(|(peer, seed, bits)| Op::Join { peer, seed, bits }),
+        (peer.clone(), any::<bool>(), any::<u64>()).prop_map(|(peer, seed, bits)| Op::Join {
+            peer,
+            seed,
+            bits
+        }),
         peer.clone().prop_map(|peer| Op::Leave { peer }),
         (peer.clone(), any::<u8>()).prop_map(|(peer, piece)| Op::Have { peer, piece }),
-        (peer.clone(), 0u8..10, prop::bool::weighted(0.2), any::<u8>())
-            .prop_map(|(peer, max, choked, fast)| Op::Pick { peer, max, choked, fast }),
+        (
+            peer.clone(),
+            0u8..10,
+            prop::bool::weighted(0.2),
+            any::<u8>()
+        )
+            .prop_map(|(peer, max, choked, fast)| Op::Pick {
+                peer,
+                max,
+                choked,
+                fast
+            }),
         (peer.clone(), any::<u8>()).prop_map(|(peer, which)| Op::Receive { peer, which }),
         (peer.clone(), any::<u8>()).prop_map(|(peer, which)| Op::Receive { peer, which }),
-        (peer.clone(), any::<u8>(), any::<u8>())
-            .prop_map(|(peer, piece, block)| Op::Unrequested { peer, piece, block }),
+        (peer.clone(), any::<u8>(), any::<u8>()).prop_map(|(peer, piece, block)| Op::Unrequested {
+            peer,
+            piece,
+            block
+        }),
         (peer.clone(), any::<u8>()).prop_map(|(peer, which)| Op::Reject { peer, which }),
-        (any::<u8>(), prop::bool::weighted(0.8)).prop_map(|(which, good)| Op::Check { which, good }),
+        (any::<u8>(), prop::bool::weighted(0.8))
+            .prop_map(|(which, good)| Op::Check { which, good }),
         (any::<u8>(), 0u8..6).prop_map(|(start, len)| Op::Range { start, len }),
         (any::<u8>(), prop::bool::weighted(0.7)).prop_map(|(piece, on)| Op::Want { piece, on }),
     ]
@@ -691,7 +750,12 @@ fn run_ops(l: Layout, config: PickerConfig, seed: u64, ops: &[Op]) -> Result<(),
                     }
                 }
             }
-            Op::Pick { peer, max, choked, fast } => {
+            Op::Pick {
+                peer,
+                max,
+                choked,
+                fast,
+            } => {
                 let Some(has) = m.peers.get(&peer) else {
                     continue;
                 };
@@ -705,7 +769,11 @@ fn run_ops(l: Layout, config: PickerConfig, seed: u64, ops: &[Op]) -> Result<(),
                 }
                 .choked(choked)
                 .allowed_fast(&fast);
-                let before: HashSet<Block> = p.outstanding(PeerKey(peer.into())).iter().copied().collect();
+                let before: HashSet<Block> = p
+                    .outstanding(PeerKey(peer.into()))
+                    .iter()
+                    .copied()
+                    .collect();
                 let mut out = vec![];
                 let got = p.pick(PeerKey(peer.into()), view, max.into(), &mut out);
                 prop_assert_eq!(got, out.len());
@@ -747,7 +815,9 @@ fn run_ops(l: Layout, config: PickerConfig, seed: u64, ops: &[Op]) -> Result<(),
                 if m.complete.is_empty() {
                     continue;
                 }
-                let i = m.complete.swap_remove(usize::from(which) % m.complete.len());
+                let i = m
+                    .complete
+                    .swap_remove(usize::from(which) % m.complete.len());
                 m.received.retain(|b| b.piece != i);
                 if good {
                     p.piece_verified(i);
@@ -777,7 +847,11 @@ fn run_ops(l: Layout, config: PickerConfig, seed: u64, ops: &[Op]) -> Result<(),
         for i in l.pieces() {
             prop_assert_eq!(p.availability(i), m.avail[i.as_usize()] + m.seeds);
         }
-        let missing: u64 = l.pieces().filter(|&i| !p.have().get(i)).map(|i| u64::from(l.piece_len(i))).sum();
+        let missing: u64 = l
+            .pieces()
+            .filter(|&i| !p.have().get(i))
+            .map(|i| u64::from(l.piece_len(i)))
+            .sum();
         prop_assert_eq!(p.missing_bytes(), missing);
         for b in &m.received {
             prop_assert!(p.is_received(*b));
@@ -821,9 +895,17 @@ fn run_ops(l: Layout, config: PickerConfig, seed: u64, ops: &[Op]) -> Result<(),
     Ok(())
 }
 
-fn receive(p: &mut Picker, m: &mut Model, peer: u8, b: Block, requested: bool) -> Result<(), TestCaseError> {
+fn receive(
+    p: &mut Picker,
+    m: &mut Model,
+    peer: u8,
+    b: Block,
+    requested: bool,
+) -> Result<(), TestCaseError> {
     let had = p.have().get(b.piece);
-    let in_progress = p.contributors(b.piece).len() + usize::from(p.outstanding(PeerKey(peer.into())).contains(&b)) > 0;
+    let in_progress = p.contributors(b.piece).len()
+        + usize::from(p.outstanding(PeerKey(peer.into())).contains(&b))
+        > 0;
     let r = p.block_received(PeerKey(peer.into()), b);
     prop_assert_eq!(r.requested, requested);
     prop_assert!(!r.cancel.contains(&PeerKey(peer.into())));

@@ -89,7 +89,7 @@ pub enum PeerEncoding {
     /// (present when there are any). Peer ids are dropped.
     Compact,
     /// BEP 3 dictionary model: one `peers` list of `{ip, peer id, port}` for both families; the
-    /// `peer id` key is left out for peers without one.
+    /// `peer id` key is left out for peers without one (clear the ids to honour `no_peer_id`).
     Dictionary,
 }
 

@@ -986,6 +986,107 @@ mod tests {
         assert_eq!(ClientMessage::from_json(&text).unwrap(), m);
     }
 
+    /// The exact key sets bittorrent-tracker 11 writes (server.js `_onWebSocketRequest`) and
+    /// reads (lib/server/parse-websocket.js, lib/client/websocket-tracker.js).
+    #[test]
+    fn serialized_shapes_match_bittorrent_tracker() {
+        use serde_json::json;
+        let (ih, pid, to, oid) = (wide_id(0), wide_id(1), wide_id(2), wide_id(3));
+        let s = |id: &Id20| id.to_latin1_string();
+        let parse = |t: String| serde_json::from_str::<Value>(&t).unwrap();
+        let sdp = |kind, sdp: &str| SessionDescription {
+            kind,
+            sdp: sdp.into(),
+        };
+        let reply = TrackerMessage::AnnounceReply(AnnounceReply {
+            info_hash: ih,
+            interval: Some(120),
+            min_interval: None,
+            complete: Some(3),
+            incomplete: Some(5),
+            warning_message: None,
+            tracker_id: None,
+        });
+        assert_eq!(
+            parse(reply.to_json()),
+            json!({"action": "announce", "info_hash": s(&ih), "interval": 120,
+                   "complete": 3, "incomplete": 5})
+        );
+        let offer = TrackerMessage::Offer(OfferMessage {
+            info_hash: ih,
+            peer_id: pid,
+            offer: sdp(SdpType::Offer, "x"),
+            offer_id: oid,
+        });
+        assert_eq!(
+            parse(offer.to_json()),
+            json!({"action": "announce", "offer": {"type": "offer", "sdp": "x"},
+                   "offer_id": s(&oid), "peer_id": s(&pid), "info_hash": s(&ih)})
+        );
+        let scrape = TrackerMessage::ScrapeReply(ScrapeReply {
+            files: [(
+                ih,
+                ScrapeFile {
+                    complete: 1,
+                    downloaded: 1,
+                    incomplete: 2,
+                    name: None,
+                },
+            )]
+            .into(),
+            min_request_interval: Some(600),
+        });
+        assert_eq!(
+            parse(scrape.to_json()),
+            json!({"action": "scrape",
+                   "files": {s(&ih): {"complete": 1, "incomplete": 2, "downloaded": 1}},
+                   "flags": {"min_request_interval": 600}})
+        );
+        let announce = ClientMessage::Announce(AnnounceRequest {
+            info_hash: ih,
+            peer_id: pid,
+            numwant: Some(1),
+            uploaded: Some(0),
+            downloaded: Some(0),
+            left: Some(10),
+            event: Some(Event::Started),
+            offers: vec![Offer {
+                offer: sdp(SdpType::Offer, "x"),
+                offer_id: oid,
+            }],
+            trackerid: None,
+        });
+        assert_eq!(
+            parse(announce.to_json()),
+            json!({"action": "announce", "info_hash": s(&ih), "peer_id": s(&pid), "numwant": 1,
+                   "uploaded": 0, "downloaded": 0, "left": 10, "event": "started",
+                   "offers": [{"offer": {"type": "offer", "sdp": "x"}, "offer_id": s(&oid)}]})
+        );
+        let answer = ClientMessage::Answer(AnswerRequest {
+            info_hash: ih,
+            peer_id: pid,
+            to_peer_id: to,
+            answer: sdp(SdpType::Answer, "y"),
+            offer_id: oid,
+            trackerid: Some("t".into()),
+        });
+        assert_eq!(
+            parse(answer.to_json()),
+            json!({"action": "announce", "info_hash": s(&ih), "peer_id": s(&pid),
+                   "to_peer_id": s(&to), "answer": {"type": "answer", "sdp": "y"},
+                   "offer_id": s(&oid), "trackerid": "t"})
+        );
+        let failure = TrackerMessage::Failure(Failure {
+            action: None,
+            reason: "invalid info_hash".into(),
+            info_hash: None,
+        });
+        assert_eq!(
+            parse(failure.to_json()),
+            json!({"failure reason": "invalid info_hash"})
+        );
+    }
+
     fn arb_id() -> impl Strategy<Value = Id20> {
         any::<[u8; 20]>().prop_map(Id20)
     }

@@ -64,11 +64,21 @@ enum State {
 ///   in, before any of it is buffered or reserved.
 /// * `Piece` blocks, `Bitfield`s and `Extended` payloads are split off the buffer as `Bytes`
 ///   sharing its allocation: no copy.
-#[derive(Debug)]
 pub struct Decoder {
     buf: BytesMut,
     state: State,
     max_frame_len: u32,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The buffer itself may be large: show its length only.
+        f.debug_struct("Decoder")
+            .field("phase", &self.phase())
+            .field("buffered", &self.buf.len())
+            .field("max_frame_len", &self.max_frame_len)
+            .finish()
+    }
 }
 
 impl Default for Decoder {

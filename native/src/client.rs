@@ -1,0 +1,540 @@
+//! The [`WebTorrent`] client: a TCP listener, a tracker client and one task per torrent.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, watch};
+use tracing::{debug, info, warn};
+use webtorrent_core::magnet::Magnet;
+use webtorrent_core::metainfo::Metainfo;
+use webtorrent_core::piece::Bitfield;
+use webtorrent_core::wire::{HandshakeHeader, HANDSHAKE_HEADER_LEN};
+use webtorrent_core::{Id20, InfoHash, PeerId, Time};
+
+use crate::creator::TorrentCreator;
+use crate::limit::RateLimiter;
+use crate::options::WebTorrentOptions;
+use crate::storage::{verify_existing, FileStorage, MemoryStorage, Storage};
+use crate::task::{Task, TaskInit, TaskMsg};
+use crate::torrent::{Inner, Status, Torrent};
+use crate::tracker::{TrackerClient, TrackerClientConfig};
+use crate::{Error, Result};
+
+/// What [`WebTorrent::add`] accepts.
+#[derive(Debug, Clone)]
+pub enum TorrentSource {
+    /// The bytes of a `.torrent` file.
+    TorrentFile(Bytes),
+    /// A path to a `.torrent` file.
+    Path(PathBuf),
+    /// A magnet link.
+    Magnet(String),
+    /// A bare info hash.
+    InfoHash(InfoHash),
+}
+
+impl From<Bytes> for TorrentSource {
+    fn from(b: Bytes) -> Self {
+        TorrentSource::TorrentFile(b)
+    }
+}
+
+impl From<Vec<u8>> for TorrentSource {
+    fn from(b: Vec<u8>) -> Self {
+        TorrentSource::TorrentFile(Bytes::from(b))
+    }
+}
+
+impl From<&[u8]> for TorrentSource {
+    fn from(b: &[u8]) -> Self {
+        TorrentSource::TorrentFile(Bytes::copy_from_slice(b))
+    }
+}
+
+impl From<PathBuf> for TorrentSource {
+    fn from(p: PathBuf) -> Self {
+        TorrentSource::Path(p)
+    }
+}
+
+impl From<&Path> for TorrentSource {
+    fn from(p: &Path) -> Self {
+        TorrentSource::Path(p.to_path_buf())
+    }
+}
+
+impl From<InfoHash> for TorrentSource {
+    fn from(h: InfoHash) -> Self {
+        TorrentSource::InfoHash(h)
+    }
+}
+
+impl From<&str> for TorrentSource {
+    /// A magnet link, a 40-hex or 32-base32 info hash, or else a path.
+    fn from(s: &str) -> Self {
+        let t = s.trim();
+        if t.len() >= 7 && t[..7].eq_ignore_ascii_case("magnet:") {
+            TorrentSource::Magnet(t.to_string())
+        } else if let Ok(h) = Id20::from_hex_or_base32(t) {
+            TorrentSource::InfoHash(h)
+        } else {
+            TorrentSource::Path(PathBuf::from(s))
+        }
+    }
+}
+
+impl From<String> for TorrentSource {
+    fn from(s: String) -> Self {
+        TorrentSource::from(s.as_str())
+    }
+}
+
+/// Per-torrent settings for [`WebTorrent::add_with`].
+#[derive(Debug, Clone, Default)]
+pub struct AddOptions {
+    /// Extra trackers, added as one more tier.
+    pub announce: Vec<String>,
+    /// Folder for this torrent (default: the client's `download_dir`).
+    pub download_dir: Option<PathBuf>,
+    /// Peers to connect to directly.
+    pub peers: Vec<SocketAddr>,
+}
+
+/// Client-wide state shared with torrent tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub opts: WebTorrentOptions,
+    pub peer_id: PeerId,
+    pub port: u16,
+    start: Instant,
+    next_key: AtomicU64,
+    seeds: Mutex<u64>,
+    pub trackers: Option<TrackerClient>,
+    pub torrents: Mutex<HashMap<InfoHash, Torrent>>,
+    pub up_limit: Option<Arc<RateLimiter>>,
+    pub down_limit: Option<Arc<RateLimiter>>,
+}
+
+impl Shared {
+    pub fn now(&self) -> Time {
+        Time::from_duration(self.start.elapsed())
+    }
+
+    pub fn next_key(&self) -> webtorrent_core::PeerKey {
+        webtorrent_core::PeerKey(self.next_key.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn next_seed(&self) -> u64 {
+        let mut s = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
+        *s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *s
+    }
+}
+
+/// A WebTorrent client.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use webtorrent::{WebTorrent, WebTorrentOptions};
+/// let client = WebTorrent::new(WebTorrentOptions::default()).await?;
+/// let torrent = client
+///     .seed("hello.txt".to_string(), bytes::Bytes::from("Hello"), Some(vec![
+///         "http://127.0.0.1:8000/announce".to_string(),
+///     ]))
+///     .await?;
+/// println!("{} {}", torrent.name(), hex::encode(torrent.info_hash()));
+/// client.destroy().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct WebTorrent {
+    shared: Arc<Shared>,
+    listener: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+fn random_peer_id() -> PeerId {
+    let mut id = [0u8; 20];
+    id[..8].copy_from_slice(b"-WR0001-");
+    for b in &mut id[8..] {
+        // Printable characters, as most clients use.
+        *b = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+            [rand::random_range(0..62)];
+    }
+    Id20(id)
+}
+
+async fn bind(opts: &WebTorrentOptions) -> Result<TcpListener> {
+    let ip = opts.listen_address;
+    match opts.port {
+        Some(p) => Ok(TcpListener::bind(SocketAddr::new(ip, p)).await?),
+        None => {
+            for p in 6881..=6889 {
+                if let Ok(l) = TcpListener::bind(SocketAddr::new(ip, p)).await {
+                    return Ok(l);
+                }
+            }
+            Ok(TcpListener::bind(SocketAddr::new(ip, 0)).await?)
+        }
+    }
+}
+
+impl WebTorrent {
+    /// Starts a client: binds the listen port and prepares the tracker client.
+    pub async fn new(opts: WebTorrentOptions) -> Result<WebTorrent> {
+        let listener = bind(&opts).await?;
+        let port = listener.local_addr()?.port();
+        let trackers = if opts.trackers {
+            let mut cfg = TrackerClientConfig::default();
+            if let Some(b) = opts.udp_bind {
+                if b.is_ipv4() {
+                    cfg.bind_v4 = Some(b);
+                } else {
+                    cfg.bind_v6 = Some(b);
+                }
+            }
+            Some(TrackerClient::new(cfg).map_err(|e| Error::Options(e.to_string()))?)
+        } else {
+            None
+        };
+        let peer_id = opts.peer_id.unwrap_or_else(random_peer_id);
+        let seed = opts.rng_seed.unwrap_or_else(rand::random);
+        let shared = Arc::new(Shared {
+            up_limit: opts.upload_limit.map(|r| Arc::new(RateLimiter::new(r))),
+            down_limit: opts.download_limit.map(|r| Arc::new(RateLimiter::new(r))),
+            opts,
+            peer_id,
+            port,
+            start: Instant::now(),
+            next_key: AtomicU64::new(1),
+            seeds: Mutex::new(seed),
+            trackers,
+            torrents: Mutex::new(HashMap::new()),
+        });
+        info!(port, peer_id = %String::from_utf8_lossy(&peer_id.0), "client listening");
+        let handle = if shared.opts.incoming {
+            Some(tokio::spawn(accept_loop(listener, shared.clone())))
+        } else {
+            None
+        };
+        Ok(WebTorrent {
+            shared,
+            listener: Arc::new(Mutex::new(handle)),
+        })
+    }
+
+    /// The TCP port actually bound (the one announced to trackers).
+    pub fn port(&self) -> u16 {
+        self.shared.port
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.shared.peer_id
+    }
+
+    /// The torrents in the client.
+    pub fn torrents(&self) -> Vec<Torrent> {
+        self.lock_torrents().values().cloned().collect()
+    }
+
+    /// The torrent with this info hash, if added.
+    pub fn get(&self, info_hash: InfoHash) -> Option<Torrent> {
+        self.lock_torrents().get(&info_hash).cloned()
+    }
+
+    fn lock_torrents(&self) -> std::sync::MutexGuard<'_, HashMap<InfoHash, Torrent>> {
+        self.shared.torrents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Seeds `data` as a single file called `name`, announcing to `announce` (or to no
+    /// tracker). Returns once the torrent is ready and `started` has been sent.
+    pub async fn seed(
+        &self,
+        name: String,
+        data: Bytes,
+        announce: Option<Vec<String>>,
+    ) -> Result<Torrent> {
+        let creator = TorrentCreator::new().with_announce(announce.unwrap_or_default());
+        let created = creator.create(&name, data.clone()).await?;
+        let meta = Arc::new(created.metainfo);
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::from_bytes(data));
+        let have = Bitfield::full(meta.info.num_pieces());
+        self.start(meta, Some(storage), Some(have), Vec::new(), None)
+    }
+
+    /// Seeds a file or a folder from disk, reading it piece by piece.
+    pub async fn seed_path(
+        &self,
+        path: impl AsRef<Path>,
+        creator: TorrentCreator,
+    ) -> Result<Torrent> {
+        let path = path.as_ref().to_path_buf();
+        let created = creator.create_from_path(&path).await?;
+        let meta = Arc::new(created.metainfo);
+        let folder = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let storage: Arc<dyn Storage> =
+            Arc::new(FileStorage::read_only(&folder, Arc::new(meta.info.clone())));
+        let have = Bitfield::full(meta.info.num_pieces());
+        self.start(meta, Some(storage), Some(have), Vec::new(), Some(folder))
+    }
+
+    /// Seeds (or resumes) a torrent whose data is already in `folder`: existing pieces are
+    /// verified, missing ones downloaded.
+    pub async fn add_with_data(&self, source: impl Into<TorrentSource>, folder: PathBuf) -> Result<Torrent> {
+        self.add_with(
+            source,
+            AddOptions {
+                download_dir: Some(folder),
+                ..AddOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Adds a torrent: a `.torrent` file (bytes or path), a magnet link or an info hash.
+    /// Downloads go to the client's `download_dir`, or to memory.
+    pub async fn add(&self, source: impl Into<TorrentSource>) -> Result<Torrent> {
+        self.add_with(source, AddOptions::default()).await
+    }
+
+    /// [`add`](Self::add) with per-torrent options.
+    pub async fn add_with(
+        &self,
+        source: impl Into<TorrentSource>,
+        opts: AddOptions,
+    ) -> Result<Torrent> {
+        let extra_tier = |mut tiers: Vec<Vec<String>>| {
+            if !opts.announce.is_empty() {
+                tiers.push(opts.announce.clone());
+            }
+            tiers
+        };
+        let folder = opts
+            .download_dir
+            .clone()
+            .or_else(|| self.shared.opts.download_dir.clone());
+        let source = source.into();
+        let meta = match source {
+            TorrentSource::TorrentFile(b) => Metainfo::from_bytes(&b)?,
+            TorrentSource::Path(p) => {
+                let bytes = tokio::fs::read(&p).await.map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Error::UnknownSource(p.display().to_string())
+                    } else {
+                        Error::Io(e)
+                    }
+                })?;
+                Metainfo::from_bytes(&bytes)?
+            }
+            TorrentSource::Magnet(uri) => {
+                let m = Magnet::parse(&uri)?;
+                let tiers = extra_tier(m.trackers.iter().map(|t| vec![t.clone()]).collect());
+                let mut peers = opts.peers.clone();
+                peers.extend(m.peers.iter().filter_map(|p| p.parse::<SocketAddr>().ok()));
+                return self.start_magnet(m.info_hash, m.name, tiers, peers, folder);
+            }
+            TorrentSource::InfoHash(h) => {
+                return self.start_magnet(h, None, extra_tier(Vec::new()), opts.peers, folder)
+            }
+        };
+        let mut meta = meta;
+        meta.announce_list = extra_tier(meta.trackers());
+        let meta = Arc::new(meta);
+        let (storage, have): (Arc<dyn Storage>, Bitfield) = match &folder {
+            Some(dir) => {
+                let fs = FileStorage::new(dir, Arc::new(meta.info.clone()));
+                let m = meta.clone();
+                let (fs, have) = tokio::task::spawn_blocking(move || {
+                    let have = verify_existing(&m.info, &fs);
+                    (fs, have)
+                })
+                .await
+                .map_err(|e| Error::Storage(e.to_string()))?;
+                fs.prepare()?;
+                if have.count() > 0 {
+                    info!(pieces = have.count(), "resuming: pieces already on disk");
+                }
+                (Arc::new(fs), have)
+            }
+            None => (
+                Arc::new(MemoryStorage::new(meta.info.total_length() as usize)),
+                Bitfield::new(meta.info.num_pieces()),
+            ),
+        };
+        self.start(meta, Some(storage), Some(have), opts.peers, folder)
+    }
+
+    fn start_magnet(
+        &self,
+        info_hash: InfoHash,
+        name: Option<String>,
+        trackers: Vec<Vec<String>>,
+        peers: Vec<SocketAddr>,
+        folder: Option<PathBuf>,
+    ) -> Result<Torrent> {
+        let status = Arc::new(Mutex::new(Status::default()));
+        self.spawn(
+            TaskInit {
+                info_hash,
+                meta: None,
+                storage: None,
+                have: None,
+                trackers,
+                peers,
+                status,
+                events: broadcast::channel(1024).0,
+                done: watch::channel(false).0,
+            },
+            name.unwrap_or_else(|| info_hash.to_hex()),
+            folder,
+        )
+    }
+
+    fn start(
+        &self,
+        meta: Arc<Metainfo>,
+        storage: Option<Arc<dyn Storage>>,
+        have: Option<Bitfield>,
+        peers: Vec<SocketAddr>,
+        folder: Option<PathBuf>,
+    ) -> Result<Torrent> {
+        let status = Arc::new(Mutex::new(Status {
+            meta: Some(meta.clone()),
+            total: Some(meta.info.total_length()),
+            ..Status::default()
+        }));
+        let name = meta.info.name.clone();
+        self.spawn(
+            TaskInit {
+                info_hash: meta.info_hash,
+                trackers: meta.trackers(),
+                meta: Some(meta),
+                storage,
+                have,
+                peers,
+                status,
+                events: broadcast::channel(1024).0,
+                done: watch::channel(false).0,
+            },
+            name,
+            folder,
+        )
+    }
+
+    fn spawn(&self, init: TaskInit, name: String, folder: Option<PathBuf>) -> Result<Torrent> {
+        let info_hash = init.info_hash;
+        let mut torrents = self.lock_torrents();
+        if torrents.contains_key(&info_hash) {
+            return Err(Error::Duplicate(info_hash.to_hex()));
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let done_rx = init.done.subscribe();
+        let inner = Arc::new(Inner {
+            info_hash,
+            fallback_name: name,
+            trackers: init.trackers.clone(),
+            tx: tx.clone(),
+            status: init.status.clone(),
+            events: init.events.clone(),
+            done: done_rx,
+            download_dir: folder,
+            task: Mutex::new(None),
+        });
+        let task = Task::new(self.shared.clone(), init, tx, rx)?;
+        let handle = tokio::spawn(task.run());
+        *inner.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        let t = Torrent { inner };
+        torrents.insert(info_hash, t.clone());
+        info!(info_hash = %info_hash, "torrent added");
+        Ok(t)
+    }
+
+    /// Removes a torrent: announces `stopped` (bounded wait) and closes its connections.
+    /// Downloaded files stay on disk.
+    pub async fn remove(&self, info_hash: InfoHash) -> Result<()> {
+        let t = self.lock_torrents().remove(&info_hash);
+        match t {
+            Some(t) => {
+                t.stop().await;
+                Ok(())
+            }
+            None => Err(Error::UnknownSource(info_hash.to_hex())),
+        }
+    }
+
+    /// Stops everything: every torrent announces `stopped` (bounded wait), connections and
+    /// the listener close, and no task or socket is left behind.
+    pub async fn destroy(&self) -> Result<()> {
+        if let Some(h) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            h.abort();
+            let _ = h.await;
+        }
+        let all: Vec<Torrent> = self.lock_torrents().drain().map(|(_, t)| t).collect();
+        futures::future::join_all(all.iter().map(|t| t.stop())).await;
+        Ok(())
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = route_incoming(stream, addr, shared).await {
+                debug!(%addr, "incoming connection dropped: {e}");
+            }
+        });
+    }
+}
+
+/// Reads the first 48 bytes of an incoming handshake to find the torrent, then hands the
+/// connection (and those bytes) to its task.
+async fn route_incoming(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) -> Result<()> {
+    let mut prefix = vec![0u8; HANDSHAKE_HEADER_LEN];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut prefix))
+        .await
+        .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+    let header = HandshakeHeader::decode(&prefix)
+        .map_err(|e| Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    let tx = shared
+        .torrents
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&header.info_hash)
+        .map(|t| t.inner.tx.clone());
+    match tx {
+        Some(tx) => {
+            let _ = tx
+                .send(TaskMsg::Incoming {
+                    stream,
+                    addr,
+                    prefix: Bytes::from(prefix),
+                })
+                .await;
+            Ok(())
+        }
+        None => Err(Error::UnknownSource(header.info_hash.to_hex())),
+    }
+}

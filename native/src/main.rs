@@ -1,0 +1,453 @@
+//! The `webtorrent` command: create, inspect, seed and download torrents.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use webtorrent::core::magnet::Magnet;
+use webtorrent::core::metainfo::Metainfo;
+use webtorrent::{AddOptions, Torrent, TorrentCreator, TorrentSource, WebTorrent, WebTorrentOptions};
+
+#[derive(Parser)]
+#[command(name = "webtorrent", version, about = "Create, inspect, seed and download torrents")]
+struct Cli {
+    /// Print only results and errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a .torrent file from a file or folder.
+    Create {
+        /// File or folder to share.
+        path: PathBuf,
+        /// Tracker URL (repeatable; each becomes a tier).
+        #[arg(long = "announce", short = 'a')]
+        announce: Vec<String>,
+        /// Piece length in bytes (power of two, 16 KiB – 64 MiB); automatic by default.
+        #[arg(long)]
+        piece_length: Option<u32>,
+        /// Mark the torrent private (BEP 27).
+        #[arg(long)]
+        private: bool,
+        /// Comment to embed.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Output file.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// Show what a .torrent file or magnet link contains.
+    Info {
+        /// A .torrent file or a magnet link.
+        source: String,
+    },
+    /// Seed a file, folder or .torrent until interrupted (SIGINT/SIGTERM).
+    Seed {
+        /// A file or folder to share, or a .torrent whose data is given with --data.
+        path: PathBuf,
+        /// Where the data of a .torrent lives (the folder containing the torrent's name).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Tracker URL (repeatable).
+        #[arg(long = "announce", short = 'a')]
+        announce: Vec<String>,
+        /// TCP listen port.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Piece length when creating the torrent.
+        #[arg(long)]
+        piece_length: Option<u32>,
+        /// Write the created .torrent here.
+        #[arg(long)]
+        torrent_out: Option<PathBuf>,
+    },
+    /// Download a torrent; exits 0 once every piece is verified on disk.
+    Download {
+        /// A magnet link, .torrent file or info hash.
+        source: String,
+        /// Output folder.
+        #[arg(short = 'o', long = "out", default_value = ".")]
+        out: PathBuf,
+        /// Tracker URL (repeatable), in addition to the torrent's own.
+        #[arg(long = "announce", short = 'a')]
+        announce: Vec<String>,
+        /// TCP listen port.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Connect to this peer directly (repeatable), e.g. 127.0.0.1:6881.
+        #[arg(long = "peer")]
+        peers: Vec<std::net::SocketAddr>,
+        /// Keep seeding after the download completes.
+        #[arg(long)]
+        seed: bool,
+        /// Give up after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        if cli.quiet {
+            "error".into()
+        } else {
+            "warn".into()
+        }
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+async fn run(cli: Cli) -> AnyResult<()> {
+    let quiet = cli.quiet;
+    match cli.cmd {
+        Cmd::Create {
+            path,
+            announce,
+            piece_length,
+            private,
+            comment,
+            output,
+        } => {
+            let mut c = TorrentCreator::new().with_announce(announce).with_private(private);
+            if let Some(pl) = piece_length {
+                c = c.with_piece_length(pl);
+            }
+            if let Some(cm) = comment {
+                c = c.with_comment(cm);
+            }
+            let t = hash_with_progress(c, &path, quiet).await?;
+            std::fs::write(&output, &t.torrent_file)?;
+            println!("{}", t.info_hash.to_hex());
+            if !quiet {
+                eprintln!(
+                    "wrote {} ({} pieces of {} bytes)",
+                    output.display(),
+                    t.metainfo.info.num_pieces(),
+                    t.metainfo.info.piece_length()
+                );
+            }
+        }
+        Cmd::Info { source } => info(&source)?,
+        Cmd::Seed {
+            path,
+            data,
+            announce,
+            port,
+            piece_length,
+            torrent_out,
+        } => {
+            let client = WebTorrent::new(options(port, None)).await?;
+            let is_torrent = path.extension().is_some_and(|e| e == "torrent");
+            let torrent = if is_torrent {
+                let folder = data
+                    .or_else(|| path.parent().map(Path::to_path_buf))
+                    .unwrap_or_else(|| PathBuf::from("."));
+                let t = client
+                    .add_with(
+                        TorrentSource::Path(path.clone()),
+                        AddOptions {
+                            announce,
+                            download_dir: Some(folder),
+                            ..AddOptions::default()
+                        },
+                    )
+                    .await?;
+                if !t.is_done() {
+                    return Err(format!(
+                        "the data for {} is incomplete ({:.1} % verified); give its folder with --data",
+                        path.display(),
+                        t.progress() * 100.0
+                    )
+                    .into());
+                }
+                t
+            } else {
+                let mut c = TorrentCreator::new().with_announce(announce);
+                if let Some(pl) = piece_length {
+                    c = c.with_piece_length(pl);
+                }
+                let counter = Arc::new(AtomicU64::new(0));
+                let bar = progress_bar(
+                    quiet,
+                    std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+                    "hashing",
+                );
+                let ticker = spawn_counter(bar.clone(), counter.clone());
+                let t = client.seed_path(&path, c.with_progress(counter)).await;
+                ticker.abort();
+                bar.finish_and_clear();
+                t?
+            };
+            if let (Some(out), Some(file)) = (torrent_out, torrent.torrent_file()) {
+                std::fs::write(out, file)?;
+            }
+            println!("{}", torrent.magnet_uri());
+            println!("{}", torrent.info_hash().to_hex());
+            if !quiet {
+                eprintln!("seeding {} on port {} (Ctrl+C to stop)", torrent.name(), client.port());
+            }
+            let watcher = watch(torrent.clone(), quiet, false);
+            wait_for_signal().await;
+            watcher.abort();
+            client.destroy().await?;
+        }
+        Cmd::Download {
+            source,
+            out,
+            announce,
+            port,
+            peers,
+            seed,
+            timeout,
+        } => {
+            std::fs::create_dir_all(&out)?;
+            let client = WebTorrent::new(options(port, Some(out.clone()))).await?;
+            let torrent = client
+                .add_with(
+                    source.as_str(),
+                    AddOptions {
+                        announce,
+                        download_dir: Some(out.clone()),
+                        peers,
+                    },
+                )
+                .await?;
+            let watcher = watch(torrent.clone(), quiet, true);
+            let done = async {
+                tokio::select! {
+                    r = torrent.wait_done() => r.map_err(|e| e.to_string()),
+                    _ = wait_for_signal() => Err("interrupted".to_string()),
+                }
+            };
+            let result = match timeout {
+                Some(s) => tokio::time::timeout(Duration::from_secs(s), done)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("timed out after {s} s"))),
+                None => done.await,
+            };
+            watcher.abort();
+            if let Err(e) = result {
+                client.destroy().await?;
+                return Err(e.into());
+            }
+            if !quiet {
+                eprintln!("done: {} ({} bytes) in {}", torrent.name(), torrent.length(), out.display());
+            }
+            println!("{}", torrent.info_hash().to_hex());
+            if seed {
+                if !quiet {
+                    eprintln!("seeding (Ctrl+C to stop)");
+                }
+                let watcher = watch(torrent.clone(), quiet, false);
+                wait_for_signal().await;
+                watcher.abort();
+            }
+            client.destroy().await?;
+        }
+    }
+    Ok(())
+}
+
+fn options(port: Option<u16>, dir: Option<PathBuf>) -> WebTorrentOptions {
+    WebTorrentOptions {
+        port,
+        download_dir: dir,
+        ..WebTorrentOptions::default()
+    }
+}
+
+fn info(source: &str) -> AnyResult<()> {
+    if source.len() >= 7 && source[..7].eq_ignore_ascii_case("magnet:") {
+        let m = Magnet::parse(source)?;
+        println!("name:        {}", m.name.as_deref().unwrap_or("(unknown)"));
+        println!("info hash:   {}", m.info_hash.to_hex());
+        if let Some(l) = m.length {
+            println!("length:      {l}");
+        }
+        for t in &m.trackers {
+            println!("tracker:     {t}");
+        }
+        for p in &m.peers {
+            println!("peer:        {p}");
+        }
+        return Ok(());
+    }
+    let bytes = std::fs::read(source).map_err(|e| format!("{source}: {e}"))?;
+    let m = Metainfo::from_bytes(&bytes)?;
+    println!("name:         {}", m.info.name);
+    println!("info hash:    {}", m.info_hash.to_hex());
+    println!("length:       {}", m.info.total_length());
+    println!("piece length: {}", m.info.piece_length());
+    println!("pieces:       {}", m.info.num_pieces());
+    println!("private:      {}", m.info.private);
+    if let Some(c) = &m.comment {
+        println!("comment:      {c}");
+    }
+    if let Some(c) = &m.created_by {
+        println!("created by:   {c}");
+    }
+    for (i, tier) in m.trackers().iter().enumerate() {
+        for t in tier {
+            println!("tracker:      [tier {i}] {t}");
+        }
+    }
+    for f in &m.info.files {
+        if !f.padding {
+            println!("file:         {} ({} bytes)", f.path_string(), f.length);
+        }
+    }
+    Ok(())
+}
+
+async fn hash_with_progress(
+    c: TorrentCreator,
+    path: &Path,
+    quiet: bool,
+) -> AnyResult<webtorrent::core::creator::CreatedTorrent> {
+    let total = dir_size(path);
+    let counter = Arc::new(AtomicU64::new(0));
+    let bar = progress_bar(quiet, total, "hashing");
+    let ticker = spawn_counter(bar.clone(), counter.clone());
+    let r = c.with_progress(counter).create_from_path(path).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    Ok(r?)
+}
+
+fn dir_size(p: &Path) -> u64 {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn progress_bar(quiet: bool, total: u64, what: &str) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn spawn_counter(bar: ProgressBar, counter: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            bar.set_position(counter.load(Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// Shows progress: a bar on a terminal, a line every few seconds otherwise.
+fn watch(t: Torrent, quiet: bool, downloading: bool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if quiet {
+            return;
+        }
+        let tty = std::io::stderr().is_terminal();
+        let bar = if tty {
+            let b = ProgressBar::new(t.length().max(1));
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            Some(b)
+        } else {
+            None
+        };
+        let mut tick = 0u64;
+        loop {
+            let msg = format!(
+                "{} peers, down {}/s, up {}/s",
+                t.num_peers(),
+                human(t.download_speed()),
+                human(t.upload_speed())
+            );
+            match &bar {
+                Some(b) => {
+                    b.set_length(t.length().max(1));
+                    b.set_position((t.progress() * t.length() as f64) as u64);
+                    b.set_message(msg);
+                }
+                None if tick % 20 == 0 => {
+                    if downloading {
+                        eprintln!("{:5.1} % {msg}", t.progress() * 100.0);
+                    } else {
+                        eprintln!("uploaded {} {msg}", human(t.uploaded()));
+                    }
+                }
+                None => {}
+            }
+            tick += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}
+
+fn human(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,59 @@
+//! Client options.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use webtorrent_core::PeerId;
+
+/// Settings of a [`WebTorrent`](crate::WebTorrent) client.
+#[derive(Debug, Clone)]
+pub struct WebTorrentOptions {
+    /// Our peer id; random with the `-WR0001-` prefix when `None`.
+    pub peer_id: Option<PeerId>,
+    /// TCP listen port. `None`: try 6881–6889, then any free port. `Some(0)`: any free port.
+    /// The port announced to trackers is always the one actually bound.
+    pub port: Option<u16>,
+    /// Address to listen on (default: all IPv4 interfaces).
+    pub listen_address: IpAddr,
+    /// Most connections per torrent.
+    pub max_connections: usize,
+    /// Where downloads are stored; `None` keeps them in memory.
+    pub download_dir: Option<PathBuf>,
+    /// Upload limit in bytes per second (`None`: unlimited).
+    pub upload_limit: Option<u64>,
+    /// Download limit in bytes per second (`None`: unlimited).
+    pub download_limit: Option<u64>,
+    /// Use trackers (HTTP and UDP).
+    pub trackers: bool,
+    /// Exchange peers with peers (BEP 11).
+    pub pex: bool,
+    /// Accept incoming connections.
+    pub incoming: bool,
+    /// How long `destroy()` and `remove()` wait for `stopped` announces.
+    pub stop_timeout: Duration,
+    /// Local address for UDP tracker sockets (default: unspecified).
+    pub udp_bind: Option<std::net::SocketAddr>,
+    /// Seed for the state machines' random choices; random when `None`.
+    pub rng_seed: Option<u64>,
+}
+
+impl Default for WebTorrentOptions {
+    fn default() -> Self {
+        WebTorrentOptions {
+            peer_id: None,
+            port: None,
+            listen_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            max_connections: 55,
+            download_dir: None,
+            upload_limit: None,
+            download_limit: None,
+            trackers: true,
+            pex: true,
+            incoming: true,
+            stop_timeout: Duration::from_secs(5),
+            udp_bind: None,
+            rng_seed: None,
+        }
+    }
+}

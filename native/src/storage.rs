@@ -1,0 +1,333 @@
+//! Piece storage: in memory or in files below a folder.
+//!
+//! Offsets are positions in the torrent's byte stream; file storage maps them to files with
+//! [`Info::file_slices`]. Reads and writes are positional, so they can run on any thread.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use webtorrent_core::metainfo::Info;
+use webtorrent_core::piece::{sha1, Bitfield};
+
+/// Where a torrent's bytes live.
+pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
+    /// Reads `len` bytes at torrent offset `offset`.
+    fn read(&self, offset: u64, len: usize) -> io::Result<Bytes>;
+    /// Writes `data` at torrent offset `offset`.
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes written data durable (no-op in memory).
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A torrent held in memory: either seeded from bytes (zero-copy reads) or downloaded.
+#[derive(Debug)]
+pub struct MemoryStorage {
+    data: RwLock<MemoryData>,
+}
+
+#[derive(Debug)]
+enum MemoryData {
+    Shared(Bytes),
+    Owned(Vec<u8>),
+}
+
+impl MemoryStorage {
+    /// Storage for seeding `data`; reads are slices of it.
+    pub fn from_bytes(data: Bytes) -> Self {
+        MemoryStorage {
+            data: RwLock::new(MemoryData::Shared(data)),
+        }
+    }
+
+    /// Empty storage of `len` bytes for a download.
+    pub fn new(len: usize) -> Self {
+        MemoryStorage {
+            data: RwLock::new(MemoryData::Owned(vec![0; len])),
+        }
+    }
+
+    /// A copy of the whole content.
+    pub fn to_bytes(&self) -> Bytes {
+        match &*self.data.read().unwrap_or_else(|e| e.into_inner()) {
+            MemoryData::Shared(b) => b.clone(),
+            MemoryData::Owned(v) => Bytes::copy_from_slice(v),
+        }
+    }
+}
+
+fn out_of_range() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "range outside the torrent")
+}
+
+impl Storage for MemoryStorage {
+    fn read(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
+        let end = start.checked_add(len).ok_or_else(out_of_range)?;
+        match &*self.data.read().unwrap_or_else(|e| e.into_inner()) {
+            MemoryData::Shared(b) if end <= b.len() => Ok(b.slice(start..end)),
+            MemoryData::Owned(v) if end <= v.len() => Ok(Bytes::copy_from_slice(&v[start..end])),
+            _ => Err(out_of_range()),
+        }
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| out_of_range())?;
+        let end = start.checked_add(data.len()).ok_or_else(out_of_range)?;
+        let mut guard = self.data.write().unwrap_or_else(|e| e.into_inner());
+        if let MemoryData::Shared(b) = &*guard {
+            // Seeded data is immutable; a write means a re-download: switch to owned bytes.
+            *guard = MemoryData::Owned(b.to_vec());
+        }
+        match &mut *guard {
+            MemoryData::Owned(v) if end <= v.len() => {
+                v[start..end].copy_from_slice(data);
+                Ok(())
+            }
+            _ => Err(out_of_range()),
+        }
+    }
+}
+
+/// A torrent stored as files below a folder: `folder/name` for single-file torrents,
+/// `folder/name/path…` for multi-file ones.
+#[derive(Debug)]
+pub struct FileStorage {
+    info: Arc<Info>,
+    paths: Vec<PathBuf>,
+    open: Mutex<HashMap<usize, Arc<File>>>,
+    writable: bool,
+}
+
+impl FileStorage {
+    /// Storage for `info` below `folder`. Files are created on first write (and pre-sized).
+    pub fn new(folder: &Path, info: Arc<Info>) -> Self {
+        let paths = info
+            .files
+            .iter()
+            .map(|f| {
+                let mut p = folder.to_path_buf();
+                if !info.single_file {
+                    p.push(&info.name);
+                }
+                for c in &f.path {
+                    p.push(c);
+                }
+                p
+            })
+            .collect();
+        FileStorage {
+            info,
+            paths,
+            open: Mutex::new(HashMap::new()),
+            writable: true,
+        }
+    }
+
+    /// Storage over existing files that are only read (seeding files the user gave us).
+    pub fn read_only(folder: &Path, info: Arc<Info>) -> Self {
+        let mut s = Self::new(folder, info);
+        s.writable = false;
+        s
+    }
+
+    /// Creates the folders and every empty file (files with data are created on first write).
+    pub fn prepare(&self) -> io::Result<()> {
+        for (i, f) in self.info.files.iter().enumerate() {
+            if f.padding {
+                continue;
+            }
+            if let Some(parent) = self.paths[i].parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            if f.length == 0 {
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&self.paths[i])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The path of each file.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    fn file(&self, idx: usize, create: bool) -> io::Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(&idx) {
+            return Ok(f.clone());
+        }
+        let path = &self.paths[idx];
+        let f = if self.writable {
+            match OpenOptions::new().read(true).write(true).open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(path)?
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            File::open(path)?
+        };
+        if self.writable && create {
+            let want = self.info.files[idx].length;
+            if f.metadata()?.len() < want {
+                f.set_len(want)?;
+            }
+        }
+        let f = Arc::new(f);
+        // Bound the number of open descriptors.
+        if open.len() >= 128 {
+            open.clear();
+        }
+        open.insert(idx, f.clone());
+        Ok(f)
+    }
+}
+
+impl Storage for FileStorage {
+    fn read(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let mut buf = vec![0u8; len];
+        let mut pos = 0usize;
+        for (idx, file_off, n) in self.info.file_slices(offset..offset + len as u64) {
+            let n = n as usize;
+            if !self.info.files[idx].padding {
+                let f = self.file(idx, false)?;
+                f.read_exact_at(&mut buf[pos..pos + n], file_off)?;
+            }
+            pos += n;
+        }
+        if pos != len {
+            return Err(out_of_range());
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "read-only storage",
+            ));
+        }
+        let mut pos = 0usize;
+        for (idx, file_off, n) in self.info.file_slices(offset..offset + data.len() as u64) {
+            let n = n as usize;
+            if !self.info.files[idx].padding {
+                let f = self.file(idx, true)?;
+                f.write_all_at(&data[pos..pos + n], file_off)?;
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        for f in open.values() {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// Hashes every piece present in `storage` and returns the ones that match, using all cores
+/// and reading one piece at a time per thread (resume of a partial download).
+pub fn verify_existing(info: &Info, storage: &dyn Storage) -> Bitfield {
+    let layout = info.layout;
+    let n = layout.num_pieces();
+    let threads = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
+    let next = std::sync::atomic::AtomicU32::new(0);
+    let found = Mutex::new(Bitfield::new(n));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Ok(p) = layout.piece(i) else {
+                    break;
+                };
+                let off = layout.piece_offset(p);
+                let len = layout.piece_len(p) as usize;
+                if let Ok(data) = storage.read(off, len) {
+                    if sha1(&data) == info.piece_hash(p) {
+                        found.lock().unwrap_or_else(|e| e.into_inner()).set(p);
+                    }
+                }
+            });
+        }
+    });
+    found.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webtorrent_core::creator::TorrentCreator;
+
+    #[test]
+    fn file_storage_spans_files_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let files = vec![
+            (vec!["a".to_string()], 30_000u64, &data[..30_000]),
+            (vec!["d".to_string(), "b".to_string()], 0, &data[30_000..30_000]),
+            (vec!["d".to_string(), "c".to_string()], 70_000, &data[30_000..]),
+        ];
+        let t = TorrentCreator::new()
+            .with_piece_length(16384)
+            .create_multi("multi", files)
+            .unwrap();
+        let info = Arc::new(t.metainfo.info.clone());
+        let st = FileStorage::new(dir.path(), info.clone());
+        assert_eq!(verify_existing(&info, &st).count(), 0);
+        st.prepare().unwrap();
+        // Write everything but piece 3.
+        for p in info.layout.pieces() {
+            if p.get() == 3 {
+                continue;
+            }
+            let off = info.layout.piece_offset(p) as usize;
+            let len = info.layout.piece_len(p) as usize;
+            st.write(off as u64, &data[off..off + len]).unwrap();
+        }
+        st.flush().unwrap();
+        let have = verify_existing(&info, &st);
+        assert_eq!(have.count(), info.num_pieces() - 1);
+        assert!(!have.get_raw(3));
+        assert_eq!(std::fs::read(dir.path().join("multi/a")).unwrap(), &data[..30_000]);
+        assert_eq!(st.read(29_000, 2000).unwrap(), &data[29_000..31_000]);
+        assert!(dir.path().join("multi/d/b").exists());
+    }
+
+    #[test]
+    fn memory_storage_bounds() {
+        let m = MemoryStorage::from_bytes(Bytes::from_static(b"hello world"));
+        assert_eq!(m.read(6, 5).unwrap(), "world");
+        assert!(m.read(8, 5).is_err());
+        let w = MemoryStorage::new(4);
+        w.write(1, b"ab").unwrap();
+        assert!(w.write(3, b"ab").is_err());
+        assert_eq!(w.to_bytes(), &b"\0ab\0"[..]);
+    }
+}

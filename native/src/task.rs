@@ -1,0 +1,669 @@
+//! The per-torrent actor: owns the core [`Torrent`](CoreTorrent) and [`Announcer`] state
+//! machines and carries out what they ask — connections, storage, tracker requests.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+use webtorrent_core::announce::{
+    AnnounceConfig, AnnounceEvent, Announcer, AnnouncerEvent, JobId, Scheme, SchemeSet,
+    TrackerFailure, TrackerReply,
+};
+use webtorrent_core::metainfo::Metainfo;
+use webtorrent_core::piece::{sha1, Bitfield, Block, PieceIndex};
+use webtorrent_core::session::Direction;
+use webtorrent_core::torrent::{
+    Output, PeerSource, Torrent as CoreTorrent, TorrentConfig, TorrentEvent,
+};
+use webtorrent_core::tracker::Event as TrackerEvent;
+use webtorrent_core::{InfoHash, PeerKey, Time};
+
+use crate::client::Shared;
+use crate::conn::Conn;
+use crate::storage::{FileStorage, MemoryStorage, Storage};
+use crate::torrent::{Event, Status};
+use crate::tracker::{AnnounceParams, TrackerError};
+
+/// Messages into a torrent task.
+#[derive(Debug)]
+pub(crate) enum TaskMsg {
+    Incoming {
+        stream: TcpStream,
+        addr: SocketAddr,
+        prefix: Bytes,
+    },
+    Connected {
+        addr: SocketAddr,
+        stream: TcpStream,
+    },
+    ConnectFailed {
+        addr: SocketAddr,
+    },
+    PeerData {
+        key: PeerKey,
+        data: Bytes,
+    },
+    PeerClosed {
+        key: PeerKey,
+    },
+    Writable {
+        key: PeerKey,
+    },
+    BlockRead {
+        key: PeerKey,
+        block: Block,
+        data: Option<Bytes>,
+    },
+    PieceChecked {
+        piece: PieceIndex,
+        outcome: PieceOutcome,
+    },
+    Announced {
+        job: JobId,
+        url: String,
+        result: Result<(TrackerReply, Vec<SocketAddr>), TrackerFailure>,
+    },
+    AddPeers(Vec<SocketAddr>),
+    Pause,
+    Resume,
+    Stop(oneshot::Sender<()>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PieceOutcome {
+    Stored,
+    HashMismatch,
+    StoreFailed,
+}
+
+/// How a task is set up.
+pub(crate) struct TaskInit {
+    pub info_hash: InfoHash,
+    pub meta: Option<Arc<Metainfo>>,
+    pub storage: Option<Arc<dyn Storage>>,
+    pub have: Option<Bitfield>,
+    pub trackers: Vec<Vec<String>>,
+    pub peers: Vec<SocketAddr>,
+    pub status: Arc<Mutex<Status>>,
+    pub events: broadcast::Sender<Event>,
+    pub done: watch::Sender<bool>,
+}
+
+pub(crate) struct Task {
+    shared: Arc<Shared>,
+    info_hash: InfoHash,
+    core: CoreTorrent,
+    announcer: Announcer,
+    storage: Option<Arc<dyn Storage>>,
+    conns: HashMap<PeerKey, Conn>,
+    rx: mpsc::Receiver<TaskMsg>,
+    tx: mpsc::Sender<TaskMsg>,
+    status: Arc<Mutex<Status>>,
+    events: broadcast::Sender<Event>,
+    done: watch::Sender<bool>,
+    started_complete: bool,
+    paused: bool,
+    jobs: HashMap<JobId, String>,
+    last_status: Instant,
+}
+
+fn tracker_failure(e: TrackerError) -> TrackerFailure {
+    match e {
+        TrackerError::Failure(m) => TrackerFailure::Failure(m),
+        TrackerError::Timeout => TrackerFailure::Timeout,
+        other => TrackerFailure::Network(other.to_string()),
+    }
+}
+
+impl Task {
+    pub fn new(
+        shared: Arc<Shared>,
+        init: TaskInit,
+        tx: mpsc::Sender<TaskMsg>,
+        rx: mpsc::Receiver<TaskMsg>,
+    ) -> Result<Task, crate::Error> {
+        let now = shared.now();
+        let mut cfg = TorrentConfig::new(shared.peer_id);
+        cfg.session.listen_port = Some(shared.port);
+        cfg.session.pex = shared.opts.pex;
+        cfg.max_peers = shared.opts.max_connections;
+        let seed = shared.next_seed();
+        let core = match (&init.meta, init.have) {
+            (Some(m), Some(have)) => CoreTorrent::new(cfg, m.clone(), have, seed, now)
+                .map_err(|e| crate::Error::Storage(e.to_string()))?,
+            _ => CoreTorrent::from_info_hash(cfg, init.info_hash, init.trackers.clone(), seed, now),
+        };
+        let schemes = SchemeSet::NONE
+            .with(Scheme::Http)
+            .with(Scheme::Https)
+            .with(Scheme::Udp);
+        let trackers = if shared.opts.trackers {
+            init.trackers.clone()
+        } else {
+            Vec::new()
+        };
+        let announcer = Announcer::new(
+            trackers,
+            AnnounceConfig {
+                schemes,
+                stop_timeout: shared.opts.stop_timeout,
+                ..AnnounceConfig::default()
+            },
+            shared.next_seed(),
+            now,
+        );
+        let started_complete = core.is_complete();
+        let mut task = Task {
+            shared,
+            info_hash: init.info_hash,
+            core,
+            announcer,
+            storage: init.storage,
+            conns: HashMap::new(),
+            rx,
+            tx,
+            status: init.status,
+            events: init.events,
+            done: init.done,
+            started_complete,
+            paused: false,
+            jobs: HashMap::new(),
+            last_status: Instant::now(),
+        };
+        for url in task.announcer.unsupported_trackers() {
+            debug!(%url, "tracker scheme not supported by the native client yet");
+        }
+        task.core
+            .add_candidates(now, init.peers, PeerSource::Manual);
+        let left = task.core.stats(now).left;
+        task.announcer.start(now, left);
+        if started_complete {
+            let _ = task.done.send(true);
+        }
+        task.update_status(true);
+        Ok(task)
+    }
+
+    fn now(&self) -> Time {
+        self.shared.now()
+    }
+
+    /// Runs until stopped.
+    pub async fn run(mut self) {
+        let mut stop_reply: Option<oneshot::Sender<()>> = None;
+        loop {
+            self.drive();
+            if let Some(reply) = stop_reply.take() {
+                // Stopping: wait for the `stopped` announces (bounded by the announcer).
+                let deadline = tokio::time::Instant::now() + self.shared.opts.stop_timeout;
+                while !self.jobs.is_empty() && tokio::time::Instant::now() < deadline {
+                    match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                        Ok(Some(TaskMsg::Announced { job, url, result })) => {
+                            self.on_announced(job, url, result)
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let _ = reply.send(());
+                break;
+            }
+            let deadline = self.next_deadline();
+            let msg = tokio::select! {
+                m = self.rx.recv() => m,
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = self.now();
+                    self.core.handle_timeout(now);
+                    self.announcer.handle_timeout(now);
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
+            if let TaskMsg::Stop(reply) = msg {
+                self.begin_stop();
+                stop_reply = Some(reply);
+                continue;
+            }
+            self.handle(msg);
+            // Batch whatever else is already queued before driving outputs.
+            for _ in 0..64 {
+                match self.rx.try_recv() {
+                    Ok(TaskMsg::Stop(reply)) => {
+                        self.begin_stop();
+                        stop_reply = Some(reply);
+                        break;
+                    }
+                    Ok(m) => self.handle(m),
+                    Err(_) => break,
+                }
+            }
+        }
+        for (_, c) in self.conns.drain() {
+            c.close();
+        }
+        self.update_status(true);
+        debug!(info_hash = %self.info_hash, "torrent task ended");
+    }
+
+    fn next_deadline(&self) -> tokio::time::Instant {
+        let now = self.now();
+        let mut next = self.core.poll_timeout();
+        if let Some(t) = self.announcer.poll_timeout() {
+            next = next.min(t);
+        }
+        let wait = next.saturating_since(now).min(Duration::from_secs(1));
+        tokio::time::Instant::now() + wait
+    }
+
+    fn begin_stop(&mut self) {
+        let now = self.now();
+        let stats = self.core.stats(now);
+        self.announcer
+            .update_stats(stats.uploaded, stats.downloaded, stats.left);
+        self.announcer.stop(now);
+        self.core.shutdown(now);
+        self.drive();
+    }
+
+    fn handle(&mut self, msg: TaskMsg) {
+        let now = self.now();
+        match msg {
+            TaskMsg::Incoming {
+                stream,
+                addr,
+                prefix,
+            } => {
+                if self.paused {
+                    return;
+                }
+                let key = self.shared.next_key();
+                match self.core.add_peer(now, key, Some(addr), Direction::Incoming) {
+                    Ok(()) => {
+                        self.spawn_conn(key, stream, Some(addr));
+                        self.core.peer_data(now, key, &prefix);
+                    }
+                    Err(e) => debug!(%addr, "refused incoming peer: {e}"),
+                }
+            }
+            TaskMsg::Connected { addr, stream } => {
+                if self.paused {
+                    return;
+                }
+                let key = self.shared.next_key();
+                match self.core.add_peer(now, key, Some(addr), Direction::Outgoing) {
+                    Ok(()) => self.spawn_conn(key, stream, Some(addr)),
+                    Err(e) => debug!(%addr, "dropped outgoing peer: {e}"),
+                }
+            }
+            TaskMsg::ConnectFailed { addr } => self.core.connect_failed(now, addr),
+            TaskMsg::PeerData { key, data } => self.core.peer_data(now, key, &data),
+            TaskMsg::PeerClosed { key } => {
+                if let Some(c) = self.conns.remove(&key) {
+                    c.close();
+                }
+                self.core.peer_closed(now, key);
+            }
+            TaskMsg::Writable { key } => self.flush_peer(key),
+            TaskMsg::BlockRead { key, block, data } => self.core.block_read(now, key, block, data),
+            TaskMsg::PieceChecked { piece, outcome } => match outcome {
+                PieceOutcome::Stored => self.core.piece_checked(now, piece, true),
+                PieceOutcome::HashMismatch => self.core.piece_checked(now, piece, false),
+                PieceOutcome::StoreFailed => self.core.piece_store_failed(now, piece),
+            },
+            TaskMsg::Announced { job, url, result } => self.on_announced(job, url, result),
+            TaskMsg::AddPeers(peers) => self.core.add_candidates(now, peers, PeerSource::Manual),
+            TaskMsg::Pause => {
+                if !self.paused {
+                    self.paused = true;
+                    self.announcer.pause(now);
+                    self.core.shutdown(now);
+                }
+            }
+            TaskMsg::Resume => {
+                if self.paused {
+                    self.paused = false;
+                    self.announcer.resume(now);
+                }
+            }
+            TaskMsg::Stop(_) => {}
+        }
+    }
+
+    fn on_announced(
+        &mut self,
+        job: JobId,
+        url: String,
+        result: Result<(TrackerReply, Vec<SocketAddr>), TrackerFailure>,
+    ) {
+        let now = self.now();
+        self.jobs.remove(&job);
+        let result = match result {
+            Ok((reply, peers)) => {
+                if !self.paused && !peers.is_empty() {
+                    self.core.add_candidates(now, peers, PeerSource::Tracker);
+                }
+                Ok(reply)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            debug!(%url, "announce failed: {e}");
+        }
+        self.announcer.handle_reply(now, job, result);
+    }
+
+    fn spawn_conn(&mut self, key: PeerKey, stream: TcpStream, addr: Option<SocketAddr>) {
+        let conn = Conn::spawn(
+            stream,
+            addr,
+            key,
+            self.tx.clone(),
+            self.shared.down_limit.clone(),
+            self.shared.up_limit.clone(),
+        );
+        self.conns.insert(key, conn);
+    }
+
+    fn flush_peer(&mut self, key: PeerKey) {
+        let Some(conn) = self.conns.get(&key) else {
+            return;
+        };
+        while conn.has_room() {
+            match self.core.poll_transmit_to(key) {
+                Some(b) => conn.send(b),
+                None => break,
+            }
+        }
+    }
+
+    /// Carries out everything the state machines ask for.
+    fn drive(&mut self) {
+        let now = self.now();
+        for _ in 0..16 {
+            let mut progressed = false;
+            while let Some(out) = self.core.poll_output() {
+                progressed = true;
+                self.on_output(out);
+            }
+            for key in self.core.pending_transmits() {
+                self.flush_peer(key);
+            }
+            let stats = self.core.stats(now);
+            self.announcer
+                .update_stats(stats.uploaded, stats.downloaded, stats.left);
+            while let Some(job) = self.announcer.poll_job(now) {
+                progressed = true;
+                self.spawn_announce(job);
+            }
+            while let Some(ev) = self.announcer.poll_event() {
+                self.on_announcer_event(ev);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.update_status(false);
+    }
+
+    fn on_announcer_event(&mut self, ev: AnnouncerEvent) {
+        match ev {
+            AnnouncerEvent::Reply {
+                tracker,
+                event,
+                interval,
+                seeders,
+                leechers,
+                peers,
+                ..
+            } => {
+                let url = self
+                    .announcer
+                    .tracker(tracker)
+                    .map(|t| t.url.to_string())
+                    .unwrap_or_default();
+                info!(%url, ?event, ?interval, ?seeders, ?leechers, peers, "tracker replied");
+                let _ = self.events.send(Event::TrackerReply {
+                    url,
+                    event: event.as_str().to_string(),
+                    interval,
+                    seeders,
+                    leechers,
+                    peers,
+                });
+            }
+            AnnouncerEvent::Warning { tracker, message } => {
+                let url = self
+                    .announcer
+                    .tracker(tracker)
+                    .map(|t| t.url.to_string())
+                    .unwrap_or_default();
+                warn!(%url, "tracker warning: {message}");
+                let _ = self
+                    .events
+                    .send(Event::Warning(format!("{url}: {message}")));
+            }
+            AnnouncerEvent::Failed { tracker, error, .. } => {
+                let url = self
+                    .announcer
+                    .tracker(tracker)
+                    .map(|t| t.url.to_string())
+                    .unwrap_or_default();
+                warn!(%url, "announce failed: {error}");
+                let _ = self.events.send(Event::TrackerError {
+                    url,
+                    error: error.to_string(),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn spawn_announce(&mut self, job: webtorrent_core::announce::AnnounceJob) {
+        let Some(client) = self.shared.trackers.clone() else {
+            return;
+        };
+        let event = match job.event {
+            AnnounceEvent::None => None,
+            AnnounceEvent::Started => Some(TrackerEvent::Started),
+            AnnounceEvent::Completed => Some(TrackerEvent::Completed),
+            AnnounceEvent::Stopped => Some(TrackerEvent::Stopped),
+        };
+        let params = AnnounceParams {
+            info_hash: self.info_hash,
+            peer_id: self.shared.peer_id,
+            port: self.shared.port,
+            uploaded: job.uploaded,
+            downloaded: job.downloaded,
+            left: job.left,
+            event,
+            numwant: Some(job.numwant),
+            key: job.key,
+            tracker_id: job.tracker_id.clone(),
+        };
+        let tx = self.tx.clone();
+        let url = job.url.clone();
+        let id = job.id;
+        self.jobs.insert(id, url.clone());
+        debug!(%url, event = job.event.as_str(), "announcing");
+        tokio::spawn(async move {
+            let result = client
+                .announce(&url, &params)
+                .await
+                .map(|o| {
+                    let reply = TrackerReply {
+                        interval: Some(o.interval),
+                        min_interval: o.min_interval,
+                        complete: o.complete,
+                        incomplete: o.incomplete,
+                        peers_count: o.peers.len(),
+                        tracker_id: o.tracker_id.clone(),
+                        warning: o.warning.clone(),
+                    };
+                    (reply, o.peers)
+                })
+                .map_err(tracker_failure);
+            let _ = tx.send(TaskMsg::Announced { job: id, url, result }).await;
+        });
+    }
+
+    fn on_output(&mut self, out: Output) {
+        match out {
+            Output::Connect(addr) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let msg = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        TcpStream::connect(addr),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => TaskMsg::Connected { addr, stream },
+                        _ => TaskMsg::ConnectFailed { addr },
+                    };
+                    let _ = tx.send(msg).await;
+                });
+            }
+            Output::Disconnect(key) => {
+                if let Some(c) = self.conns.remove(&key) {
+                    tokio::spawn(c.close_gracefully());
+                }
+            }
+            Output::ReadBlock { peer, block } => self.read_block(peer, block),
+            Output::VerifyPiece {
+                piece,
+                data,
+                expected,
+            } => self.verify_piece(piece, data, expected),
+            Output::Event(e) => self.on_core_event(e),
+        }
+    }
+
+    fn read_block(&mut self, key: PeerKey, block: Block) {
+        let (Some(storage), Some(meta)) = (self.storage.clone(), self.core.metainfo()) else {
+            let now = self.now();
+            self.core.block_read(now, key, block, None);
+            return;
+        };
+        let offset = meta.info.layout.piece_offset(block.piece) + u64::from(block.begin);
+        let len = block.length as usize;
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let data = storage.read(offset, len).ok();
+            let _ = tx.blocking_send(TaskMsg::BlockRead { key, block, data });
+        });
+    }
+
+    fn verify_piece(&mut self, piece: PieceIndex, data: Bytes, expected: [u8; 20]) {
+        let (Some(storage), Some(meta)) = (self.storage.clone(), self.core.metainfo()) else {
+            return;
+        };
+        let offset = meta.info.layout.piece_offset(piece);
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = if sha1(&data) != expected {
+                PieceOutcome::HashMismatch
+            } else if let Err(e) = storage.write(offset, &data) {
+                warn!("storing piece {piece} failed: {e}");
+                PieceOutcome::StoreFailed
+            } else {
+                PieceOutcome::Stored
+            };
+            let _ = tx.blocking_send(TaskMsg::PieceChecked { piece, outcome });
+        });
+    }
+
+    fn on_core_event(&mut self, e: TorrentEvent) {
+        let now = self.now();
+        match e {
+            TorrentEvent::PeerConnected { peer, peer_id, addr } => {
+                debug!(?addr, %peer_id, "peer connected");
+                let _ = self.events.send(Event::PeerConnected {
+                    addr,
+                    peer_id: peer_id.0,
+                });
+                let _ = peer;
+            }
+            TorrentEvent::PeerDisconnected { peer, reason } => {
+                let addr = self.conns.get(&peer).and_then(|c| c.addr);
+                debug!(?addr, "peer dropped: {reason}");
+                let _ = self.events.send(Event::PeerDisconnected { addr, reason });
+            }
+            TorrentEvent::PeerBanned { addr, .. } => {
+                warn!(?addr, "banned peer for sending corrupt data");
+                let _ = self.events.send(Event::PeerBanned { addr });
+            }
+            TorrentEvent::MetadataReceived => {
+                if let Some(meta) = self.core.metainfo().cloned() {
+                    info!(name = %meta.info.name, "metadata received");
+                    let storage: Arc<dyn Storage> = match &self.shared.opts.download_dir {
+                        Some(dir) => {
+                            let fs = FileStorage::new(dir, Arc::new(meta.info.clone()));
+                            if let Err(e) = fs.prepare() {
+                                warn!("cannot prepare files: {e}");
+                            }
+                            Arc::new(fs)
+                        }
+                        None => Arc::new(MemoryStorage::new(meta.info.total_length() as usize)),
+                    };
+                    self.storage = Some(storage);
+                    let _ = self.events.send(Event::Metadata);
+                }
+                self.update_status(true);
+            }
+            TorrentEvent::PieceVerified(p) => {
+                let _ = self.events.send(Event::PieceVerified(p.get()));
+            }
+            TorrentEvent::HashFailed(p) => {
+                warn!("piece {p} failed verification");
+                let _ = self.events.send(Event::Warning(format!(
+                    "piece {p} failed verification; fetching it again"
+                )));
+            }
+            TorrentEvent::Done => {
+                if let Some(s) = &self.storage {
+                    if let Err(e) = s.flush() {
+                        warn!("flushing storage: {e}");
+                    }
+                }
+                info!(info_hash = %self.info_hash, "download complete, seeding");
+                if !self.started_complete {
+                    let stats = self.core.stats(now);
+                    self.announcer
+                        .update_stats(stats.uploaded, stats.downloaded, stats.left);
+                    self.announcer.completed(now);
+                }
+                let _ = self.done.send(true);
+                let _ = self.events.send(Event::Done);
+                self.update_status(true);
+            }
+        }
+    }
+
+    fn update_status(&mut self, force: bool) {
+        if !force && self.last_status.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        self.last_status = Instant::now();
+        let now = self.now();
+        let stats = self.core.stats(now);
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.downloaded = stats.downloaded;
+        s.uploaded = stats.uploaded;
+        s.verified = stats.verified;
+        s.total = stats.total;
+        s.download_speed = stats.download_rate;
+        s.upload_speed = stats.upload_rate;
+        s.peers = stats.peers;
+        s.done = self.core.is_complete();
+        s.paused = self.paused;
+        if s.meta.is_none() {
+            s.meta = self.core.metainfo().cloned();
+        }
+        s.storage = self.storage.clone();
+    }
+}
