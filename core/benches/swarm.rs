@@ -35,7 +35,9 @@ fn swarm(c: &mut Criterion) {
                 let l = sim.add_leecher(&meta);
                 sim.introduce(l, s);
                 let start = Instant::now();
-                let done = sim.run(Duration::from_secs(3600), |sim| sim.nodes[l].done_at.is_some());
+                let done = sim.run(Duration::from_secs(3600), |sim| {
+                    sim.nodes[l].done_at.is_some()
+                });
                 total += start.elapsed();
                 assert!(done);
                 assert!(sim.nodes[l].data == data);

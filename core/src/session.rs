@@ -14,7 +14,9 @@ use crate::ext::{self, ExtendedHandshake, MetadataMessage, PexMessage};
 use crate::id::{InfoHash, PeerId};
 use crate::piece::BLOCK_SIZE;
 use crate::time::Time;
-use crate::wire::{encode_piece_header, BlockRequest, Decoder, Event, Handshake, Message, WireError};
+use crate::wire::{
+    encode_piece_header, BlockRequest, Decoder, Event, Handshake, Message, WireError,
+};
 
 /// Settings shared by every session of a torrent.
 #[derive(Debug, Clone)]
@@ -455,9 +457,8 @@ impl PeerSession {
                         self.queue_handshake(now);
                     }
                     self.state = State::Active;
-                    self.events.push_back(SessionEvent::Handshake {
-                        peer_id: h.peer_id,
-                    });
+                    self.events
+                        .push_back(SessionEvent::Handshake { peer_id: h.peer_id });
                 }
                 Event::Message(m) => self.on_message(now, m)?,
             }
@@ -467,7 +468,9 @@ impl PeerSession {
     fn on_message(&mut self, now: Time, m: Message) -> Result<(), SessionError> {
         use SessionEvent as E;
         if m.kind().is_fast_extension() && !self.fast {
-            return Err(SessionError::Protocol("fast extension message without BEP 6"));
+            return Err(SessionError::Protocol(
+                "fast extension message without BEP 6",
+            ));
         }
         match m {
             Message::KeepAlive => {}
@@ -655,9 +658,10 @@ impl PeerSession {
             Some(b) if b.is_full() && self.fast && !b.is_empty() => {
                 self.send(now, &Message::HaveAll)
             }
-            Some(b) if !b.is_clear() => {
-                self.send(now, &Message::Bitfield(Bytes::copy_from_slice(b.as_bytes())))
-            }
+            Some(b) if !b.is_clear() => self.send(
+                now,
+                &Message::Bitfield(Bytes::copy_from_slice(b.as_bytes())),
+            ),
             _ if self.fast => self.send(now, &Message::HaveNone),
             _ => {}
         }
@@ -857,8 +861,18 @@ mod tests {
         let mut b = PeerSession::new(cfg(2), Direction::Incoming, t);
         b.receive(t, &drain(&mut a)).unwrap();
         a.receive(t, &drain(&mut b)).unwrap();
-        assert_eq!(events(&mut a), [SessionEvent::Handshake { peer_id: Id20([2; 20]) }]);
-        assert_eq!(events(&mut b), [SessionEvent::Handshake { peer_id: Id20([1; 20]) }]);
+        assert_eq!(
+            events(&mut a),
+            [SessionEvent::Handshake {
+                peer_id: Id20([2; 20])
+            }]
+        );
+        assert_eq!(
+            events(&mut b),
+            [SessionEvent::Handshake {
+                peer_id: Id20([1; 20])
+            }]
+        );
         assert!(a.supports_fast() && a.supports_extensions());
         (a, b)
     }
@@ -908,11 +922,18 @@ mod tests {
         a.request(t, r1);
         a.request(t, r2);
         b.receive(t, &drain(&mut a)).unwrap();
-        assert_eq!(events(&mut b), [SessionEvent::Request(r1), SessionEvent::Request(r2)]);
+        assert_eq!(
+            events(&mut b),
+            [SessionEvent::Request(r1), SessionEvent::Request(r2)]
+        );
         b.send_block(t, r1, Bytes::from(vec![5u8; 16384]));
         a.receive(t, &drain(&mut b)).unwrap();
         match events(&mut a).as_slice() {
-            [SessionEvent::Block { request, data, requested: true }] => {
+            [SessionEvent::Block {
+                request,
+                data,
+                requested: true,
+            }] => {
                 assert_eq!(*request, r1);
                 assert_eq!(data.len(), 16384);
             }
@@ -946,7 +967,10 @@ mod tests {
         a.receive(t, &drain(&mut b)).unwrap();
         assert_eq!(
             events(&mut a),
-            [SessionEvent::Unchoked, SessionEvent::Choked { dropped: vec![r] }]
+            [
+                SessionEvent::Unchoked,
+                SessionEvent::Choked { dropped: vec![r] }
+            ]
         );
         // A fast-extension message from b is a protocol violation for a.
         let mut buf = BytesMut::new();

@@ -237,10 +237,14 @@ struct Candidate {
     failures: u32,
 }
 
+/// Who sent blocks of a piece: connection, address and peer id (kept after disconnects so a
+/// bad piece can still be pinned on its senders).
+type Contributors = Vec<(PeerKey, Option<SocketAddr>, Option<PeerId>)>;
+
 #[derive(Debug)]
 struct Assembly {
     buf: BytesMut,
-    contributors: Vec<(PeerKey, Option<SocketAddr>, Option<PeerId>)>,
+    contributors: Contributors,
 }
 
 #[derive(Debug)]
@@ -248,7 +252,7 @@ struct Content {
     meta: Arc<Metainfo>,
     picker: Picker,
     assembling: HashMap<PieceIndex, Assembly>,
-    verifying: HashMap<PieceIndex, Vec<(PeerKey, Option<SocketAddr>, Option<PeerId>)>>,
+    verifying: HashMap<PieceIndex, Contributors>,
 }
 
 /// The state machine of one torrent. See the module docs.
@@ -400,7 +404,11 @@ impl Torrent {
     /// Current figures.
     pub fn stats(&mut self, now: Time) -> TorrentStats {
         let mut s = self.stats;
-        s.peers = self.peers.values().filter(|p| p.session.is_active()).count();
+        s.peers = self
+            .peers
+            .values()
+            .filter(|p| p.session.is_active())
+            .count();
         s.download_rate = self.download.rate(now);
         s.upload_rate = self.upload.rate(now);
         s
@@ -433,7 +441,9 @@ impl Torrent {
             if self.candidates.len() >= self.config.max_candidates {
                 break;
             }
-            if a.port() == 0 || self.banned_ips.contains(&a.ip()) || self.candidates.contains_key(&a)
+            if a.port() == 0
+                || self.banned_ips.contains(&a.ip())
+                || self.candidates.contains_key(&a)
             {
                 continue;
             }
@@ -477,11 +487,11 @@ impl Torrent {
             .values()
             .filter(|c| matches!(c.state, CandidateState::Connecting(_)))
             .count();
-        let mut budget = self
-            .config
-            .max_connecting
-            .saturating_sub(connecting)
-            .min(self.config.max_peers.saturating_sub(self.peers.len() + connecting));
+        let mut budget = self.config.max_connecting.saturating_sub(connecting).min(
+            self.config
+                .max_peers
+                .saturating_sub(self.peers.len() + connecting),
+        );
         if self.is_complete() && self.content.is_some() {
             // Seeds wait for leechers to come to them, but still dial a few.
             budget = budget.min(2);
@@ -618,7 +628,10 @@ impl Torrent {
             self.outputs.push_back(Output::Disconnect(key));
         }
         self.outputs
-            .push_back(Output::Event(TorrentEvent::PeerDisconnected { peer: key, reason }));
+            .push_back(Output::Event(TorrentEvent::PeerDisconnected {
+                peer: key,
+                reason,
+            }));
         // Blocks it owed go to others.
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
@@ -667,7 +680,13 @@ impl Torrent {
                     // Both sides dialled each other. Keep the connection opened by the peer
                     // with the lower id; both ends reach the same verdict.
                     let ours = self.config.session.peer_id;
-                    let opener = |d: Direction| if d == Direction::Outgoing { ours } else { peer_id };
+                    let opener = |d: Direction| {
+                        if d == Direction::Outgoing {
+                            ours
+                        } else {
+                            peer_id
+                        }
+                    };
                     let this_dir = self.peers.get(&key).ok_or("gone")?.session.direction();
                     if opener(this_dir) < opener(other_dir) {
                         self.drop_peer(now, other, "duplicate connection to the same peer".into());
@@ -913,7 +932,12 @@ impl Torrent {
             return;
         };
         let valid = self.content.as_ref().and_then(|c| {
-            let b = c.meta.info.layout.check_request(r.index, r.begin, r.length).ok()?;
+            let b = c
+                .meta
+                .info
+                .layout
+                .check_request(r.index, r.begin, r.length)
+                .ok()?;
             c.picker.have().get(b.piece).then_some(b)
         });
         let allowed = !peer.session.am_choking();
@@ -944,7 +968,8 @@ impl Torrent {
                 continue;
             };
             peer.reads_in_flight.push(r);
-            self.outputs.push_back(Output::ReadBlock { peer: key, block });
+            self.outputs
+                .push_back(Output::ReadBlock { peer: key, block });
         }
     }
 
@@ -1200,9 +1225,7 @@ impl Torrent {
         match m {
             MetadataMessage::Request { piece } => {
                 let reply = match &self.content {
-                    Some(c) => {
-                        serve_metadata_piece(&c.meta.info_bytes, piece)
-                    }
+                    Some(c) => serve_metadata_piece(&c.meta.info_bytes, piece),
                     _ => MetadataMessage::Reject { piece },
                 };
                 if let Some(p) = self.peers.get_mut(&key) {
@@ -1330,7 +1353,13 @@ impl Torrent {
                 } else {
                     p.session.download.rate(now)
                 };
-                interested.push((*k, rate, p.last_unchoked, !p.session.am_choking(), p.optimistic));
+                interested.push((
+                    *k,
+                    rate,
+                    p.last_unchoked,
+                    !p.session.am_choking(),
+                    p.optimistic,
+                ));
             }
         }
         interested.sort_by_key(|e| e.0);
@@ -1569,7 +1598,8 @@ mod tests {
     fn connect(t: &mut Torrent, now: Time, n: u8, meta: &Metainfo) -> Remote {
         let key = PeerKey(u64::from(n));
         let addr = SocketAddr::from(([10, 0, 0, n], 6881));
-        t.add_peer(now, key, Some(addr), Direction::Incoming).unwrap();
+        t.add_peer(now, key, Some(addr), Direction::Incoming)
+            .unwrap();
         let s = PeerSession::new(
             SessionConfig::new(meta.info_hash, Id20([n; 20])),
             Direction::Outgoing,
@@ -1694,7 +1724,9 @@ mod tests {
         cfg.max_peers = 2;
         cfg.max_connecting = 1;
         let mut t = Torrent::new(cfg, m.clone(), Bitfield::new(4), 1, Time::ZERO).unwrap();
-        let addrs: Vec<SocketAddr> = (2..6).map(|i| SocketAddr::from(([10, 0, 0, i], 6881))).collect();
+        let addrs: Vec<SocketAddr> = (2..6)
+            .map(|i| SocketAddr::from(([10, 0, 0, i], 6881)))
+            .collect();
         t.add_candidates(Time::ZERO, addrs.clone(), PeerSource::Tracker);
         let connects: Vec<Output> = std::iter::from_fn(|| t.poll_output()).collect();
         assert_eq!(connects, [Output::Connect(addrs[0])], "one dial at a time");
@@ -1717,9 +1749,14 @@ mod tests {
     #[test]
     fn bad_bitfield_and_out_of_range_have_drop_the_peer() {
         let (m, _) = meta(10 * 16384);
-        let mut t =
-            Torrent::new(TorrentConfig::new(Id20([1; 20])), m.clone(), Bitfield::new(10), 1, Time::ZERO)
-                .unwrap();
+        let mut t = Torrent::new(
+            TorrentConfig::new(Id20([1; 20])),
+            m.clone(),
+            Bitfield::new(10),
+            1,
+            Time::ZERO,
+        )
+        .unwrap();
         let r = connect(&mut t, Time::ZERO, 2, &m);
         let mut buf = BytesMut::new();
         Message::Have { piece: 10 }.encode(&mut buf);
@@ -1737,16 +1774,24 @@ mod tests {
     #[test]
     fn serves_requests_only_when_unchoked_and_valid() {
         let (m, data) = meta(4 * 16384);
-        let mut t =
-            Torrent::new(TorrentConfig::new(Id20([1; 20])), m.clone(), Bitfield::full(4), 1, Time::ZERO)
-                .unwrap();
+        let mut t = Torrent::new(
+            TorrentConfig::new(Id20([1; 20])),
+            m.clone(),
+            Bitfield::full(4),
+            1,
+            Time::ZERO,
+        )
+        .unwrap();
         let now = Time::ZERO;
         let mut r = connect(&mut t, now, 2, &m);
         // Requests while choked are rejected (fast extension).
         r.s.request(now, BlockRequest::new(0, 0, 16384));
         exchange(&mut t, now, &mut r);
         let evs: Vec<SessionEvent> = std::iter::from_fn(|| r.s.poll_event()).collect();
-        assert!(evs.contains(&SessionEvent::Rejected(BlockRequest::new(0, 0, 16384))), "{evs:?}");
+        assert!(
+            evs.contains(&SessionEvent::Rejected(BlockRequest::new(0, 0, 16384))),
+            "{evs:?}"
+        );
         r.s.set_interested(now, true);
         exchange(&mut t, now, &mut r);
         assert!(!r.s.peer_choking());
@@ -1759,7 +1804,12 @@ mod tests {
             })
             .expect("a read");
         let off = 16384 + 16000;
-        t.block_read(now, read.0, read.1, Some(Bytes::copy_from_slice(&data[off..off + 384])));
+        t.block_read(
+            now,
+            read.0,
+            read.1,
+            Some(Bytes::copy_from_slice(&data[off..off + 384])),
+        );
         exchange(&mut t, now, &mut r);
         let got = std::iter::from_fn(|| r.s.poll_event()).find_map(|e| match e {
             SessionEvent::Block { data, .. } => Some(data),
@@ -1770,6 +1820,9 @@ mod tests {
         r.s.request(now, BlockRequest::new(3, 16384, 1));
         exchange(&mut t, now, &mut r);
         let evs: Vec<SessionEvent> = std::iter::from_fn(|| r.s.poll_event()).collect();
-        assert!(evs.iter().any(|e| matches!(e, SessionEvent::Rejected(_))), "{evs:?}");
+        assert!(
+            evs.iter().any(|e| matches!(e, SessionEvent::Rejected(_))),
+            "{evs:?}"
+        );
     }
 }

@@ -70,7 +70,11 @@ fn run_swarm(seed: u64) -> Outcome {
     for &i in &all {
         let n = &sim.nodes[i];
         if all_done {
-            assert_eq!(sha256(&n.data), expected, "node {i} data differs (seed {seed})");
+            assert_eq!(
+                sha256(&n.data),
+                expected,
+                "node {i} data differs (seed {seed})"
+            );
         }
         if n.events.iter().any(|e| {
             matches!(e, TorrentEvent::PeerBanned { addr: Some(a), .. } if *a == sim.nodes[corrupter].addr || a.ip() == sim.nodes[corrupter].addr.ip())
@@ -95,7 +99,10 @@ fn run_swarm(seed: u64) -> Outcome {
 fn swarm_with_corrupt_peer_slow_and_dropped_links() {
     let o = run_swarm(1);
     assert!(o.all_done, "not all leechers finished in {} s", o.sim_secs);
-    assert!(o.banned_corrupter >= 1, "the corrupting peer was never banned");
+    assert!(
+        o.banned_corrupter >= 1,
+        "the corrupting peer was never banned"
+    );
 }
 
 proptest! {
@@ -115,7 +122,9 @@ fn two_peers_transfer_and_seed_to_seed_disconnects() {
     let s = sim.add_seed(&meta, &data, Behaviour::Honest);
     let l = sim.add_leecher(&meta);
     sim.introduce(l, s);
-    assert!(sim.run(Duration::from_secs(60), |sim| sim.nodes[l].done_at.is_some()));
+    assert!(sim.run(Duration::from_secs(60), |sim| sim.nodes[l]
+        .done_at
+        .is_some()));
     assert_eq!(sha256(&sim.nodes[l].data), sha256(&data));
     // Once both are seeds the connection is closed.
     sim.run(Duration::from_secs(5), |_| false);
@@ -133,7 +142,9 @@ fn magnet_only_swarm_gets_metadata() {
     let s = sim.add_seed(&meta, &data, Behaviour::Honest);
     let m = sim.add_magnet_leecher(meta.info_hash, data.len());
     sim.introduce(m, s);
-    assert!(sim.run(Duration::from_secs(60), |sim| sim.nodes[m].done_at.is_some()));
+    assert!(sim.run(Duration::from_secs(60), |sim| sim.nodes[m]
+        .done_at
+        .is_some()));
     assert_eq!(sha256(&sim.nodes[m].data), sha256(&data));
     assert_eq!(
         sim.nodes[m].torrent.metainfo().unwrap().info_bytes,

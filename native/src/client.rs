@@ -133,7 +133,9 @@ impl Shared {
 
     pub fn next_seed(&self) -> u64 {
         let mut s = self.seeds.lock().unwrap_or_else(|e| e.into_inner());
-        *s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         *s
     }
 }
@@ -250,7 +252,10 @@ impl WebTorrent {
     }
 
     fn lock_torrents(&self) -> std::sync::MutexGuard<'_, HashMap<InfoHash, Torrent>> {
-        self.shared.torrents.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared
+            .torrents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Seeds `data` as a single file called `name`, announcing to `announce` (or to no
@@ -290,7 +295,11 @@ impl WebTorrent {
 
     /// Seeds (or resumes) a torrent whose data is already in `folder`: existing pieces are
     /// verified, missing ones downloaded.
-    pub async fn add_with_data(&self, source: impl Into<TorrentSource>, folder: PathBuf) -> Result<Torrent> {
+    pub async fn add_with_data(
+        &self,
+        source: impl Into<TorrentSource>,
+        folder: PathBuf,
+    ) -> Result<Torrent> {
         self.add_with(
             source,
             AddOptions {
@@ -475,12 +484,12 @@ impl WebTorrent {
     /// Stops everything: every torrent announces `stopped` (bounded wait), connections and
     /// the listener close, and no task or socket is left behind.
     pub async fn destroy(&self) -> Result<()> {
-        if let Some(h) = self
+        let listener = self
             .listener
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+            .take();
+        if let Some(h) = listener {
             h.abort();
             let _ = h.await;
         }
@@ -511,7 +520,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 /// Reads the first 48 bytes of an incoming handshake to find the torrent, then hands the
 /// connection (and those bytes) to its task.
-async fn route_incoming(mut stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) -> Result<()> {
+async fn route_incoming(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+) -> Result<()> {
     let mut prefix = vec![0u8; HANDSHAKE_HEADER_LEN];
     tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut prefix))
         .await

@@ -102,10 +102,11 @@ impl Conn {
                     break;
                 }
                 let left = p.fetch_sub(n, Ordering::AcqRel) - n;
-                if left < LOW_WATER && b.swap(false, Ordering::AcqRel) {
-                    if events.send(TaskMsg::Writable { key }).await.is_err() {
-                        break;
-                    }
+                if left < LOW_WATER
+                    && b.swap(false, Ordering::AcqRel)
+                    && events.send(TaskMsg::Writable { key }).await.is_err()
+                {
+                    break;
                 }
             }
             let _ = wr.shutdown().await;

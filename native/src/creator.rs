@@ -110,7 +110,9 @@ impl TorrentCreator {
                 buf.copy_from_slice(&data[start..start + buf.len()]);
                 Ok(())
             })?;
-            Ok(this.core.create_single_with_hashes(&name, len, pl, pieces)?)
+            Ok(this
+                .core
+                .create_single_with_hashes(&name, len, pl, pieces)?)
         })
         .await
         .map_err(|e| Error::Storage(e.to_string()))?
@@ -140,7 +142,9 @@ impl TorrentCreator {
             let pieces = hash_parallel(len, pl, self.progress.clone(), |off, buf| {
                 file.read_exact_at(buf, off)
             })?;
-            return Ok(self.core.create_single_with_hashes(&name, len, pl, pieces)?);
+            return Ok(self
+                .core
+                .create_single_with_hashes(&name, len, pl, pieces)?);
         }
         let mut files = Vec::new();
         walk(path, &mut Vec::new(), &mut files)?;
@@ -168,7 +172,13 @@ impl TorrentCreator {
         }
         let handles: Vec<Option<File>> = files
             .iter()
-            .map(|(_, len, p)| if *len > 0 { File::open(p).map(Some) } else { Ok(None) })
+            .map(|(_, len, p)| {
+                if *len > 0 {
+                    File::open(p).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
             .collect::<std::io::Result<_>>()?;
         let pieces = hash_parallel(total, pl, self.progress.clone(), |start, buf| {
             // Copy the range [start, start + buf.len()) from the files it spans.
@@ -193,12 +203,18 @@ impl TorrentCreator {
             }
             Ok(())
         })?;
-        Ok(self.core.create_multi_with_hashes(&name, &specs, pl, pieces)?)
+        Ok(self
+            .core
+            .create_multi_with_hashes(&name, &specs, pl, pieces)?)
     }
 }
 
 /// Collects regular files below `dir` as (path components, length, full path).
-fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<(Vec<String>, u64, PathBuf)>) -> Result<()> {
+fn walk(
+    dir: &Path,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<(Vec<String>, u64, PathBuf)>,
+) -> Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry
@@ -297,9 +313,17 @@ mod tests {
         std::fs::write(root.join("sub/b.bin"), &b).unwrap();
         std::fs::write(root.join("a.txt"), &a).unwrap();
         std::fs::write(root.join("sub.txt"), b"").unwrap();
-        let c = TorrentCreator::new().with_piece_length(16384).with_creation_date(1);
+        let c = TorrentCreator::new()
+            .with_piece_length(16384)
+            .with_creation_date(1);
         let t = c.create_from_path(&root).await.unwrap();
-        let paths: Vec<String> = t.metainfo.info.files.iter().map(|f| f.path_string()).collect();
+        let paths: Vec<String> = t
+            .metainfo
+            .info
+            .files
+            .iter()
+            .map(|f| f.path_string())
+            .collect();
         // Component-wise order: "sub" < "sub.txt" because the shorter component sorts first.
         assert_eq!(paths, ["a.txt", "sub/b.bin", "sub.txt"]);
         let core = CoreCreator::new().with_piece_length(16384);

@@ -11,10 +11,16 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use webtorrent::core::magnet::Magnet;
 use webtorrent::core::metainfo::Metainfo;
-use webtorrent::{AddOptions, Torrent, TorrentCreator, TorrentSource, WebTorrent, WebTorrentOptions};
+use webtorrent::{
+    AddOptions, Torrent, TorrentCreator, TorrentSource, WebTorrent, WebTorrentOptions,
+};
 
 #[derive(Parser)]
-#[command(name = "webtorrent", version, about = "Create, inspect, seed and download torrents")]
+#[command(
+    name = "webtorrent",
+    version,
+    about = "Create, inspect, seed and download torrents"
+)]
 struct Cli {
     /// Print only results and errors.
     #[arg(long, short, global = true)]
@@ -108,7 +114,10 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -137,7 +146,9 @@ async fn run(cli: Cli) -> AnyResult<()> {
             comment,
             output,
         } => {
-            let mut c = TorrentCreator::new().with_announce(announce).with_private(private);
+            let mut c = TorrentCreator::new()
+                .with_announce(announce)
+                .with_private(private);
             if let Some(pl) = piece_length {
                 c = c.with_piece_length(pl);
             }
@@ -213,7 +224,11 @@ async fn run(cli: Cli) -> AnyResult<()> {
             println!("{}", torrent.magnet_uri());
             println!("{}", torrent.info_hash().to_hex());
             if !quiet {
-                eprintln!("seeding {} on port {} (Ctrl+C to stop)", torrent.name(), client.port());
+                eprintln!(
+                    "seeding {} on port {} (Ctrl+C to stop)",
+                    torrent.name(),
+                    client.port()
+                );
             }
             let watcher = watch(torrent.clone(), quiet, false);
             wait_for_signal().await;
@@ -260,7 +275,12 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 return Err(e.into());
             }
             if !quiet {
-                eprintln!("done: {} ({} bytes) in {}", torrent.name(), torrent.length(), out.display());
+                eprintln!(
+                    "done: {} ({} bytes) in {}",
+                    torrent.name(),
+                    torrent.length(),
+                    out.display()
+                );
             }
             println!("{}", torrent.info_hash().to_hex());
             if seed {
@@ -388,11 +408,9 @@ fn watch(t: Torrent, quiet: bool, downloading: bool) -> tokio::task::JoinHandle<
         let bar = if tty {
             let b = ProgressBar::new(t.length().max(1));
             b.set_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {bytes}/{total_bytes} eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} eta {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             Some(b)
         } else {

@@ -291,8 +291,16 @@ mod tests {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
         let files = vec![
             (vec!["a".to_string()], 30_000u64, &data[..30_000]),
-            (vec!["d".to_string(), "b".to_string()], 0, &data[30_000..30_000]),
-            (vec!["d".to_string(), "c".to_string()], 70_000, &data[30_000..]),
+            (
+                vec!["d".to_string(), "b".to_string()],
+                0,
+                &data[30_000..30_000],
+            ),
+            (
+                vec!["d".to_string(), "c".to_string()],
+                70_000,
+                &data[30_000..],
+            ),
         ];
         let t = TorrentCreator::new()
             .with_piece_length(16384)
@@ -315,7 +323,10 @@ mod tests {
         let have = verify_existing(&info, &st);
         assert_eq!(have.count(), info.num_pieces() - 1);
         assert!(!have.get_raw(3));
-        assert_eq!(std::fs::read(dir.path().join("multi/a")).unwrap(), &data[..30_000]);
+        assert_eq!(
+            std::fs::read(dir.path().join("multi/a")).unwrap(),
+            &data[..30_000]
+        );
         assert_eq!(st.read(29_000, 2000).unwrap(), &data[29_000..31_000]);
         assert!(dir.path().join("multi/d/b").exists());
     }

@@ -282,7 +282,10 @@ impl Task {
                     return;
                 }
                 let key = self.shared.next_key();
-                match self.core.add_peer(now, key, Some(addr), Direction::Incoming) {
+                match self
+                    .core
+                    .add_peer(now, key, Some(addr), Direction::Incoming)
+                {
                     Ok(()) => {
                         self.spawn_conn(key, stream, Some(addr));
                         self.core.peer_data(now, key, &prefix);
@@ -295,7 +298,10 @@ impl Task {
                     return;
                 }
                 let key = self.shared.next_key();
-                match self.core.add_peer(now, key, Some(addr), Direction::Outgoing) {
+                match self
+                    .core
+                    .add_peer(now, key, Some(addr), Direction::Outgoing)
+                {
                     Ok(()) => self.spawn_conn(key, stream, Some(addr)),
                     Err(e) => debug!(%addr, "dropped outgoing peer: {e}"),
                 }
@@ -507,7 +513,13 @@ impl Task {
                     (reply, o.peers)
                 })
                 .map_err(tracker_failure);
-            let _ = tx.send(TaskMsg::Announced { job: id, url, result }).await;
+            let _ = tx
+                .send(TaskMsg::Announced {
+                    job: id,
+                    url,
+                    result,
+                })
+                .await;
         });
     }
 
@@ -580,7 +592,11 @@ impl Task {
     fn on_core_event(&mut self, e: TorrentEvent) {
         let now = self.now();
         match e {
-            TorrentEvent::PeerConnected { peer, peer_id, addr } => {
+            TorrentEvent::PeerConnected {
+                peer,
+                peer_id,
+                addr,
+            } => {
                 debug!(?addr, %peer_id, "peer connected");
                 let _ = self.events.send(Event::PeerConnected {
                     addr,

@@ -64,8 +64,14 @@ struct Link {
 }
 
 enum Ev {
-    Deliver { link: usize, to_side: usize, data: Bytes },
-    Close { link: usize },
+    Deliver {
+        link: usize,
+        to_side: usize,
+        data: Bytes,
+    },
+    Close {
+        link: usize,
+    },
 }
 
 pub struct Sim {
@@ -144,7 +150,15 @@ impl Sim {
     }
 
     fn addr_of(idx: usize) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, (idx / 250) as u8, (idx % 250) as u8 + 1)), 6881)
+        SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(
+                10,
+                0,
+                (idx / 250) as u8,
+                (idx % 250) as u8 + 1,
+            )),
+            6881,
+        )
     }
 
     /// Adds a node that has all of `data`.
@@ -205,9 +219,11 @@ impl Sim {
     pub fn introduce(&mut self, who: usize, about: usize) {
         let a = self.nodes[about].addr;
         let now = self.now;
-        self.nodes[who]
-            .torrent
-            .add_candidates(now, [a], webtorrent_core::torrent::PeerSource::Tracker);
+        self.nodes[who].torrent.add_candidates(
+            now,
+            [a],
+            webtorrent_core::torrent::PeerSource::Tracker,
+        );
         self.pump(who);
     }
 
@@ -223,18 +239,14 @@ impl Sim {
             self.nodes[from].torrent.connect_failed(now, addr);
             return;
         };
-        let mut spec = self
+        let spec = self
             .link_specs
             .get(&(from, to))
             .or_else(|| self.link_specs.get(&(to, from)))
             .copied()
             .unwrap_or(self.default_link);
         // A link that drops midway does so once; reconnections between the pair are stable.
-        if let Some(s) = self
-            .link_specs
-            .get_mut(&(from, to))
-            .or_else(|| None)
-        {
+        if let Some(s) = self.link_specs.get_mut(&(from, to)) {
             s.cut_after = None;
         }
         if let Some(s) = self.link_specs.get_mut(&(to, from)) {
@@ -243,11 +255,22 @@ impl Sim {
         let ka = PeerKey(self.next_key);
         let kb = PeerKey(self.next_key + 1);
         self.next_key += 2;
-        let incoming_addr = SocketAddr::new(self.nodes[from].addr.ip(), 40000 + (self.next_key % 20000) as u16);
-        if self.nodes[from].torrent.add_peer(now, ka, Some(addr), Direction::Outgoing).is_err() {
+        let incoming_addr = SocketAddr::new(
+            self.nodes[from].addr.ip(),
+            40000 + (self.next_key % 20000) as u16,
+        );
+        if self.nodes[from]
+            .torrent
+            .add_peer(now, ka, Some(addr), Direction::Outgoing)
+            .is_err()
+        {
             return;
         }
-        if self.nodes[to].torrent.add_peer(now, kb, Some(incoming_addr), Direction::Incoming).is_err() {
+        if self.nodes[to]
+            .torrent
+            .add_peer(now, kb, Some(incoming_addr), Direction::Incoming)
+            .is_err()
+        {
             self.nodes[from].torrent.peer_closed(now, ka);
             return;
         }
@@ -273,11 +296,9 @@ impl Sim {
         }
         let side = if l.ends[0] == (node, key) { 0 } else { 1 };
         let start = l.next_free[side].max(self.now);
-        let tx = if l.spec.bandwidth == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(data.len() as u64 * 1_000_000_000 / l.spec.bandwidth)
-        };
+        let tx = (data.len() as u64 * 1_000_000_000)
+            .checked_div(l.spec.bandwidth)
+            .map_or(Duration::ZERO, Duration::from_nanos);
         l.next_free[side] = start + tx;
         let arrive = l.next_free[side] + l.spec.latency;
         l.carried += data.len() as u64;
@@ -286,7 +307,14 @@ impl Sim {
         if cut {
             l.open = false;
         }
-        self.schedule(arrive, Ev::Deliver { link, to_side: 1 - side, data });
+        self.schedule(
+            arrive,
+            Ev::Deliver {
+                link,
+                to_side: 1 - side,
+                data,
+            },
+        );
         if cut {
             self.schedule(arrive, Ev::Close { link });
         }
@@ -304,20 +332,29 @@ impl Sim {
                     Output::Disconnect(key) => self.close_from(i, key),
                     Output::ReadBlock { peer, block } => {
                         let meta = self.nodes[i].torrent.metainfo().cloned().expect("meta");
-                        let off = meta.info.layout.piece_offset(block.piece) as usize + block.begin as usize;
+                        let off = meta.info.layout.piece_offset(block.piece) as usize
+                            + block.begin as usize;
                         let node = &mut self.nodes[i];
                         let data = match (&node.seed_bytes, node.behaviour) {
-                            (Some(b), Behaviour::Honest) => b.slice(off..off + block.length as usize),
+                            (Some(b), Behaviour::Honest) => {
+                                b.slice(off..off + block.length as usize)
+                            }
                             (_, Behaviour::Corrupt) => {
                                 let mut v = node.data[off..off + block.length as usize].to_vec();
                                 v[0] ^= 0xff;
                                 Bytes::from(v)
                             }
-                            (None, _) => Bytes::copy_from_slice(&node.data[off..off + block.length as usize]),
+                            (None, _) => {
+                                Bytes::copy_from_slice(&node.data[off..off + block.length as usize])
+                            }
                         };
                         node.torrent.block_read(now, peer, block, Some(data));
                     }
-                    Output::VerifyPiece { piece, data, expected } => {
+                    Output::VerifyPiece {
+                        piece,
+                        data,
+                        expected,
+                    } => {
                         let ok = sha1(&data) == expected;
                         let node = &mut self.nodes[i];
                         if ok {
@@ -384,7 +421,11 @@ impl Sim {
             if next_ev == Some(next) {
                 let Reverse((_, seq)) = self.queue.pop().expect("peeked");
                 match self.evs.remove(&seq).expect("event") {
-                    Ev::Deliver { link, to_side, data } => {
+                    Ev::Deliver {
+                        link,
+                        to_side,
+                        data,
+                    } => {
                         let (node, key) = self.links[link].ends[to_side];
                         self.nodes[node].torrent.peer_data(now, key, &data);
                         self.pump(node);
