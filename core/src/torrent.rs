@@ -74,7 +74,7 @@ impl TorrentConfig {
             optimistic_interval: Duration::from_secs(30),
             pex_interval: Duration::from_secs(60),
             max_upload_queue: 2 * 1024 * 1024,
-            max_strikes: 3,
+            max_strikes: 8,
             connect_timeout: Duration::from_secs(30),
             disconnect_seeds_when_done: true,
             picker: PickerConfig::default(),
@@ -127,6 +127,8 @@ pub enum TorrentEvent {
     PeerDisconnected {
         /// The connection.
         peer: PeerKey,
+        /// Its transport address, if any.
+        addr: Option<SocketAddr>,
         /// Why.
         reason: String,
     },
@@ -245,14 +247,33 @@ type Contributors = Vec<(PeerKey, Option<SocketAddr>, Option<PeerId>)>;
 struct Assembly {
     buf: BytesMut,
     contributors: Contributors,
+    /// Index into `contributors` of each block's sender.
+    block_from: Vec<u16>,
 }
+
+/// A piece in verification: who sent which block, and the bytes (kept so that, if the hash
+/// fails, each sender's blocks can be fingerprinted).
+#[derive(Debug)]
+struct Verifying {
+    contributors: Contributors,
+    block_from: Vec<u16>,
+    data: Bytes,
+}
+
+/// Fingerprints of the blocks of a piece that failed: `(begin, sha1 of the block, sender)`.
+/// When the piece later verifies, senders whose block differs from the good one lied.
+type Suspects = Vec<(u32, [u8; 20], (PeerKey, Option<SocketAddr>, Option<PeerId>))>;
+
+/// Most failed pieces remembered for smart banning.
+const MAX_SUSPECT_PIECES: usize = 64;
 
 #[derive(Debug)]
 struct Content {
     meta: Arc<Metainfo>,
     picker: Picker,
     assembling: HashMap<PieceIndex, Assembly>,
-    verifying: HashMap<PieceIndex, Contributors>,
+    verifying: HashMap<PieceIndex, Verifying>,
+    suspects: HashMap<PieceIndex, Suspects>,
 }
 
 /// The state machine of one torrent. See the module docs.
@@ -267,6 +288,8 @@ pub struct Torrent {
     candidates: HashMap<SocketAddr, Candidate>,
     candidate_queue: VecDeque<SocketAddr>,
     banned_ips: HashSet<IpAddr>,
+    /// Banned exact addresses (used for loopback, where every peer shares one IP).
+    banned_addrs: HashSet<SocketAddr>,
     banned_ids: HashSet<PeerId>,
     strikes: HashMap<IpAddr, u32>,
     outputs: VecDeque<Output>,
@@ -297,6 +320,7 @@ impl Torrent {
             candidates: HashMap::new(),
             candidate_queue: VecDeque::new(),
             banned_ips: HashSet::new(),
+            banned_addrs: HashSet::new(),
             banned_ids: HashSet::new(),
             strikes: HashMap::new(),
             outputs: VecDeque::new(),
@@ -358,6 +382,7 @@ impl Torrent {
             picker,
             assembling: HashMap::new(),
             verifying: HashMap::new(),
+            suspects: HashMap::new(),
         });
         self.update_left();
         if self.is_complete() {
@@ -425,8 +450,8 @@ impl Torrent {
     }
 
     /// Whether an address is banned.
-    pub fn is_banned(&self, ip: IpAddr) -> bool {
-        self.banned_ips.contains(&ip)
+    pub fn is_banned(&self, addr: SocketAddr) -> bool {
+        self.banned_ips.contains(&addr.ip()) || self.banned_addrs.contains(&addr)
     }
 
     /// Adds addresses to try (from a tracker, PEX or the user). Bounded; banned and known
@@ -441,10 +466,7 @@ impl Torrent {
             if self.candidates.len() >= self.config.max_candidates {
                 break;
             }
-            if a.port() == 0
-                || self.banned_ips.contains(&a.ip())
-                || self.candidates.contains_key(&a)
-            {
+            if a.port() == 0 || self.is_banned(a) || self.candidates.contains_key(&a) {
                 continue;
             }
             if Some(a.port()) == self.config.session.listen_port && a.ip().is_loopback() {
@@ -534,7 +556,7 @@ impl Torrent {
             return Err(AddPeerError::DuplicateKey);
         }
         if let Some(a) = addr {
-            if self.banned_ips.contains(&a.ip()) {
+            if self.is_banned(a) {
                 self.candidates.remove(&a);
                 return Err(AddPeerError::Banned);
             }
@@ -630,6 +652,7 @@ impl Torrent {
         self.outputs
             .push_back(Output::Event(TorrentEvent::PeerDisconnected {
                 peer: key,
+                addr: peer.addr,
                 reason,
             }));
         // Blocks it owed go to others.
@@ -1029,22 +1052,42 @@ impl Torrent {
             .map(|p| (p.addr, p.session.peer_id()))
             .unwrap_or((None, None));
         let piece_len = c.meta.info.layout.piece_len(block.piece) as usize;
+        let num_blocks = c.meta.info.layout.num_blocks(block.piece) as usize;
         let asm = c.assembling.entry(block.piece).or_insert_with(|| Assembly {
             buf: BytesMut::zeroed(piece_len),
             contributors: Vec::new(),
+            block_from: vec![u16::MAX; num_blocks],
         });
         let start = block.begin as usize;
         asm.buf[start..start + data.len()].copy_from_slice(&data);
-        if !asm.contributors.iter().any(|(k, _, _)| *k == key) {
-            asm.contributors.push((key, addr, pid));
+        let idx = match asm.contributors.iter().position(|(k, _, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                asm.contributors.push((key, addr, pid));
+                asm.contributors.len() - 1
+            }
+        };
+        if let Some(slot) = asm
+            .block_from
+            .get_mut((block.begin / crate::piece::BLOCK_SIZE) as usize)
+        {
+            *slot = u16::try_from(idx).unwrap_or(u16::MAX);
         }
         if received.piece_complete {
             if let Some(asm) = c.assembling.remove(&block.piece) {
                 let expected = c.meta.info.piece_hash(block.piece);
-                c.verifying.insert(block.piece, asm.contributors);
+                let data = asm.buf.freeze();
+                c.verifying.insert(
+                    block.piece,
+                    Verifying {
+                        contributors: asm.contributors,
+                        block_from: asm.block_from,
+                        data: data.clone(),
+                    },
+                );
                 self.outputs.push_back(Output::VerifyPiece {
                     piece: block.piece,
-                    data: asm.buf.freeze(),
+                    data,
                     expected,
                 });
             }
@@ -1057,10 +1100,29 @@ impl Torrent {
         let Some(c) = &mut self.content else {
             return;
         };
-        let Some(contributors) = c.verifying.remove(&piece) else {
+        let Some(v) = c.verifying.remove(&piece) else {
             return;
         };
         if valid {
+            // Smart ban: if this piece failed before, whoever sent a block that differs from
+            // the good one lied.
+            if let Some(suspects) = c.suspects.remove(&piece) {
+                let mut liars = Vec::new();
+                for (begin, hash, who) in suspects {
+                    let start = begin as usize;
+                    let end = (start + crate::piece::BLOCK_SIZE as usize).min(v.data.len());
+                    if start < end && crate::piece::sha1(&v.data[start..end]) != hash {
+                        liars.push(who);
+                    }
+                }
+                liars.dedup_by_key(|w| w.0);
+                for (key, addr, pid) in liars {
+                    self.ban(now, key, addr, pid);
+                }
+            }
+            let Some(c) = &mut self.content else {
+                return;
+            };
             c.picker.piece_verified(piece);
             self.update_left();
             self.outputs
@@ -1077,16 +1139,10 @@ impl Torrent {
             if self.is_complete() && !self.done_announced {
                 self.done_announced = true;
                 self.outputs.push_back(Output::Event(TorrentEvent::Done));
-                for k in keys {
-                    if let Err(e) = self.peer_has_changed(now, k) {
-                        self.drop_peer(now, k, e);
-                    }
-                }
-            } else {
-                for k in keys {
-                    if let Err(e) = self.peer_has_changed(now, k) {
-                        self.drop_peer(now, k, e);
-                    }
+            }
+            for k in keys {
+                if let Err(e) = self.peer_has_changed(now, k) {
+                    self.drop_peer(now, k, e);
                 }
             }
             return;
@@ -1094,18 +1150,44 @@ impl Torrent {
         c.picker.piece_failed(piece);
         self.outputs
             .push_back(Output::Event(TorrentEvent::HashFailed(piece)));
-        let sole = contributors.len() == 1;
-        for (key, addr, pid) in contributors {
-            let strikes = match addr {
-                Some(a) => {
-                    let s = self.strikes.entry(a.ip()).or_insert(0);
-                    *s += 1;
-                    *s
-                }
-                None => self.config.max_strikes,
-            };
-            if sole || strikes >= self.config.max_strikes {
+        let contributors = v.contributors;
+        if contributors.len() == 1 {
+            // Everything came from one peer: it sent bad data.
+            if let Some((key, addr, pid)) = contributors.into_iter().next() {
                 self.ban(now, key, addr, pid);
+            }
+        } else {
+            // Several senders: remember each block's fingerprint; the good copy will tell
+            // who lied. Peers in many failures are banned anyway.
+            let mut suspects = Suspects::new();
+            for (i, from) in v.block_from.iter().enumerate() {
+                let Some(who) = contributors.get(usize::from(*from)) else {
+                    continue;
+                };
+                let start = i * crate::piece::BLOCK_SIZE as usize;
+                let end = (start + crate::piece::BLOCK_SIZE as usize).min(v.data.len());
+                if start < end {
+                    suspects.push((start as u32, crate::piece::sha1(&v.data[start..end]), *who));
+                }
+            }
+            if c.suspects.len() >= MAX_SUSPECT_PIECES {
+                if let Some(old) = c.suspects.keys().next().copied() {
+                    c.suspects.remove(&old);
+                }
+            }
+            c.suspects.insert(piece, suspects);
+            for (key, addr, pid) in contributors {
+                let strikes = match addr {
+                    Some(a) => {
+                        let s = self.strikes.entry(a.ip()).or_insert(0);
+                        *s += 1;
+                        *s
+                    }
+                    None => 1,
+                };
+                if strikes >= self.config.max_strikes {
+                    self.ban(now, key, addr, pid);
+                }
             }
         }
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
@@ -1115,9 +1197,18 @@ impl Torrent {
     }
 
     fn ban(&mut self, now: Time, key: PeerKey, addr: Option<SocketAddr>, pid: Option<PeerId>) {
-        if let Some(a) = addr {
-            self.banned_ips.insert(a.ip());
-            self.candidates.retain(|c, _| c.ip() != a.ip());
+        // Ban the IP, except on loopback where all local peers share it: there, the exact
+        // address (and below, the peer id) identify the culprit.
+        let listen = self.peers.get(&key).and_then(|p| p.listen_addr);
+        for a in addr.iter().chain(listen.iter()) {
+            if a.ip().is_loopback() {
+                self.banned_addrs.insert(*a);
+                self.candidates.remove(a);
+            } else {
+                self.banned_ips.insert(a.ip());
+                let ip = a.ip();
+                self.candidates.retain(|c, _| c.ip() != ip);
+            }
         }
         if let Some(id) = pid {
             self.banned_ids.insert(id);

@@ -24,7 +24,6 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The torrent task's handle on one connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub addr: Option<SocketAddr>,
     tx: mpsc::UnboundedSender<Bytes>,
     pending: Arc<AtomicUsize>,
     blocked: Arc<AtomicBool>,
@@ -111,8 +110,8 @@ impl Conn {
             }
             let _ = wr.shutdown().await;
         });
+        let _ = addr;
         Conn {
-            addr,
             tx,
             pending,
             blocked,

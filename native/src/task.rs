@@ -604,8 +604,7 @@ impl Task {
                 });
                 let _ = peer;
             }
-            TorrentEvent::PeerDisconnected { peer, reason } => {
-                let addr = self.conns.get(&peer).and_then(|c| c.addr);
+            TorrentEvent::PeerDisconnected { addr, reason, .. } => {
                 debug!(?addr, "peer dropped: {reason}");
                 let _ = self.events.send(Event::PeerDisconnected { addr, reason });
             }

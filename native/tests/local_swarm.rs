@@ -124,3 +124,142 @@ async fn download_to_disk_and_resume() {
     assert!(got < 1_300_000, "downloaded {got} bytes");
     seeder.destroy().await.unwrap();
 }
+
+/// How a hostile test peer misbehaves after a correct handshake.
+#[derive(Clone, Copy, Debug)]
+enum Hostility {
+    /// Answers every request with wrong bytes.
+    CorruptBlocks,
+    /// Announces a 2 GiB frame.
+    OversizedFrame,
+    /// Sends bytes that are not the wire protocol.
+    Garbage,
+}
+
+/// A peer written against the wire format only, that accepts one connection and misbehaves.
+async fn hostile_peer(info_hash: webtorrent::InfoHash, mode: Hostility) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use webtorrent::core::wire::{BytesMut, Decoder, Event, Handshake, Message};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut h =
+                    Handshake::new(info_hash, webtorrent::core::Id20([0xe0 + mode as u8; 20]));
+                h.reserved.set_fast_extension(true);
+                let mut dec = Decoder::new();
+                let mut buf = vec![0u8; 65536];
+                let mut out = BytesMut::new();
+                h.encode(&mut out);
+                Message::HaveAll.encode(&mut out);
+                Message::Unchoke.encode(&mut out);
+                if s.write_all(&out).await.is_err() {
+                    return;
+                }
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    dec.extend(&buf[..n]);
+                    while let Ok(Some(ev)) = dec.next_event() {
+                        let reply: Vec<u8> = match (mode, ev) {
+                            (Hostility::CorruptBlocks, Event::Message(Message::Request(r))) => {
+                                let mut o = BytesMut::new();
+                                Message::Piece {
+                                    index: r.index,
+                                    begin: r.begin,
+                                    data: vec![0xab; r.length as usize].into(),
+                                }
+                                .encode(&mut o);
+                                o.to_vec()
+                            }
+                            (Hostility::OversizedFrame, Event::Handshake(_)) => {
+                                vec![0x7f, 0xff, 0xff, 0xff, 7, 0, 0, 0]
+                            }
+                            (Hostility::Garbage, Event::Handshake(_)) => {
+                                b"GET / HTTP/1.1\r\n\r\n\x00\x00\x00\x05\xff\xff\xff\xff\xff"
+                                    .to_vec()
+                            }
+                            _ => Vec::new(),
+                        };
+                        if !reply.is_empty() && s.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_are_dropped_and_banned_and_the_download_completes() {
+    let content = data(1_500_000, 3);
+    let (file, _) = TorrentCreator::new()
+        .with_piece_length(65536)
+        .create_from_data("target.bin".to_string(), content.clone())
+        .await
+        .unwrap();
+    let meta = webtorrent::core::metainfo::Metainfo::from_bytes(&file).unwrap();
+    // The honest seeder is rate-limited so the hostile peers get plenty of requests.
+    let seed_dir = tempfile::tempdir().unwrap();
+    std::fs::write(seed_dir.path().join("target.bin"), &content).unwrap();
+    let seeder = WebTorrent::new(WebTorrentOptions {
+        upload_limit: Some(600_000),
+        ..opts()
+    })
+    .await
+    .unwrap();
+    seeder
+        .add_with_data(file.clone(), seed_dir.path().to_path_buf())
+        .await
+        .unwrap();
+    let corrupt = hostile_peer(meta.info_hash, Hostility::CorruptBlocks).await;
+    let oversized = hostile_peer(meta.info_hash, Hostility::OversizedFrame).await;
+    let garbage = hostile_peer(meta.info_hash, Hostility::Garbage).await;
+    let leecher = WebTorrent::new(opts()).await.unwrap();
+    let l = leecher
+        .add_with(
+            file,
+            AddOptions {
+                peers: vec![local(corrupt), local(oversized), local(garbage)],
+                ..AddOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut events = l.subscribe();
+    // Let the hostile peers act first, then bring in the honest seeder.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    l.add_peers(vec![local(seeder.port())]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), l.wait_done())
+        .await
+        .expect("completed from the honest seeder")
+        .unwrap();
+    assert_eq!(sha(&l.bytes().await.unwrap()), sha(&content));
+    let mut banned = Vec::new();
+    let mut dropped = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        match ev {
+            webtorrent::Event::PeerBanned { addr } => banned.push(addr),
+            webtorrent::Event::PeerDisconnected { addr, reason } => dropped.push((addr, reason)),
+            _ => {}
+        }
+    }
+    assert!(banned.contains(&Some(local(corrupt))), "banned: {banned:?}");
+    for port in [oversized, garbage] {
+        assert!(
+            dropped.iter().any(|(a, _)| *a == Some(local(port))),
+            "peer on {port} not dropped: {dropped:?}"
+        );
+    }
+    assert!(
+        dropped.iter().any(|(_, r)| r.contains("exceeds the limit")),
+        "oversized frame named: {dropped:?}"
+    );
+    leecher.destroy().await.unwrap();
+    seeder.destroy().await.unwrap();
+}
