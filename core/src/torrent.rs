@@ -469,12 +469,12 @@ impl Torrent {
             if a.port() == 0 || self.is_banned(a) || self.candidates.contains_key(&a) {
                 continue;
             }
-            if Some(a.port()) == self.config.session.listen_port && a.ip().is_loopback() {
-                // Probably ourselves; the handshake check would catch it, this saves a dial.
-                let ours = self.peers.values().any(|p| p.listen_addr == Some(a));
-                if ours {
-                    continue;
-                }
+            if Some(a.port()) == self.config.session.listen_port
+                && (a.ip().is_loopback() || a.ip().is_unspecified())
+            {
+                // Our own listener, as trackers echo us back; the handshake check would
+                // catch it, this saves a dial.
+                continue;
             }
             self.candidates.insert(
                 a,

@@ -15,6 +15,15 @@ use webtorrent::{
     AddOptions, Torrent, TorrentCreator, TorrentSource, WebTorrent, WebTorrentOptions,
 };
 
+/// `println!` that ignores a closed stdout (e.g. a pipe whose reader went away) instead of
+/// panicking: the command's work matters more than its report.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "webtorrent",
@@ -75,6 +84,9 @@ enum Cmd {
         /// Write the created .torrent here.
         #[arg(long)]
         torrent_out: Option<PathBuf>,
+        /// Upload limit in bytes per second.
+        #[arg(long)]
+        upload_limit: Option<u64>,
     },
     /// Download a torrent; exits 0 once every piece is verified on disk.
     Download {
@@ -98,6 +110,9 @@ enum Cmd {
         /// Give up after this many seconds.
         #[arg(long)]
         timeout: Option<u64>,
+        /// Download limit in bytes per second.
+        #[arg(long)]
+        download_limit: Option<u64>,
     },
 }
 
@@ -157,7 +172,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
             }
             let t = hash_with_progress(c, &path, quiet).await?;
             std::fs::write(&output, &t.torrent_file)?;
-            println!("{}", t.info_hash.to_hex());
+            say!("{}", t.info_hash.to_hex());
             if !quiet {
                 eprintln!(
                     "wrote {} ({} pieces of {} bytes)",
@@ -175,8 +190,13 @@ async fn run(cli: Cli) -> AnyResult<()> {
             port,
             piece_length,
             torrent_out,
+            upload_limit,
         } => {
-            let client = WebTorrent::new(options(port, None)).await?;
+            let client = WebTorrent::new(WebTorrentOptions {
+                upload_limit,
+                ..options(port, None)
+            })
+            .await?;
             let is_torrent = path.extension().is_some_and(|e| e == "torrent");
             let torrent = if is_torrent {
                 let folder = data
@@ -221,8 +241,8 @@ async fn run(cli: Cli) -> AnyResult<()> {
             if let (Some(out), Some(file)) = (torrent_out, torrent.torrent_file()) {
                 std::fs::write(out, file)?;
             }
-            println!("{}", torrent.magnet_uri());
-            println!("{}", torrent.info_hash().to_hex());
+            say!("{}", torrent.magnet_uri());
+            say!("{}", torrent.info_hash().to_hex());
             if !quiet {
                 eprintln!(
                     "seeding {} on port {} (Ctrl+C to stop)",
@@ -243,9 +263,14 @@ async fn run(cli: Cli) -> AnyResult<()> {
             peers,
             seed,
             timeout,
+            download_limit,
         } => {
             std::fs::create_dir_all(&out)?;
-            let client = WebTorrent::new(options(port, Some(out.clone()))).await?;
+            let client = WebTorrent::new(WebTorrentOptions {
+                download_limit,
+                ..options(port, Some(out.clone()))
+            })
+            .await?;
             let torrent = client
                 .add_with(
                     source.as_str(),
@@ -282,7 +307,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                     out.display()
                 );
             }
-            println!("{}", torrent.info_hash().to_hex());
+            say!("{}", torrent.info_hash().to_hex());
             if seed {
                 if !quiet {
                     eprintln!("seeding (Ctrl+C to stop)");
@@ -308,41 +333,41 @@ fn options(port: Option<u16>, dir: Option<PathBuf>) -> WebTorrentOptions {
 fn info(source: &str) -> AnyResult<()> {
     if source.len() >= 7 && source[..7].eq_ignore_ascii_case("magnet:") {
         let m = Magnet::parse(source)?;
-        println!("name:        {}", m.name.as_deref().unwrap_or("(unknown)"));
-        println!("info hash:   {}", m.info_hash.to_hex());
+        say!("name:        {}", m.name.as_deref().unwrap_or("(unknown)"));
+        say!("info hash:   {}", m.info_hash.to_hex());
         if let Some(l) = m.length {
-            println!("length:      {l}");
+            say!("length:      {l}");
         }
         for t in &m.trackers {
-            println!("tracker:     {t}");
+            say!("tracker:     {t}");
         }
         for p in &m.peers {
-            println!("peer:        {p}");
+            say!("peer:        {p}");
         }
         return Ok(());
     }
     let bytes = std::fs::read(source).map_err(|e| format!("{source}: {e}"))?;
     let m = Metainfo::from_bytes(&bytes)?;
-    println!("name:         {}", m.info.name);
-    println!("info hash:    {}", m.info_hash.to_hex());
-    println!("length:       {}", m.info.total_length());
-    println!("piece length: {}", m.info.piece_length());
-    println!("pieces:       {}", m.info.num_pieces());
-    println!("private:      {}", m.info.private);
+    say!("name:         {}", m.info.name);
+    say!("info hash:    {}", m.info_hash.to_hex());
+    say!("length:       {}", m.info.total_length());
+    say!("piece length: {}", m.info.piece_length());
+    say!("pieces:       {}", m.info.num_pieces());
+    say!("private:      {}", m.info.private);
     if let Some(c) = &m.comment {
-        println!("comment:      {c}");
+        say!("comment:      {c}");
     }
     if let Some(c) = &m.created_by {
-        println!("created by:   {c}");
+        say!("created by:   {c}");
     }
     for (i, tier) in m.trackers().iter().enumerate() {
         for t in tier {
-            println!("tracker:      [tier {i}] {t}");
+            say!("tracker:      [tier {i}] {t}");
         }
     }
     for f in &m.info.files {
         if !f.padding {
-            println!("file:         {} ({} bytes)", f.path_string(), f.length);
+            say!("file:         {} ({} bytes)", f.path_string(), f.length);
         }
     }
     Ok(())
@@ -430,7 +455,7 @@ fn watch(t: Torrent, quiet: bool, downloading: bool) -> tokio::task::JoinHandle<
                     b.set_position((t.progress() * t.length() as f64) as u64);
                     b.set_message(msg);
                 }
-                None if tick % 20 == 0 => {
+                None if tick % 4 == 0 => {
                     if downloading {
                         eprintln!("{:5.1} % {msg}", t.progress() * 100.0);
                     } else {

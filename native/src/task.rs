@@ -306,7 +306,10 @@ impl Task {
                     Err(e) => debug!(%addr, "dropped outgoing peer: {e}"),
                 }
             }
-            TaskMsg::ConnectFailed { addr } => self.core.connect_failed(now, addr),
+            TaskMsg::ConnectFailed { addr } => {
+                debug!(%addr, "connection attempt failed");
+                self.core.connect_failed(now, addr)
+            }
             TaskMsg::PeerData { key, data } => self.core.peer_data(now, key, &data),
             TaskMsg::PeerClosed { key } => {
                 if let Some(c) = self.conns.remove(&key) {
@@ -526,6 +529,7 @@ impl Task {
     fn on_output(&mut self, out: Output) {
         match out {
             Output::Connect(addr) => {
+                debug!(%addr, "connecting");
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
                     let msg = match tokio::time::timeout(

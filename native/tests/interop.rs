@@ -290,3 +290,88 @@ async fn test_seed_to_local_tracker() {
     let stats = tracker.stats();
     assert_eq!(stats["peersAll"], 0, "stopped removed our peer: {stats}");
 }
+
+/// Our CLI seeder → our CLI leecher, killed halfway and restarted: the second run resumes
+/// from the verified pieces on disk and completes.
+#[test]
+#[ignore = "needs the npm harness in a loopback-only netns (tests/run.sh)"]
+fn our_cli_leecher_resumes_after_being_killed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let tracker = Tracker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(6_000_000, 8);
+    let path = write_file(dir.path(), "src/resume.bin", &data);
+    let torrent = dir.path().join("resume.torrent");
+    let mut seeder = cli()
+        .args([
+            "seed",
+            path.to_str().unwrap(),
+            "--announce",
+            &tracker.http,
+            "--port",
+            "0",
+        ])
+        .args([
+            "--piece-length",
+            "65536",
+            "--torrent-out",
+            torrent.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("seeder.log")).unwrap())
+        .spawn()
+        .expect("start the CLI seeder");
+    // The seeder prints its magnet link once the torrent is written and seeding started.
+    let mut seeder_out = BufReader::new(seeder.stdout.take().unwrap());
+    let mut first = String::new();
+    seeder_out.read_line(&mut first).unwrap();
+    assert!(first.starts_with("magnet:?xt=urn:btih:"), "{first}");
+    let out = dir.path().join("out");
+    let run = |limit: Option<&str>| {
+        let mut c = cli();
+        c.args([
+            "download",
+            torrent.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .args(["--port", "0", "--timeout", "90"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        if let Some(l) = limit {
+            c.args(["--download-limit", l]);
+        }
+        c.spawn().expect("start the CLI leecher")
+    };
+    // First run: slow (1 MB/s), killed after 3 s with SIGKILL: no clean shutdown.
+    let mut slow = run(Some("1000000"));
+    std::thread::sleep(Duration::from_secs(3));
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    // Second run: resumes, then completes.
+    let fast = run(None);
+    let output = fast.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "second run failed: {stderr}\nseeder: {}",
+        std::fs::read_to_string(dir.path().join("seeder.log")).unwrap_or_default()
+    );
+    let first_progress: f64 = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once(" % ")
+                .and_then(|(p, _)| p.trim().parse().ok())
+        })
+        .expect("a progress line");
+    assert!(
+        first_progress > 5.0 && first_progress < 100.0,
+        "resumed at {first_progress} %: {stderr}"
+    );
+    assert_eq!(file_sha(&out.join("resume.bin")), sha256_hex(&data));
+    common::unsafe_free_kill(seeder.id(), "TERM");
+    let status = seeder.wait().unwrap();
+    assert!(status.success(), "seeder exits 0 on SIGTERM: {status:?}");
+}

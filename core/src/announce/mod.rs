@@ -29,8 +29,9 @@
 //!   `min interval`, as bittorrent-tracker does) is clamped to
 //!   [`interval_floor`](AnnounceConfig::interval_floor) (60 s) ..
 //!   [`interval_cap`](AnnounceConfig::interval_cap) (2 h); `min interval` is clamped the
-//!   same way and defaults to the floor. A regular announce never comes sooner than
-//!   `min interval` after the last successful one, even on [`Announcer::want_peers`].
+//!   same way and defaults to the floor. A regular announce to a tracker never comes sooner
+//!   than its `min interval` after its last successful reply, even on
+//!   [`Announcer::want_peers`] or when a tier fails over to it.
 //! * **Failures.** A network error, a tracker's `failure reason` and a request without a reply
 //!   within [`request_timeout`](AnnounceConfig::request_timeout) all count as a failure of that
 //!   tracker and are reported distinctly ([`TrackerFailure`]). Each tracker backs off
@@ -380,6 +381,10 @@ struct Tracker {
     seeders: Option<u32>,
     leechers: Option<u32>,
     interval: Option<Duration>,
+    /// Time of its last successful reply.
+    ok_at: Option<Time>,
+    /// The effective `min interval` of that reply.
+    min_interval: Duration,
 }
 
 /// Trackers scheduled together: one tracker of the group is in use at a time.
@@ -390,11 +395,13 @@ struct Group {
     tiers: Vec<Vec<TrackerId>>,
     tier: usize,
     pos: usize,
-    /// When the current tracker is due; `None` while a job is out or when not running.
+    /// When the group's next announce is planned; `None` while a job is out or when not
+    /// running. The current tracker's own back-off and min interval may push it later
+    /// ([`Announcer::due_at`]).
     due: Option<Time>,
     /// `due` is a failure back-off, not a regular interval.
     backoff: bool,
-    /// Time of the last successful reply, this session.
+    /// Time of the group's last successful reply, this session (from whichever tracker).
     ok_at: Option<Time>,
     /// Min interval of that reply.
     min_interval: Duration,
@@ -639,7 +646,7 @@ impl Announcer {
             }
             AnnouncerState::Running => {
                 let gi = (0..self.groups.len()).find(|&gi| {
-                    self.groups[gi].due.is_some_and(|d| d <= now) && !self.current_busy(gi)
+                    !self.current_busy(gi) && self.due_at(gi).is_some_and(|d| d <= now)
                 })?;
                 let id = self.groups[gi].current()?;
                 self.groups[gi].due = None;
@@ -665,7 +672,7 @@ impl Announcer {
         let due: Option<Time> = match self.state {
             AnnouncerState::Running => (0..self.groups.len())
                 .filter(|&gi| !self.current_busy(gi))
-                .filter_map(|gi| self.groups[gi].due)
+                .filter_map(|gi| self.due_at(gi))
                 .min(),
             AnnouncerState::Stopping => self
                 .trackers
@@ -793,6 +800,27 @@ impl Announcer {
             .is_none_or(|t| t.in_flight.is_some())
     }
 
+    /// When the current tracker of group `gi` is next announced to: the group's planned
+    /// [`due`](Group::due), but never during that tracker's failure back-off and, for a
+    /// regular announce, never sooner than its own `min interval` after its last successful
+    /// reply. (The group's plan can come from another tracker: in strict BEP 12 mode a
+    /// success anywhere sends the group back to tier 0, and a failure moves it to a tracker
+    /// that may have answered moments ago; `completed` and `want_peers` bring it forward.)
+    fn due_at(&self, gi: usize) -> Option<Time> {
+        let g = &self.groups[gi];
+        let due = g.due?;
+        let Some(t) = g.current().and_then(|id| self.trackers.get(id.index())) else {
+            return Some(due);
+        };
+        let mut at = due.max(t.retry_at);
+        if self.event_for(t) == AnnounceEvent::None {
+            if let Some(ok_at) = t.ok_at {
+                at = at.max(ok_at + t.min_interval);
+            }
+        }
+        Some(at)
+    }
+
     fn needs_completed(&self, t: &Tracker) -> bool {
         self.complete && t.started && t.started_leeching && !t.completed_sent
     }
@@ -849,6 +877,8 @@ impl Announcer {
         t.retry_at = Time::ZERO;
         t.last_error = None;
         t.interval = Some(interval);
+        t.ok_at = Some(now);
+        t.min_interval = min_interval;
         if let Some(id) = reply.tracker_id.filter(|id| !id.is_empty()) {
             t.tracker_id = Some(id);
         }
@@ -1008,9 +1038,8 @@ impl Announcer {
         let id = TrackerId(i as u32);
         let next_announce = match (self.state, t.group) {
             (AnnouncerState::Running, Some(gi)) if t.in_flight.is_none() => {
-                let g = &self.groups[gi];
-                if g.current() == Some(id) {
-                    g.due
+                if self.groups[gi].current() == Some(id) {
+                    self.due_at(gi)
                 } else {
                     None
                 }
@@ -1054,6 +1083,8 @@ impl Tracker {
             seeders: None,
             leechers: None,
             interval: None,
+            ok_at: None,
+            min_interval: Duration::ZERO,
         }
     }
 }

@@ -438,6 +438,101 @@ fn strict_bep12_only_falls_through_to_the_next_tier() {
 }
 
 #[test]
+fn failover_after_a_failed_event_honours_the_next_trackers_min_interval() {
+    let config = AnnounceConfig {
+        announce_to_all_tiers: false,
+        ..AnnounceConfig::default()
+    };
+    let tiers = urls(&[&["http://a/ann"], &["http://b/ann"]]);
+    let mut a = Announcer::new(tiers, config, 5, T0);
+    a.start(T0, Some(1000));
+    let ja = one(&mut a, T0);
+    assert!(a.handle_reply(T0, ja.id, ok(1800)));
+    a.completed(T0);
+    let done = one(&mut a, T0);
+    assert_eq!(done.event, AnnounceEvent::Completed);
+    assert!(a.handle_reply(T0, done.id, net()));
+    // b first hears of us as a seed: `started`, never `completed`.
+    let jb = one(&mut a, T0);
+    assert_eq!(
+        (jb.url.as_str(), jb.event),
+        ("http://b/ann", AnnounceEvent::Started)
+    );
+    assert!(a.handle_reply(T0, jb.id, ok_min(1800, 300)));
+    // Back to tier 0, where a still owes `completed`, after a's back-off.
+    let done2 = one(&mut a, t(20));
+    assert_eq!(
+        (done2.url.as_str(), done2.event),
+        ("http://a/ann", AnnounceEvent::Completed)
+    );
+    assert!(a.handle_reply(t(20), done2.id, net()));
+    // Falling over to b makes a regular announce: not before b's min interval.
+    assert_eq!(a.poll_timeout(), Some(t(300)));
+    assert!(a.poll_job(t(299)).is_none());
+    let jb2 = one(&mut a, t(300));
+    assert_eq!(
+        (jb2.url.as_str(), jb2.event),
+        ("http://b/ann", AnnounceEvent::None)
+    );
+}
+
+#[test]
+fn strict_bep12_want_peers_and_completed_respect_the_first_tiers_back_off() {
+    let config = AnnounceConfig {
+        announce_to_all_tiers: false,
+        ..AnnounceConfig::default()
+    };
+    let tiers = urls(&[&["http://a/ann"], &["http://b/ann"]]);
+
+    // want_peers after b answered must not cut a's back-off short.
+    let mut a = Announcer::new(tiers.clone(), config.clone(), 5, T0);
+    a.start(T0, Some(1000));
+    let mut now = T0;
+    let mut back_to_a = T0;
+    for n in 1..=4u32 {
+        let ja = one(&mut a, now);
+        assert_eq!(ja.url, "http://a/ann");
+        assert!(a.handle_reply(now, ja.id, net()));
+        let jb = one(&mut a, now);
+        assert_eq!(jb.url, "http://b/ann");
+        assert!(a.handle_reply(now, jb.id, ok_min(1800, 60)));
+        assert_eq!(
+            a.tracker(ja.tracker).unwrap().consecutive_failures,
+            n,
+            "a's failures"
+        );
+        back_to_a = now;
+        now += secs(1800);
+    }
+    // a failed 4 times: back-off ≥ 120 s, longer than b's 60 s min interval.
+    a.want_peers(back_to_a + secs(1));
+    let at = a.poll_timeout().unwrap();
+    assert!(at >= back_to_a + secs(120), "{at:?}");
+    assert!(a.poll_job(back_to_a + secs(119)).is_none());
+    assert_eq!(one(&mut a, at).url, "http://a/ann");
+
+    // completed() during a's back-off waits for it too.
+    let mut a = Announcer::new(tiers, config, 5, T0);
+    a.start(T0, Some(1000));
+    let ja = one(&mut a, T0);
+    assert!(a.handle_reply(T0, ja.id, ok(1800)));
+    let ja = one(&mut a, t(1800));
+    assert!(a.handle_reply(t(1800), ja.id, net()));
+    let jb = one(&mut a, t(1800));
+    assert_eq!(jb.url, "http://b/ann");
+    assert!(a.handle_reply(t(1800), jb.id, ok(1800)));
+    a.completed(t(1801));
+    let at = a.poll_timeout().unwrap();
+    assert!(at >= t(1815), "{at:?}");
+    assert!(a.poll_job(t(1814)).is_none());
+    let done = one(&mut a, at);
+    assert_eq!(
+        (done.url.as_str(), done.event),
+        ("http://a/ann", AnnounceEvent::Completed)
+    );
+}
+
+#[test]
 fn all_tiers_announces_every_tier_and_all_trackers_every_tracker() {
     let tiers = urls(&[&["http://a/ann", "udp://b:1"], &["wss://c"]]);
     let mut a = Announcer::new(tiers.clone(), AnnounceConfig::default(), 5, T0);
@@ -744,12 +839,41 @@ struct Model {
     completed_sent: Vec<bool>,
     /// Time of the last successful reply and the effective min interval it set.
     last_ok: Vec<Option<(Time, Duration)>>,
+    /// Consecutive counted failures (this session's, not `stopped`) and when the last was.
+    fails: Vec<(u32, Time)>,
 }
 
 impl Model {
     fn expire(&mut self) {
         let now = self.now;
-        self.outstanding.retain(|o| o.deadline > now);
+        let (expired, kept) = std::mem::take(&mut self.outstanding)
+            .into_iter()
+            .partition(|o| o.deadline <= now);
+        self.outstanding = kept;
+        for o in expired {
+            self.failed(&o);
+        }
+    }
+
+    fn failed(&mut self, o: &Outstanding) {
+        if o.session == self.session && o.job.event != AnnounceEvent::Stopped {
+            let f = &mut self.fails[o.job.tracker.index()];
+            *f = (f.0 + 1, self.now);
+        }
+    }
+
+    /// Earliest time a tracker may be announced to again after its failures (jitter only
+    /// adds to this).
+    fn back_off_until(&self, config: &AnnounceConfig, i: usize) -> Time {
+        match self.fails[i] {
+            (0, _) => T0,
+            (n, at) => {
+                at + config
+                    .retry_base
+                    .saturating_mul(1u32 << (n - 1).min(30))
+                    .min(config.retry_cap)
+            }
+        }
     }
 
     fn new_session(&mut self) {
@@ -790,6 +914,10 @@ fn check_drain(a: &mut Announcer, m: &mut Model, config: &AnnounceConfig) {
             }
             event => {
                 assert!(m.running, "{event:?} job after stop");
+                assert!(
+                    m.now >= m.back_off_until(config, i),
+                    "{event:?} during a failure back-off"
+                );
                 assert_eq!(job.numwant, config.numwant);
                 if event == AnnounceEvent::Started {
                     assert!(!m.started[i], "started twice in one session");
@@ -867,6 +995,7 @@ fn run(tiers: Vec<Vec<String>>, all_tiers: bool, all_trackers: bool, seed: u64, 
         started_leeching: vec![false; n],
         completed_sent: vec![false; n],
         last_ok: vec![None; n],
+        fails: vec![(0, T0); n],
     };
     for op in ops {
         match op {
@@ -924,6 +1053,7 @@ fn run(tiers: Vec<Vec<String>>, all_tiers: bool, all_trackers: bool, seed: u64, 
                 assert!(a.handle_reply(m.now, o.job.id, result), "reply refused");
                 if let Outcome::Ok { min, .. } = outcome {
                     m.last_ok[i] = Some((m.now, Model::eff_min(&config, min)));
+                    m.fails[i] = (0, m.now);
                     if o.session == m.session {
                         match o.job.event {
                             AnnounceEvent::Started => {
@@ -934,6 +1064,8 @@ fn run(tiers: Vec<Vec<String>>, all_tiers: bool, all_trackers: bool, seed: u64, 
                             _ => {}
                         }
                     }
+                } else {
+                    m.failed(&o);
                 }
                 // A duplicate reply is refused.
                 assert!(!a.handle_reply(m.now, o.job.id, net()));
