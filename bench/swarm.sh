@@ -260,10 +260,10 @@ leech_node() {
 # `webtorrent create`, same file, piece length and tracker) from the data's
 # folder after checking it, and a second rqbit downloads it.
 RQ_TORRENT="$W/rqbit.torrent"
-rqbit_common() { # HOME-DIR -> common flags
-    echo --disable-dht --disable-dht-persistence --disable-upnp --disable-lsd \
-        --http-api-listen-addr "$1"
-}
+# Global flags (before the subcommand): stay on loopback, no state shared
+# between the two processes; `rqbit download` picks ephemeral ports for
+# peers and its HTTP API.
+RQBIT_FLAGS="--disable-dht --disable-dht-persistence --disable-upnp-port-forward --disable-lsd --ipv4-only"
 start_seeder_rqbit() {
     local r=$1
     TORRENT="$RQ_TORRENT"
@@ -275,20 +275,21 @@ start_seeder_rqbit() {
     # shellcheck disable=SC2086
     /usr/bin/time -o "$W/seed-rqbit-$r.time" -f "$TFMT" \
         env HOME="$h" XDG_CACHE_HOME="$h" XDG_DATA_HOME="$h" XDG_CONFIG_HOME="$h" \
-        "$RQBIT_BIN" $RQBIT_SEED_FLAGS download -o "$(dirname "$DATA")" "$TORRENT" \
+        "$RQBIT_BIN" $RQBIT_FLAGS download --overwrite -o "$(dirname "$DATA")" "$TORRENT" \
         >"$W/seed-rqbit-$r.out" 2>"$W/seed-rqbit-$r.err" &
     SEED_TP=$!
     PIDS+=("$SEED_TP")
-    # Ready when its initial check found every piece: poll its HTTP API.
-    wait_until "$READY_TIMEOUT" eval 'rqbit_seed_ready || ! kill -0 $SEED_TP 2>/dev/null'
-    kill -0 "$SEED_TP" 2>/dev/null
+    # Ready when its initial check of the existing file is done and found it all.
+    # (Its log goes to stdout or stderr depending on the version: read both.)
+    wait_until "$READY_TIMEOUT" eval 'cat "$W/seed-rqbit-$r".{out,err} | grep -q "Initial check results" || ! kill -0 $SEED_TP 2>/dev/null'
+    kill -0 "$SEED_TP" 2>/dev/null && cat "$W/seed-rqbit-$r".{out,err} | grep -q 'Initial check results.* needed 0\b'
 }
 leech_rqbit() {
     local r=$1 out=$2 h="$W/rq-leech-home-$r"
     mkdir -p "$h"
     # shellcheck disable=SC2206
     LEECH=(env HOME="$h" XDG_CACHE_HOME="$h" XDG_DATA_HOME="$h" XDG_CONFIG_HOME="$h"
-        "$RQBIT_BIN" $RQBIT_LEECH_FLAGS download -o "$out" --exit-on-finish "$TORRENT")
+        "$RQBIT_BIN" $RQBIT_FLAGS download -o "$out" --exit-on-finish "$TORRENT")
 }
 
 # Runs one transfer and appends a line to $RESULTS.
@@ -361,16 +362,11 @@ run_one() {
     return 0
 }
 
-# ----------------------------------------------------------------- rqbit CLI
+# ----------------------------------------------------------------- rqbit
 RQBIT_OK=0
-RQBIT_SEED_FLAGS=
-RQBIT_LEECH_FLAGS=
-rqbit_seed_ready() { return 1; }
 if [[ " $IMPLS " == *" rqbit "* ]]; then
     if "$RQBIT_BIN" --version >/dev/null 2>&1; then
         RQBIT_OK=1
-        # shellcheck source=bench/rqbit.sh
-        . "$ROOT/bench/rqbit.sh"
     else
         note "rqbit: not installed ($RQBIT_BIN --version fails); skipped"
     fi

@@ -574,6 +574,17 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_regression_unsorted_dict_reencodes_canonically() {
+        // Found by the `bencode` fuzz target: an unsorted dictionary decodes in input order
+        // and re-encodes sorted; the canonical form is a fixed point.
+        let doc = b"d1:`0:0:0:2:dllee";
+        let v = decode(doc).unwrap();
+        let canonical = v.encode();
+        assert_eq!(canonical, b"d0:0:1:`0:2:dllee");
+        assert_eq!(decode(&canonical).unwrap().encode(), canonical);
+    }
+
+    #[test]
     fn prefix_leaves_trailing_bytes() {
         let (v, used) = decode_prefix(b"d8:msg_typei1e5:piecei0eeRAWDATA").unwrap();
         assert_eq!(used, 25);
