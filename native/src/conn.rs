@@ -1,7 +1,6 @@
 //! TCP peer connections: a reader task feeding the torrent task, a writer task draining a
 //! per-connection queue, with back-pressure and optional rate limits.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +33,6 @@ impl Conn {
     /// Starts reader and writer tasks for `stream`.
     pub fn spawn(
         stream: TcpStream,
-        addr: Option<SocketAddr>,
         key: PeerKey,
         events: mpsc::Sender<TaskMsg>,
         down: Option<Arc<RateLimiter>>,
@@ -110,7 +108,6 @@ impl Conn {
             }
             let _ = wr.shutdown().await;
         });
-        let _ = addr;
         Conn {
             tx,
             pending,

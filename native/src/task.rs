@@ -287,7 +287,7 @@ impl Task {
                     .add_peer(now, key, Some(addr), Direction::Incoming)
                 {
                     Ok(()) => {
-                        self.spawn_conn(key, stream, Some(addr));
+                        self.spawn_conn(key, stream);
                         self.core.peer_data(now, key, &prefix);
                     }
                     Err(e) => debug!(%addr, "refused incoming peer: {e}"),
@@ -302,7 +302,7 @@ impl Task {
                     .core
                     .add_peer(now, key, Some(addr), Direction::Outgoing)
                 {
-                    Ok(()) => self.spawn_conn(key, stream, Some(addr)),
+                    Ok(()) => self.spawn_conn(key, stream),
                     Err(e) => debug!(%addr, "dropped outgoing peer: {e}"),
                 }
             }
@@ -366,10 +366,9 @@ impl Task {
         self.announcer.handle_reply(now, job, result);
     }
 
-    fn spawn_conn(&mut self, key: PeerKey, stream: TcpStream, addr: Option<SocketAddr>) {
+    fn spawn_conn(&mut self, key: PeerKey, stream: TcpStream) {
         let conn = Conn::spawn(
             stream,
-            addr,
             key,
             self.tx.clone(),
             self.shared.down_limit.clone(),
