@@ -468,6 +468,23 @@ impl WebTorrent {
         Ok(t)
     }
 
+    /// Asks a tracker (HTTP(S) with BEP 48 scrape, or UDP) for swarm sizes of torrents.
+    pub async fn scrape(
+        &self,
+        tracker_url: &str,
+        info_hashes: &[InfoHash],
+    ) -> Result<Vec<(InfoHash, crate::tracker::ScrapeStats)>> {
+        let client = self
+            .shared
+            .trackers
+            .as_ref()
+            .ok_or_else(|| Error::Options("trackers are disabled".into()))?;
+        client
+            .scrape(tracker_url, info_hashes)
+            .await
+            .map_err(|e| Error::Tracker(e.to_string()))
+    }
+
     /// Removes a torrent: announces `stopped` (bounded wait) and closes its connections.
     /// Downloaded files stay on disk.
     pub async fn remove(&self, info_hash: InfoHash) -> Result<()> {

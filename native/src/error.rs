@@ -31,6 +31,9 @@ pub enum Error {
     /// Data on disk or in memory does not fit the torrent.
     #[error("storage: {0}")]
     Storage(String),
+    /// A tracker request failed.
+    #[error("tracker: {0}")]
+    Tracker(String),
     /// Invalid options.
     #[error("invalid option: {0}")]
     Options(String),

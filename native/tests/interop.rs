@@ -282,6 +282,12 @@ async fn test_seed_to_local_tracker() {
     .expect("tracker replied to started");
     assert!(interval >= Duration::from_secs(60));
     assert_eq!(seeders, Some(1));
+    // Scrape (BEP 48) over HTTP and UDP sees us as the one seeder.
+    for url in [&tracker.http, &tracker.udp] {
+        let scraped = client.scrape(url, &[t.info_hash()]).await.unwrap();
+        assert_eq!(scraped.len(), 1, "{url}");
+        assert_eq!(scraped[0].1.complete, 1, "{url}");
+    }
     let stats = tracker.stats();
     assert_eq!(stats["torrents"], 1, "{stats}");
     assert_eq!(stats["peersSeederOnly"], 1, "{stats}");
