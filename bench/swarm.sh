@@ -63,7 +63,11 @@ if [ "$INNER" = 0 ]; then
             kill -TERM "$INNER_PID" 2>/dev/null || true
             wait "$INNER_PID" 2>/dev/null || true
         fi
-        rm -rf "$BENCH_WORK"
+        if [ "${BENCH_KEEP:-0}" = 1 ]; then
+            log "kept the logs in $BENCH_WORK (BENCH_KEEP=1)"
+        else
+            rm -rf "$BENCH_WORK"
+        fi
         exit "$rc"
     }
     trap outer_cleanup EXIT
@@ -130,6 +134,8 @@ fi
 
 # ================================================================ inner part
 cd "$ROOT"
+# Pipes into `head` below would fail the script with SIGPIPE under pipefail.
+set +o pipefail
 W=${BENCH_WORK:?}
 TR=tests/interop
 SRC_SHA=$(cat "$DATA.sha256")
@@ -225,6 +231,8 @@ start_seeder_ours() {
     local r=$1
     TORRENT="$W/ours-$r.torrent"
     rm -f "$TORRENT"
+    : >"$W/seed-ours-$r.out"
+    : >"$W/seed-ours-$r.err"
     /usr/bin/time -o "$W/seed-ours-$r.time" -f "$TFMT" \
         "$WT" seed "$DATA" --announce "$ANNOUNCE" --piece-length "$PIECE" --torrent-out "$TORRENT" \
         >"$W/seed-ours-$r.out" 2>"$W/seed-ours-$r.err" &
@@ -242,6 +250,8 @@ start_seeder_node() {
     local r=$1
     TORRENT="$W/node-$r.torrent"
     rm -f "$TORRENT"
+    : >"$W/seed-node-$r.out"
+    : >"$W/seed-node-$r.err"
     /usr/bin/time -o "$W/seed-node-$r.time" -f "$TFMT" \
         node "$TR/seed.mjs" --file "$DATA" --announce "$ANNOUNCE" --piece-length "$PIECE" \
         --torrent-out "$TORRENT" --lifetime $((TIMEOUT + READY_TIMEOUT + 60)) \
@@ -273,6 +283,8 @@ start_seeder_rqbit() {
     local h="$W/rq-seed-home-$r"
     mkdir -p "$h"
     # shellcheck disable=SC2086
+    : >"$W/seed-rqbit-$r.out"
+    : >"$W/seed-rqbit-$r.err"
     /usr/bin/time -o "$W/seed-rqbit-$r.time" -f "$TFMT" \
         env HOME="$h" XDG_CACHE_HOME="$h" XDG_DATA_HOME="$h" XDG_CONFIG_HOME="$h" \
         "$RQBIT_BIN" $RQBIT_FLAGS download --overwrite -o "$(dirname "$DATA")" "$TORRENT" \

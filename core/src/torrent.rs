@@ -304,7 +304,12 @@ pub struct Torrent {
     upload: crate::session::RateMeter,
     done_announced: bool,
     pick_buf: Vec<Block>,
+    /// Piece buffers handed back by the driver, reused to avoid allocation churn.
+    spare_bufs: Vec<BytesMut>,
 }
+
+/// Most spare piece buffers kept.
+const MAX_SPARE_BUFS: usize = 16;
 
 impl Torrent {
     fn base(config: TorrentConfig, info_hash: InfoHash, seed: u64, now: Time) -> Self {
@@ -335,6 +340,7 @@ impl Torrent {
             upload: crate::session::RateMeter::new(),
             done_announced: false,
             pick_buf: Vec::new(),
+            spare_bufs: Vec::new(),
         }
     }
 
@@ -1053,10 +1059,21 @@ impl Torrent {
             .unwrap_or((None, None));
         let piece_len = c.meta.info.layout.piece_len(block.piece) as usize;
         let num_blocks = c.meta.info.layout.num_blocks(block.piece) as usize;
-        let asm = c.assembling.entry(block.piece).or_insert_with(|| Assembly {
-            buf: BytesMut::zeroed(piece_len),
-            contributors: Vec::new(),
-            block_from: vec![u16::MAX; num_blocks],
+        let spare = &mut self.spare_bufs;
+        let asm = c.assembling.entry(block.piece).or_insert_with(|| {
+            let buf = match spare.pop() {
+                Some(mut b) => {
+                    b.clear();
+                    b.resize(piece_len, 0);
+                    b
+                }
+                None => BytesMut::zeroed(piece_len),
+            };
+            Assembly {
+                buf,
+                contributors: Vec::new(),
+                block_from: vec![u16::MAX; num_blocks],
+            }
         });
         let start = block.begin as usize;
         asm.buf[start..start + data.len()].copy_from_slice(&data);
@@ -1631,6 +1648,22 @@ impl Torrent {
     /// Peers that may have bytes to send.
     pub fn pending_transmits(&self) -> Vec<PeerKey> {
         self.dirty.iter().copied().collect()
+    }
+
+    /// Hands back the bytes of a [`Output::VerifyPiece`] once the driver is done with them, so
+    /// the buffer can be reused for the next piece (optional; saves an allocation per piece).
+    pub fn recycle(&mut self, data: Bytes) {
+        if self.spare_bufs.len() >= MAX_SPARE_BUFS {
+            return;
+        }
+        let Some(c) = &self.content else {
+            return;
+        };
+        if let Ok(b) = data.try_into_mut() {
+            if b.capacity() >= c.meta.info.piece_length() as usize {
+                self.spare_bufs.push(b);
+            }
+        }
     }
 
     /// Storing a verified piece failed: fetch it again later, without blaming any peer.

@@ -62,6 +62,7 @@ pub(crate) enum TaskMsg {
     PieceChecked {
         piece: PieceIndex,
         outcome: PieceOutcome,
+        data: Bytes,
     },
     Announced {
         job: JobId,
@@ -319,11 +320,18 @@ impl Task {
             }
             TaskMsg::Writable { key } => self.flush_peer(key),
             TaskMsg::BlockRead { key, block, data } => self.core.block_read(now, key, block, data),
-            TaskMsg::PieceChecked { piece, outcome } => match outcome {
-                PieceOutcome::Stored => self.core.piece_checked(now, piece, true),
-                PieceOutcome::HashMismatch => self.core.piece_checked(now, piece, false),
-                PieceOutcome::StoreFailed => self.core.piece_store_failed(now, piece),
-            },
+            TaskMsg::PieceChecked {
+                piece,
+                outcome,
+                data,
+            } => {
+                match outcome {
+                    PieceOutcome::Stored => self.core.piece_checked(now, piece, true),
+                    PieceOutcome::HashMismatch => self.core.piece_checked(now, piece, false),
+                    PieceOutcome::StoreFailed => self.core.piece_store_failed(now, piece),
+                }
+                self.core.recycle(data);
+            }
             TaskMsg::Announced { job, url, result } => self.on_announced(job, url, result),
             TaskMsg::AddPeers(peers) => self.core.add_candidates(now, peers, PeerSource::Manual),
             TaskMsg::Pause => {
@@ -588,7 +596,11 @@ impl Task {
             } else {
                 PieceOutcome::Stored
             };
-            let _ = tx.blocking_send(TaskMsg::PieceChecked { piece, outcome });
+            let _ = tx.blocking_send(TaskMsg::PieceChecked {
+                piece,
+                outcome,
+                data,
+            });
         });
     }
 

@@ -363,6 +363,7 @@ impl Sim {
                             node.data[off..off + data.len()].copy_from_slice(&data);
                         }
                         node.torrent.piece_checked(now, piece, ok);
+                        node.torrent.recycle(data);
                     }
                     Output::Event(e) => {
                         let node = &mut self.nodes[i];
