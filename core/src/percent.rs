@@ -92,6 +92,21 @@ mod tests {
         assert_eq!(decode("ab%4", false), Err(PercentError::BadEscape(2)));
     }
 
+    #[test]
+    fn every_byte_value_follows_rfc3986() {
+        for b in 0..=255u8 {
+            let e = encode(&[b], Keep::Unreserved);
+            let unreserved = b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+            if unreserved {
+                assert_eq!(e, (b as char).to_string());
+            } else {
+                assert_eq!(e, format!("%{b:02X}"));
+            }
+            assert_eq!(decode(&e, false).unwrap(), [b]);
+            assert_eq!(decode(&format!("%{b:02x}"), false).unwrap(), [b]);
+        }
+    }
+
     proptest! {
         #[test]
         fn roundtrip(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {

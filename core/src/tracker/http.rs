@@ -15,8 +15,8 @@ use crate::bencode::{self, write_bytes, write_int, BencodeError, Limits, Value};
 use crate::id::{Id20, InfoHash, PeerId};
 
 use super::compact::{self, CompactError};
-use super::percent::{self, PercentError};
 use super::{saturate_u32, AddressFamily, Event, Peer, MAX_PEERS, MAX_SCRAPE_HASHES};
+use crate::percent::{self, Keep, PercentError};
 
 /// Longest query string [`AnnounceRequest::from_query`] and
 /// [`ScrapeRequest::from_query`](super::ScrapeRequest::from_query) accept, in bytes.
@@ -148,9 +148,9 @@ impl AnnounceRequest {
     pub fn to_query(&self) -> String {
         let mut q = String::with_capacity(200);
         q.push_str("info_hash=");
-        percent::encode_into(&mut q, self.info_hash.as_bytes());
+        percent::encode_into(&mut q, self.info_hash.as_bytes(), Keep::Unreserved);
         q.push_str("&peer_id=");
-        percent::encode_into(&mut q, self.peer_id.as_bytes());
+        percent::encode_into(&mut q, self.peer_id.as_bytes(), Keep::Unreserved);
         // Writing to a String cannot fail.
         let _ = write!(
             q,
@@ -174,15 +174,15 @@ impl AnnounceRequest {
         }
         if let Some(key) = &self.key {
             q.push_str("&key=");
-            percent::encode_into(&mut q, key);
+            percent::encode_into(&mut q, key, Keep::Unreserved);
         }
         if let Some(id) = &self.trackerid {
             q.push_str("&trackerid=");
-            percent::encode_into(&mut q, id);
+            percent::encode_into(&mut q, id, Keep::Unreserved);
         }
         if let Some(ip) = &self.ip {
             q.push_str("&ip=");
-            percent::encode_into(&mut q, ip.as_bytes());
+            percent::encode_into(&mut q, ip.as_bytes(), Keep::Unreserved);
         }
         q
     }
@@ -427,7 +427,10 @@ pub(super) fn query_pairs(query: &str) -> Result<Vec<QueryPair>, HttpError> {
             return Err(HttpError::TooManyParams);
         }
         let (name, value) = part.split_once('=').unwrap_or((part, ""));
-        out.push((percent::decode(name)?, percent::decode(value)?));
+        out.push((
+            percent::decode(name, false)?,
+            percent::decode(value, false)?,
+        ));
     }
     Ok(out)
 }

@@ -9,11 +9,9 @@
 //! * [`udp`]: every BEP 15 packet, both directions, with BEP 41 URL data.
 //! * [`ws`]: the JSON messages of WebTorrent WebSocket trackers, as bittorrent-tracker 11 sends and
 //!   accepts them.
-//! * [`percent`]: RFC 3986 percent-encoding of binary values.
 
 mod compact;
 pub mod http;
-pub mod percent;
 pub mod scrape;
 pub mod udp;
 pub mod ws;

@@ -15,7 +15,8 @@ use crate::id::{Id20, InfoHash};
 use super::http::{
     check_failure, opt_text, opt_u32, parse_id, put_u32, query_pairs, start_url, HttpError,
 };
-use super::{percent, MAX_SCRAPE_HASHES};
+use super::MAX_SCRAPE_HASHES;
+use crate::percent::{self, Keep};
 
 const SCRAPE_LIMITS: Limits = Limits {
     max_depth: 8,
@@ -61,7 +62,7 @@ impl ScrapeRequest {
                 q.push('&');
             }
             q.push_str("info_hash=");
-            percent::encode_into(&mut q, h.as_bytes());
+            percent::encode_into(&mut q, h.as_bytes(), Keep::Unreserved);
         }
         q
     }
