@@ -141,9 +141,9 @@ TR=tests/interop
 SRC_SHA=$(cat "$DATA.sha256")
 NAME=$(basename "$DATA")
 BYTES=$((SIZE_MIB * 1024 * 1024))
-TFMT='%e %U %S %M'
+TFMT='%e %U %S %M %w %c' # elapsed user sys maxrss-KiB voluntary/involuntary context switches
 HZ=$(getconf CLK_TCK)
-RESULTS="$W/results.tsv" # impl run wall mibps leech_rss seed_rss leech_cpu seed_cpu sync self_s sha_ok ready_s load
+RESULTS="$W/results.tsv" # impl run wall mibps leech_rss seed_rss leech_cpu seed_cpu sync self_s sha_ok ready_s load leech_sys seed_sys host_busy% leech_vcsw seed_vcsw
 NOTES="$W/notes.txt"
 : >"$RESULTS"
 : >"$NOTES"
@@ -175,16 +175,20 @@ note() {
 now() { date +%s.%N; }
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-# utime+stime of a pid in seconds (0 if gone)
+# "utime stime" of a pid in seconds ("0 0" if gone)
 cpu_of() {
     local s
     s=$(cat "/proc/$1/stat" 2>/dev/null) || {
-        echo 0
+        echo "0 0"
         return
     }
     s=${s##*) }
-    awk -v hz="$HZ" '{ printf "%.2f", ($12 + $13) / hz }' <<<"$s"
+    awk -v hz="$HZ" '{ printf "%.2f %.2f", $12 / hz, $13 / hz }' <<<"$s"
 }
+# "busy total" jiffies of the whole machine (all cores)
+host_snap() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat; }
+# host_busy "SNAP0" "SNAP1" -> percent of all cores busy in between (every process)
+host_busy() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; printf "%.0f", d > 0 ? (y[1] - x[1]) / d * 100 : 0 }'; }
 # wait_until TIMEOUT_S CMD... : polls CMD every 0.1 s
 wait_until() {
     local deadline=$(($(date +%s) + $1))
@@ -306,7 +310,7 @@ leech_rqbit() {
 
 # Runs one transfer and appends a line to $RESULTS.
 run_one() {
-    local impl=$1 r=$2 out="$W/out-$1-$2" t_start ready_s load t0 t1 rc wall sc0 sc1 s0 s1
+    local impl=$1 r=$2 out="$W/out-$1-$2" t_start ready_s load t0 t1 rc wall sc0 sc1 s0 s1 h0 h1
     local self_s="" file sha ok
     rm -rf "$out"
     mkdir -p "$out"
@@ -323,6 +327,7 @@ run_one() {
     seed_pid=$(child_of "$SEED_TP")
     log "$impl run $r: seeder ready after ${ready_s} s (pid $seed_pid); leeching"
     sc0=$(cpu_of "$seed_pid")
+    h0=$(host_snap)
     t0=$(now)
     set +e
     "leech_$impl" "$r" "$out"
@@ -331,6 +336,7 @@ run_one() {
     rc=$?
     set -e
     t1=$(now)
+    h1=$(host_snap)
     sc1=$(cpu_of "$seed_pid")
     wall=$(fsub "$t1" "$t0")
     file="$out/$NAME"
@@ -351,15 +357,19 @@ run_one() {
     [ "$rc" -eq 0 ] || note "$impl run $r: leecher exit status $rc (124 = timeout after $TIMEOUT s); stderr tail: $(tail -c 600 "$W/leech-$impl-$r.err" | tr '\n' ' ')"
     [ "$ok" = yes ] || note "$impl run $r: SHA-256 of the download is $sha, expected $SRC_SHA"
     stop_wrapped "$SEED_TP"
-    local lrss srss lcpu mibps
+    local lrss srss lcpu lsys scpu ssys mibps
     lrss=$(time_field "$W/leech-$impl-$r.time" 4)
     srss=$(time_field "$W/seed-$impl-$r.time" 4)
     lcpu=$(awk '{ printf "%.2f", $2 + $3 }' <<<"$(tail -1 "$W/leech-$impl-$r.time")")
+    lsys=$(time_field "$W/leech-$impl-$r.time" 3)
+    scpu=$(awk -v a="$sc0" -v b="$sc1" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.2f", y[1] + y[2] - x[1] - x[2] }')
+    ssys=$(awk -v a="$sc0" -v b="$sc1" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.2f", y[2] - x[2] }')
     mibps=$(awk -v s="$SIZE_MIB" -v w="$wall" 'BEGIN { printf "%.1f", s / w }')
     [ "$ok" = yes ] || mibps=0
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-        "$impl" "$r" "$wall" "$mibps" "$lrss" "$srss" "$lcpu" "$(fsub "$sc1" "$sc0")" \
-        "$(fsub "$s1" "$s0")" "${self_s:--}" "$ok" "$ready_s" "$load" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$impl" "$r" "$wall" "$mibps" "$lrss" "$srss" "$lcpu" "$scpu" \
+        "$(fsub "$s1" "$s0")" "${self_s:--}" "$ok" "$ready_s" "$load" "$lsys" "$ssys" "$(host_busy "$h0" "$h1")" \
+        "$(time_field "$W/leech-$impl-$r.time" 5)" "$(time_field "$W/seed-$impl-$r.time" 5)" >>"$RESULTS"
     log "$impl run $r: ${wall} s, ${mibps} MiB/s, leecher RSS $((lrss / 1024)) MiB, seeder RSS $((srss / 1024)) MiB, sha256 $ok"
     # Errors and warnings in our client's stderr.
     if [ "$impl" = ours ]; then
@@ -398,10 +408,13 @@ cat "$DATA" >/dev/null
 HASH_TSV="$W/hash.tsv"
 : >"$HASH_TSV"
 for r in $(seq "$RUNS"); do
+    h0=$(host_snap)
     /usr/bin/time -o "$W/create-$r.time" -f "$TFMT" \
         timeout 600 "$WT" create "$DATA" --piece-length "$PIECE" -o "$W/create-$r.torrent" -q >/dev/null 2>"$W/create-$r.err" ||
         note "webtorrent create failed: $(cat "$W/create-$r.err")"
-    tail -1 "$W/create-$r.time" >>"$HASH_TSV"
+    h1=$(host_snap)
+    # elapsed user sys maxrss host-busy% load
+    echo "$(tail -1 "$W/create-$r.time") $(host_busy "$h0" "$h1") $(loadavg | cut -d' ' -f1)" >>"$HASH_TSV"
 done
 /usr/bin/time -o "$W/sha1sum.time" -f "$TFMT" sha1sum "$DATA" >/dev/null
 SHA1SUM_E=$(time_field "$W/sha1sum.time" 1)
@@ -421,9 +434,12 @@ if [ "$PERF" != 0 ] && [[ " $IMPLS " == *" ours "* ]] && command -v perf >/dev/n
         PERF_SEED=$!
         PIDS+=("$PERF_SEED")
         sleep 0.5
+        p0=$(now)
         timeout -k 5 "$TIMEOUT" perf record -q -F 999 -o "$W/leech.perf" -- \
             "$WT" download "$TORRENT" -o "$out" --announce "$ANNOUNCE" --timeout "$TIMEOUT" \
             >/dev/null 2>"$W/leech-perf.err" || note "profiled leecher failed: $(tail -c 300 "$W/leech-perf.err")"
+        echo "profiled leecher: $(fsub "$(now)" "$p0") s wall (perf adds some overhead)" >>"$PROFILE"
+        echo >>"$PROFILE"
         kill -INT "$PERF_SEED" 2>/dev/null || true
         wait "$PERF_SEED" 2>/dev/null || true
         stop_wrapped "$SEED_TP"
@@ -480,6 +496,7 @@ label() {
     done
     echo
     echo "- wall s: from starting the leecher process to its exit (process start, tracker announce, transfer, verification; our client also fsyncs the file before exiting, the others do not, see 'fsync after exit': \`sync FILE\` on the downloaded file right after the leecher exited)."
+    echo "- CPU s: user + sys; the seeder's is what it used while the leecher ran. 'host CPU busy %' (All runs) is the whole machine during the leecher run, every process included: other work on the machine shows up there."
     echo "- seeder peak RSS includes the seeder's start-up (hashing for ours and Node; rqbit checks the existing file)."
     if grep -q '^node' "$RESULTS"; then
         echo "- Node's own figure (download.mjs 'done' elapsedMs: client start to last piece, without module loading and its own SHA-256 of the file): median $(awk -F'\t' '$1 == "node" && $11 == "yes" { print $10 }' "$RESULTS" | median) s."
@@ -487,21 +504,22 @@ label() {
     echo
     echo "## Start-up hashing: \`webtorrent create FILE --piece-length $PIECE\` (page cache warm)"
     echo
-    echo "| runs | wall s (median) | GB/s | GiB/s | user s | sys s | CPU utilisation (user+sys)/wall | peak RSS MiB |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| runs | wall s (median) | GB/s | GiB/s | user s | sys s | CPU utilisation (user+sys)/wall | peak RSS MiB | host CPU busy (all processes) |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     he=$(awk '{ print $1 }' "$HASH_TSV" | median)
     hu=$(awk '{ print $2 }' "$HASH_TSV" | median)
     hs=$(awk '{ print $3 }' "$HASH_TSV" | median)
     hm=$(awk '{ print $4 }' "$HASH_TSV" | median)
-    awk -v e="$he" -v u="$hu" -v s="$hs" -v m="$hm" -v b="$BYTES" -v n="$(wc -l <"$HASH_TSV")" -v c="$(nproc)" 'BEGIN {
-        printf "| %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f %% (of %d00 %%) | %.0f |\n", n, e, b / e / 1e9, b / e / 2^30, u, s, (u + s) / e * 100, c, m / 1024 }'
+    hb=$(awk '{ print $5 }' "$HASH_TSV" | median)
+    awk -v e="$he" -v u="$hu" -v s="$hs" -v m="$hm" -v hb="$hb" -v b="$BYTES" -v n="$(wc -l <"$HASH_TSV")" -v c="$(nproc)" 'BEGIN {
+        printf "| %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f %% (of %d00 %%) | %.0f | %s %% |\n", n, e, b / e / 1e9, b / e / 2^30, u, s, (u + s) / e * 100, c, m / 1024, hb }'
     echo
     awk -v e="$SHA1SUM_E" -v b="$BYTES" 'BEGIN { printf "Reference: coreutils `sha1sum` of the same file (one core): %.2f s, %.2f GB/s.\n", e, b / e / 1e9 }'
     echo
     echo "## All runs"
     echo
-    echo "| impl | run | wall s | MiB/s | leecher RSS KiB | seeder RSS KiB | leecher CPU s | seeder CPU s | sync s | self-reported s | sha256 ok | seeder ready s | load avg at start |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| impl | run | wall s | MiB/s | leecher RSS KiB | seeder RSS KiB | leecher CPU s | seeder CPU s | fsync s | self-reported s | sha256 ok | seeder ready s | load avg at start | leecher sys s | seeder sys s | host CPU busy % | leecher voluntary ctx switches | seeder voluntary ctx switches (whole life) |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     awk -F'\t' '{ printf "|"; for (i = 1; i <= NF; i++) printf " %s |", $i; printf "\n" }' "$RESULTS"
     if [ -s "$NOTES" ]; then
         echo

@@ -1214,6 +1214,14 @@ impl Torrent {
     }
 
     fn ban(&mut self, now: Time, key: PeerKey, addr: Option<SocketAddr>, pid: Option<PeerId>) {
+        let already = pid.is_some_and(|id| self.banned_ids.contains(&id))
+            || addr.is_some_and(|a| self.is_banned(a));
+        if already {
+            if self.peers.contains_key(&key) {
+                self.drop_peer(now, key, "banned".into());
+            }
+            return;
+        }
         // Ban the IP, except on loopback where all local peers share it: there, the exact
         // address (and below, the peer id) identify the culprit.
         let listen = self.peers.get(&key).and_then(|p| p.listen_addr);

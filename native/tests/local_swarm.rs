@@ -221,45 +221,48 @@ async fn hostile_peers_are_dropped_and_banned_and_the_download_completes() {
     let oversized = hostile_peer(meta.info_hash, Hostility::OversizedFrame).await;
     let garbage = hostile_peer(meta.info_hash, Hostility::Garbage).await;
     let leecher = WebTorrent::new(opts()).await.unwrap();
-    let l = leecher
-        .add_with(
-            file,
-            AddOptions {
-                peers: vec![local(corrupt), local(oversized), local(garbage)],
-                ..AddOptions::default()
-            },
-        )
+    let l = leecher.add(file).await.unwrap();
+    // Subscribe before any peer is known, so no event is missed.
+    let mut events = l.subscribe();
+    l.add_peers(vec![local(corrupt), local(oversized), local(garbage)])
         .await
         .unwrap();
-    let mut events = l.subscribe();
-    // Let the hostile peers act first, then bring in the honest seeder.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The hostile peers act first: wait until each one is banned or dropped.
+    let mut banned = Vec::new();
+    let mut dropped = Vec::new();
+    let all_caught = |banned: &Vec<Option<SocketAddr>>,
+                      dropped: &Vec<(Option<SocketAddr>, String)>| {
+        banned.contains(&Some(local(corrupt)))
+            && [oversized, garbage]
+                .iter()
+                .all(|p| dropped.iter().any(|(a, _)| *a == Some(local(*p))))
+    };
+    let caught = tokio::time::timeout(Duration::from_secs(30), async {
+        while !all_caught(&banned, &dropped) {
+            match events.recv().await {
+                Ok(webtorrent::Event::PeerBanned { addr }) => banned.push(addr),
+                Ok(webtorrent::Event::PeerDisconnected { addr, reason }) => {
+                    dropped.push((addr, reason))
+                }
+                Ok(_) => {}
+                Err(e) => panic!("event stream: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(caught.is_ok(), "banned: {banned:?}, dropped: {dropped:?}");
+    assert!(
+        dropped.iter().any(|(_, r)| r.contains("exceeds the limit")),
+        "oversized frame named: {dropped:?}"
+    );
+    assert_eq!(l.progress(), 0.0, "nothing from the hostile peers was kept");
+    // Now the honest seeder: the download completes with the right bytes.
     l.add_peers(vec![local(seeder.port())]).await.unwrap();
     tokio::time::timeout(Duration::from_secs(60), l.wait_done())
         .await
         .expect("completed from the honest seeder")
         .unwrap();
     assert_eq!(sha(&l.bytes().await.unwrap()), sha(&content));
-    let mut banned = Vec::new();
-    let mut dropped = Vec::new();
-    while let Ok(ev) = events.try_recv() {
-        match ev {
-            webtorrent::Event::PeerBanned { addr } => banned.push(addr),
-            webtorrent::Event::PeerDisconnected { addr, reason } => dropped.push((addr, reason)),
-            _ => {}
-        }
-    }
-    assert!(banned.contains(&Some(local(corrupt))), "banned: {banned:?}");
-    for port in [oversized, garbage] {
-        assert!(
-            dropped.iter().any(|(a, _)| *a == Some(local(port))),
-            "peer on {port} not dropped: {dropped:?}"
-        );
-    }
-    assert!(
-        dropped.iter().any(|(_, r)| r.contains("exceeds the limit")),
-        "oversized frame named: {dropped:?}"
-    );
     leecher.destroy().await.unwrap();
     seeder.destroy().await.unwrap();
 }
