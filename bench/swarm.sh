@@ -188,7 +188,7 @@ cpu_of() {
 # "busy total" jiffies of the whole machine (all cores)
 host_snap() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat; }
 # host_busy "SNAP0" "SNAP1" -> percent of all cores busy in between (every process)
-host_busy() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; printf "%.0f", d > 0 ? (y[1] - x[1]) / d * 100 : 0 }'; }
+host_busy() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; v = 0; if (d > 0) v = (y[1] - x[1]) / d * 100; printf "%.0f", v }'; }
 # wait_until TIMEOUT_S CMD... : polls CMD every 0.1 s
 wait_until() {
     local deadline=$(($(date +%s) + $1))
@@ -413,7 +413,7 @@ for r in $(seq "$RUNS"); do
         timeout 600 "$WT" create "$DATA" --piece-length "$PIECE" -o "$W/create-$r.torrent" -q >/dev/null 2>"$W/create-$r.err" ||
         note "webtorrent create failed: $(cat "$W/create-$r.err")"
     h1=$(host_snap)
-    # elapsed user sys maxrss host-busy% load
+    # elapsed user sys maxrss vcsw icsw host-busy% load1
     echo "$(tail -1 "$W/create-$r.time") $(host_busy "$h0" "$h1") $(loadavg | cut -d' ' -f1)" >>"$HASH_TSV"
 done
 /usr/bin/time -o "$W/sha1sum.time" -f "$TFMT" sha1sum "$DATA" >/dev/null
@@ -510,7 +510,7 @@ label() {
     hu=$(awk '{ print $2 }' "$HASH_TSV" | median)
     hs=$(awk '{ print $3 }' "$HASH_TSV" | median)
     hm=$(awk '{ print $4 }' "$HASH_TSV" | median)
-    hb=$(awk '{ print $5 }' "$HASH_TSV" | median)
+    hb=$(awk '{ print $7 }' "$HASH_TSV" | median)
     awk -v e="$he" -v u="$hu" -v s="$hs" -v m="$hm" -v hb="$hb" -v b="$BYTES" -v n="$(wc -l <"$HASH_TSV")" -v c="$(nproc)" 'BEGIN {
         printf "| %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f %% (of %d00 %%) | %.0f | %s %% |\n", n, e, b / e / 1e9, b / e / 2^30, u, s, (u + s) / e * 100, c, m / 1024, hb }'
     echo
