@@ -206,7 +206,8 @@ impl Sim {
         self.nodes.push(Node {
             torrent,
             addr: Self::addr_of(idx),
-            data: vec![0; total],
+            // Filled (not lazily zeroed) so the storage's pages exist before the transfer.
+            data: vec![0xee; total],
             behaviour: Behaviour::Honest,
             done_at: None,
             events: Vec::new(),
