@@ -39,7 +39,7 @@ RUNS=${BENCH_RUNS:-3}
 IMPLS=${BENCH_IMPLS:-ours node rqbit}
 PERF=${BENCH_PERF:-1}
 DATA=${BENCH_DATA:-/tmp/webtorrent-bench-${SIZE_MIB}MiB.bin}
-# Per-transfer bound: a minute plus 4 s per 100 MiB... generous: 60 s + SIZE/4 s.
+# Per-transfer bound (seconds): generous, 60 s + SIZE_MIB/4 s (>= 4 MiB/s).
 TIMEOUT=${BENCH_TIMEOUT:-$((60 + SIZE_MIB / 4))}
 READY_TIMEOUT=${BENCH_READY_TIMEOUT:-$((60 + SIZE_MIB / 10))}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -199,6 +199,24 @@ wait_until() {
     done
 }
 child_of() { pgrep -P "$1" | head -1; }
+# run_bg CMD...: runs CMD in the background (so that a signal to this script
+# is handled at once, not after CMD ends), records it for the cleanup and
+# waits for it; returns its exit status. Redirections apply to the call.
+run_bg() {
+    "$@" &
+    local p=$!
+    PIDS+=("$p")
+    local rc=0
+    wait "$p" || rc=$?
+    forget "$p"
+    return "$rc"
+}
+# forget PID: drop a reaped pid from PIDS (its number may be reused by others).
+forget() {
+    local keep=() q
+    for q in "${PIDS[@]}"; do [ "$q" = "$1" ] || keep+=("$q"); done
+    PIDS=("${keep[@]}")
+}
 # stop_wrapped TIME_PID: SIGTERM to the command under /usr/bin/time, then wait.
 stop_wrapped() {
     local tp=$1 c
@@ -211,6 +229,7 @@ stop_wrapped() {
         [ -n "$c" ] && kill -KILL "$c" 2>/dev/null || true
     fi
     wait "$tp" 2>/dev/null || true
+    forget "$tp"
 }
 # last line of a /usr/bin/time -o file: "elapsed user sys maxrss_kb"
 time_field() { # FILE N
@@ -331,7 +350,7 @@ run_one() {
     t0=$(now)
     set +e
     "leech_$impl" "$r" "$out"
-    /usr/bin/time -o "$W/leech-$impl-$r.time" -f "$TFMT" \
+    run_bg /usr/bin/time -o "$W/leech-$impl-$r.time" -f "$TFMT" \
         timeout -k 5 "$TIMEOUT" "${LEECH[@]}" >"$W/leech-$impl-$r.out" 2>"$W/leech-$impl-$r.err"
     rc=$?
     set -e
@@ -435,13 +454,14 @@ if [ "$PERF" != 0 ] && [[ " $IMPLS " == *" ours "* ]] && command -v perf >/dev/n
         PIDS+=("$PERF_SEED")
         sleep 0.5
         p0=$(now)
-        timeout -k 5 "$TIMEOUT" perf record -q -F 999 -o "$W/leech.perf" -- \
+        run_bg timeout -k 5 "$TIMEOUT" perf record -q -F 999 -o "$W/leech.perf" -- \
             "$WT" download "$TORRENT" -o "$out" --announce "$ANNOUNCE" --timeout "$TIMEOUT" \
             >/dev/null 2>"$W/leech-perf.err" || note "profiled leecher failed: $(tail -c 300 "$W/leech-perf.err")"
         echo "profiled leecher: $(fsub "$(now)" "$p0") s wall (perf adds some overhead)" >>"$PROFILE"
         echo >>"$PROFILE"
         kill -INT "$PERF_SEED" 2>/dev/null || true
         wait "$PERF_SEED" 2>/dev/null || true
+        forget "$PERF_SEED"
         stop_wrapped "$SEED_TP"
         for who in leech seed; do
             {
