@@ -205,7 +205,10 @@ impl Task {
                 while !self.jobs.is_empty() && tokio::time::Instant::now() < deadline {
                     match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                         Ok(Some(TaskMsg::Announced { job, url, result })) => {
-                            self.on_announced(job, url, result)
+                            // A reply to an announce that was in flight when we stopped
+                            // (e.g. `completed`) lets the announcer send its `stopped` now.
+                            self.on_announced(job, url, result);
+                            self.drive();
                         }
                         Ok(Some(_)) => {}
                         Ok(None) | Err(_) => break,

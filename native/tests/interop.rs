@@ -152,7 +152,11 @@ async fn webtorrent_seeder_to_our_library_single_and_multi_file() {
         file_sha(&out.join("album/sub/deeper/c.txt")),
         sha256_hex(&c)
     );
+    // Destroying right after completion still says `stopped` (the `completed` announce may
+    // be in flight): only the two webtorrent seeders remain on the tracker.
     client.destroy().await.unwrap();
+    let stats = tracker.stats();
+    assert_eq!(stats["peersAll"], 2, "{stats}");
 }
 
 #[test]
