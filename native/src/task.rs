@@ -54,9 +54,8 @@ pub(crate) enum TaskMsg {
     Writable {
         key: PeerKey,
     },
-    BlockRead {
-        key: PeerKey,
-        block: Block,
+    PieceLoaded {
+        piece: PieceIndex,
         data: Option<Bytes>,
     },
     PieceChecked {
@@ -111,6 +110,20 @@ pub(crate) struct Task {
     paused: bool,
     jobs: HashMap<JobId, String>,
     last_status: Instant,
+    /// Whole pieces read for uploading, most recent last; blocks are served as slices.
+    piece_cache: std::collections::VecDeque<(PieceIndex, Bytes)>,
+    /// Pieces being read, with the block requests waiting for them.
+    loading: HashMap<PieceIndex, Vec<(PeerKey, Block)>>,
+}
+
+/// Bytes of whole pieces kept for uploading.
+const PIECE_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The bytes of `block` within its piece's data, if they are there.
+fn slice_block(piece: &Bytes, block: Block) -> Option<Bytes> {
+    let start = block.begin as usize;
+    let end = start.checked_add(block.length as usize)?;
+    (end <= piece.len()).then(|| piece.slice(start..end))
 }
 
 fn tracker_failure(e: TrackerError) -> TrackerFailure {
@@ -175,6 +188,8 @@ impl Task {
             paused: false,
             jobs: HashMap::new(),
             last_status: Instant::now(),
+            piece_cache: std::collections::VecDeque::new(),
+            loading: HashMap::new(),
         };
         for url in task.announcer.unsupported_trackers() {
             debug!(%url, "tracker scheme not supported by the native client yet");
@@ -322,7 +337,7 @@ impl Task {
                 self.core.peer_closed(now, key);
             }
             TaskMsg::Writable { key } => self.flush_peer(key),
-            TaskMsg::BlockRead { key, block, data } => self.core.block_read(now, key, block, data),
+            TaskMsg::PieceLoaded { piece, data } => self.on_piece_loaded(piece, data),
             TaskMsg::PieceChecked {
                 piece,
                 outcome,
@@ -569,19 +584,53 @@ impl Task {
         }
     }
 
+    /// Serves a block: from a cached piece, or by reading the whole piece once on the blocking
+    /// pool (one read per piece instead of one per 16 KiB block).
     fn read_block(&mut self, key: PeerKey, block: Block) {
+        let now = self.now();
         let (Some(storage), Some(meta)) = (self.storage.clone(), self.core.metainfo()) else {
-            let now = self.now();
             self.core.block_read(now, key, block, None);
             return;
         };
-        let offset = meta.info.layout.piece_offset(block.piece) + u64::from(block.begin);
-        let len = block.length as usize;
+        if let Some((_, data)) = self.piece_cache.iter().find(|(p, _)| *p == block.piece) {
+            let data = slice_block(data, block);
+            self.core.block_read(now, key, block, data);
+            return;
+        }
+        if let Some(waiters) = self.loading.get_mut(&block.piece) {
+            waiters.push((key, block));
+            return;
+        }
+        self.loading.insert(block.piece, vec![(key, block)]);
+        let piece = block.piece;
+        let offset = meta.info.layout.piece_offset(piece);
+        let len = meta.info.layout.piece_len(piece) as usize;
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
             let data = storage.read(offset, len).ok();
-            let _ = tx.blocking_send(TaskMsg::BlockRead { key, block, data });
+            let _ = tx.blocking_send(TaskMsg::PieceLoaded { piece, data });
         });
+    }
+
+    fn on_piece_loaded(&mut self, piece: PieceIndex, data: Option<Bytes>) {
+        let now = self.now();
+        let waiters = self.loading.remove(&piece).unwrap_or_default();
+        for (key, block) in waiters {
+            let d = data.as_ref().and_then(|d| slice_block(d, block));
+            self.core.block_read(now, key, block, d);
+        }
+        if let Some(d) = data {
+            let mut cached: usize = self.piece_cache.iter().map(|(_, b)| b.len()).sum();
+            while cached + d.len() > PIECE_CACHE_BYTES {
+                match self.piece_cache.pop_front() {
+                    Some((_, old)) => cached -= old.len(),
+                    None => break,
+                }
+            }
+            if d.len() <= PIECE_CACHE_BYTES {
+                self.piece_cache.push_back((piece, d));
+            }
+        }
     }
 
     fn verify_piece(&mut self, piece: PieceIndex, data: Bytes, expected: [u8; 20]) {
