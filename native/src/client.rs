@@ -446,7 +446,8 @@ impl WebTorrent {
         if torrents.contains_key(&info_hash) {
             return Err(Error::Duplicate(info_hash.to_hex()));
         }
-        let (tx, rx) = mpsc::channel(1024);
+        // Bounded: connection readers wait when the task falls behind (64 × 64 KiB reads).
+        let (tx, rx) = mpsc::channel(64);
         let done_rx = init.done.subscribe();
         let inner = Arc::new(Inner {
             info_hash,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,10 +115,14 @@ pub(crate) struct Task {
     piece_cache: std::collections::VecDeque<(PieceIndex, Bytes)>,
     /// Pieces being read, with the block requests waiting for them.
     loading: HashMap<PieceIndex, Vec<(PeerKey, Block)>>,
+    verify_in_flight: Arc<AtomicUsize>,
 }
 
 /// Bytes of whole pieces kept for uploading.
 const PIECE_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Pieces hashed on the blocking pool at once; beyond that the task hashes inline.
+const MAX_VERIFY_IN_FLIGHT: usize = 4;
 
 /// The bytes of `block` within its piece's data, if they are there.
 fn slice_block(piece: &Bytes, block: Block) -> Option<Bytes> {
@@ -190,6 +195,7 @@ impl Task {
             last_status: Instant::now(),
             piece_cache: std::collections::VecDeque::new(),
             loading: HashMap::new(),
+            verify_in_flight: Arc::new(AtomicUsize::new(0)),
         };
         for url in task.announcer.unsupported_trackers() {
             debug!(%url, "tracker scheme not supported by the native client yet");
@@ -633,21 +639,46 @@ impl Task {
         }
     }
 
+    /// Hashes and stores a completed piece on the blocking pool. When several pieces are
+    /// already being checked, the work runs right here instead: the task then stops reading
+    /// its channel, the connection readers block on it, and peers are slowed down rather than
+    /// piling up pieces in memory.
     fn verify_piece(&mut self, piece: PieceIndex, data: Bytes, expected: [u8; 20]) {
         let (Some(storage), Some(meta)) = (self.storage.clone(), self.core.metainfo()) else {
             return;
         };
         let offset = meta.info.layout.piece_offset(piece);
-        let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let outcome = if sha1(&data) != expected {
+        let work = move |data: &Bytes| {
+            if sha1(data) != expected {
                 PieceOutcome::HashMismatch
-            } else if let Err(e) = storage.write(offset, &data) {
+            } else if let Err(e) = storage.write(offset, data) {
                 warn!("storing piece {piece} failed: {e}");
                 PieceOutcome::StoreFailed
             } else {
                 PieceOutcome::Stored
+            }
+        };
+        if self.verify_in_flight.load(Ordering::Acquire) >= MAX_VERIFY_IN_FLIGHT {
+            let multi = tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread;
+            let outcome = if multi {
+                tokio::task::block_in_place(|| work(&data))
+            } else {
+                work(&data)
             };
+            self.handle(TaskMsg::PieceChecked {
+                piece,
+                outcome,
+                data,
+            });
+            return;
+        }
+        let tx = self.tx.clone();
+        let in_flight = self.verify_in_flight.clone();
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        tokio::task::spawn_blocking(move || {
+            let outcome = work(&data);
+            in_flight.fetch_sub(1, Ordering::AcqRel);
             let _ = tx.blocking_send(TaskMsg::PieceChecked {
                 piece,
                 outcome,
