@@ -1063,8 +1063,13 @@ impl Torrent {
         let asm = c.assembling.entry(block.piece).or_insert_with(|| {
             let buf = match spare.pop() {
                 Some(mut b) => {
-                    b.clear();
-                    b.resize(piece_len, 0);
+                    // No need to zero it: the piece's blocks tile it completely and the
+                    // piece is only verified once every block has been copied in.
+                    if b.len() >= piece_len {
+                        b.truncate(piece_len);
+                    } else {
+                        b.resize(piece_len, 0);
+                    }
                     b
                 }
                 None => BytesMut::zeroed(piece_len),
