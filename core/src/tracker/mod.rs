@@ -175,3 +175,20 @@ mod tests {
         assert_eq!(saturate_u32(i64::MAX), u32::MAX);
     }
 }
+
+/// Property-test strategies shared by the tracker codecs' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Event;
+    use proptest::prelude::*;
+
+    /// Any announce event, or none.
+    pub(crate) fn arb_event() -> impl Strategy<Value = Option<Event>> {
+        proptest::option::of(prop_oneof![
+            Just(Event::Started),
+            Just(Event::Completed),
+            Just(Event::Stopped),
+            Just(Event::Paused)
+        ])
+    }
+}

@@ -667,6 +667,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracker::test_support::arb_event;
     use proptest::prelude::*;
     use std::net::{Ipv6Addr, SocketAddrV4};
 
@@ -884,15 +885,6 @@ mod tests {
             Response::decode(&[0, 0, 0], AddressFamily::V4),
             Err(UdpError::TooShort { needed: 8, got: 3 })
         );
-    }
-
-    fn arb_event() -> impl Strategy<Value = Option<Event>> {
-        proptest::option::of(prop_oneof![
-            Just(Event::Started),
-            Just(Event::Completed),
-            Just(Event::Stopped),
-            Just(Event::Paused)
-        ])
     }
 
     fn arb_request() -> impl Strategy<Value = Request> {

@@ -662,6 +662,7 @@ fn scrape_reply(obj: &Map<String, Value>) -> Result<ScrapeReply, WsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracker::test_support::arb_event;
     use proptest::prelude::*;
 
     /// A binary id with bytes across the whole range, including control and ≥ 0x80 bytes.
@@ -1102,15 +1103,6 @@ mod tests {
             ".{0,40}",
         )
             .prop_map(|(kind, sdp)| SessionDescription { kind, sdp })
-    }
-
-    fn arb_event() -> impl Strategy<Value = Option<Event>> {
-        proptest::option::of(prop_oneof![
-            Just(Event::Started),
-            Just(Event::Completed),
-            Just(Event::Stopped),
-            Just(Event::Paused)
-        ])
     }
 
     fn arb_files() -> impl Strategy<Value = BTreeMap<InfoHash, ScrapeFile>> {
