@@ -1,0 +1,107 @@
+//! HTTP(S) tracker announces with `fetch`, so HTTP trackers (such as a `bittorrent-tracker`
+//! server's stats page) count browser peers. Browsers cannot take TCP connections, so the
+//! peers an HTTP tracker returns are of no use here and none are asked for.
+
+use js_sys::Uint8Array;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{RequestInit, RequestMode, Response};
+use webtorrent_core::announce::{AnnounceEvent, AnnounceJob, TrackerFailure, TrackerReply};
+use webtorrent_core::tracker::http::{AnnounceRequest, AnnounceResponse};
+use webtorrent_core::tracker::Event;
+use webtorrent_core::{InfoHash, PeerId};
+
+use crate::util::{global, js_error_message};
+
+/// The port announced to HTTP trackers. A browser listens on no port; trackers refuse port 0,
+/// so the discard port stands in for "not reachable over TCP".
+pub(crate) const BROWSER_ANNOUNCE_PORT: u16 = 9;
+
+/// Largest tracker reply read.
+const MAX_REPLY: u32 = 1 << 20;
+
+/// What an HTTP announce came to.
+pub(crate) enum HttpOutcome {
+    /// The tracker's reply, read and parsed.
+    Reply(TrackerReply),
+    /// The request reached the tracker but the browser may not read the reply (no CORS
+    /// headers): the announce counts, the figures are unknown.
+    Opaque,
+}
+
+async fn fetch(url: &str, mode: RequestMode) -> Result<Response, String> {
+    let init = RequestInit::new();
+    init.set_method("GET");
+    init.set_mode(mode);
+    let promise = if let Some(w) = web_sys::window() {
+        w.fetch_with_str_and_init(url, &init)
+    } else {
+        global()
+            .unchecked_into::<web_sys::WorkerGlobalScope>()
+            .fetch_with_str_and_init(url, &init)
+    };
+    let resp = JsFuture::from(promise)
+        .await
+        .map_err(|e| js_error_message(&e))?;
+    resp.dyn_into::<Response>().map_err(|_| "not a Response".to_string())
+}
+
+/// Sends one announce.
+pub(crate) async fn announce(
+    job: &AnnounceJob,
+    info_hash: InfoHash,
+    peer_id: PeerId,
+) -> Result<HttpOutcome, TrackerFailure> {
+    let mut req = AnnounceRequest::new(info_hash, peer_id, BROWSER_ANNOUNCE_PORT);
+    req.uploaded = job.uploaded;
+    req.downloaded = job.downloaded;
+    req.left = job.left;
+    req.event = match job.event {
+        AnnounceEvent::None => None,
+        AnnounceEvent::Started => Some(Event::Started),
+        AnnounceEvent::Completed => Some(Event::Completed),
+        AnnounceEvent::Stopped => Some(Event::Stopped),
+    };
+    req.numwant = Some(0);
+    req.key = Some(format!("{:08x}", job.key).into_bytes());
+    req.trackerid = job.tracker_id.clone();
+    let url = req.to_url(&job.url);
+    match fetch(&url, RequestMode::Cors).await {
+        Ok(resp) => {
+            if !resp.ok() {
+                return Err(TrackerFailure::Network(format!("HTTP {}", resp.status())));
+            }
+            let buf = JsFuture::from(resp.array_buffer().map_err(|e| TrackerFailure::Network(js_error_message(&e)))?)
+                .await
+                .map_err(|e| TrackerFailure::Network(js_error_message(&e)))?;
+            let arr = Uint8Array::new(&buf);
+            if arr.length() > MAX_REPLY {
+                return Err(TrackerFailure::Network("tracker reply too large".into()));
+            }
+            let body = arr.to_vec();
+            match AnnounceResponse::decode(&body) {
+                Ok(r) => Ok(HttpOutcome::Reply(TrackerReply {
+                    interval: r.interval.map(|s| std::time::Duration::from_secs(s.into())),
+                    min_interval: r.min_interval.map(|s| std::time::Duration::from_secs(s.into())),
+                    complete: r.complete,
+                    incomplete: r.incomplete,
+                    peers_count: 0,
+                    tracker_id: r.tracker_id,
+                    warning: r.warning_message,
+                })),
+                Err(webtorrent_core::tracker::http::HttpError::Failure(m)) => {
+                    Err(TrackerFailure::Failure(m))
+                }
+                Err(e) => Err(TrackerFailure::Network(e.to_string())),
+            }
+        }
+        Err(first) => {
+            // A CORS-blocked reply and an unreachable tracker look the same to a page. An
+            // opaque request tells them apart: it resolves if the tracker answered at all.
+            match fetch(&url, RequestMode::NoCors).await {
+                Ok(_) => Ok(HttpOutcome::Opaque),
+                Err(_) => Err(TrackerFailure::Network(first)),
+            }
+        }
+    }
+}
