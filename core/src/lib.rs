@@ -18,6 +18,7 @@ pub mod picker;
 pub mod piece;
 pub mod rng;
 pub mod session;
+pub mod signal;
 pub mod time;
 pub mod torrent;
 pub mod tracker;

@@ -1,0 +1,302 @@
+#!/usr/bin/env node
+// Figures for the browser client, in Debian's Chromium (not a test; prints a Markdown table):
+//
+//  (a) hashing a dropped file (1 GiB by default) in a page: time from setInputFiles to the
+//      magnet link, MB/s, and the tab's memory while seeding it (JS heap via CDP
+//      Performance.getMetrics, performance.measureUserAgentSpecificMemory() where the page is
+//      cross-origin isolated, and the renderer process's RSS: before, peak, 5 s after);
+//  (b) a page-to-page transfer (100 MiB by default): our page → our page, and the webtorrent
+//      browser bundle page → bundle page, in the same run.
+//
+// Our page's /pkg/ is www/pkg/ (or $WWW_PKG_DIR: tests/browser/shim for the development shim).
+// Run inside the loopback-only namespace:
+//
+//   tests/netns.sh node tests/browser/bench.mjs [--hash-mib 1024] [--transfer-mib 100]
+//       [--no-bundle] [--no-hash] [--no-transfer] [--out tests/browser/artifacts/bench.md]
+//
+// Source files are random bytes in /tmp (kept for the next run: webtorrent-browser-bench-<N>MiB.bin);
+// --keep-files=false removes them at the end.
+
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import {
+  requireLoopbackOnly, startTracker, startServer, launchChromium, checkPkg, writeRandomFile,
+  sha256File, ourPageUrl, seedOnOurPage, waitDoneOnOurPage, checkSameFiles, wtSeed, wtDownload,
+  rendererRss, withTimeout, ARTIFACTS, ROOT, SHIM_DIR
+} from './lib.mjs'
+
+requireLoopbackOnly()
+
+const { values: opt } = parseArgs({
+  options: {
+    'hash-mib': { type: 'string', default: '1024' },
+    'transfer-mib': { type: 'string', default: '100' },
+    'no-bundle': { type: 'boolean', default: false },
+    'no-hash': { type: 'boolean', default: false },
+    'no-transfer': { type: 'boolean', default: false },
+    'keep-files': { type: 'string', default: 'true' },
+    out: { type: 'string', default: path.join(ARTIFACTS, 'bench.md') },
+    help: { type: 'boolean', short: 'h' }
+  }
+})
+if (opt.help) {
+  process.stdout.write(fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 20).map(l => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
+  process.exit(0)
+}
+
+const MIB = 1 << 20
+const HASH_MIB = Number(opt['hash-mib'])
+const TRANSFER_MIB = Number(opt['transfer-mib'])
+const HASH_TIMEOUT = 30 * 60_000
+const TRANSFER_TIMEOUT = 20 * 60_000
+const log = m => process.stderr.write(`[bench] ${m}\n`)
+
+const mb = n => (n / 1e6).toFixed(1)
+const mib = n => `${(n / MIB).toFixed(0)} MiB`
+const secs = ms => `${(ms / 1000).toFixed(2)} s`
+const rate = (bytes, ms) => `${(bytes / 1e6 / (ms / 1000)).toFixed(1)} MB/s`
+
+function benchFile (sizeMiB) {
+  const file = path.join(os.tmpdir(), `webtorrent-browser-bench-${sizeMiB}MiB.bin`)
+  try {
+    if (fs.statSync(file).size === sizeMiB * MIB) return file
+  } catch {}
+  log(`writing ${sizeMiB} MiB of random bytes to ${file}`)
+  writeRandomFile(file, sizeMiB * MIB)
+  return file
+}
+
+async function sampleMemory (page, cdp) {
+  // The page's renderer: the largest one (a spare renderer may exist beside it).
+  const top = rendererRss(process.pid).reduce((m, r) => (!m || r.rss > m.rss ? r : m), null)
+  let heap = null
+  try {
+    const { metrics } = await withTimeout(cdp.send('Performance.getMetrics'), 5000, 'Performance.getMetrics')
+    heap = metrics.find(m => m.name === 'JSHeapUsedSize')?.value ?? null
+  } catch {}
+  return { rss: top?.rss ?? null, anon: top?.anon ?? null, shmem: top?.shmem ?? null, heap }
+}
+
+/** The wasm client's linear memory in bytes (our page with the real package only), or null. */
+function wasmMemory (page) {
+  return withTimeout(page.evaluate(async () => {
+    try {
+      // The module app.js imported: init() returns its exports (memory included) once initialised.
+      const exports = await (await import('/pkg/webtorrent_wasm.js')).default()
+      return exports && exports.memory ? exports.memory.buffer.byteLength : null
+    } catch {
+      return null
+    }
+  }), 10_000, 'wasm memory').catch(() => null)
+}
+
+async function uaMemory (page) {
+  try {
+    return await withTimeout(page.evaluate(async () => {
+      if (!self.crossOriginIsolated || !performance.measureUserAgentSpecificMemory) {
+        return { error: `not available (crossOriginIsolated=${self.crossOriginIsolated})` }
+      }
+      const r = await performance.measureUserAgentSpecificMemory()
+      return { bytes: r.bytes }
+    }), 60_000, 'measureUserAgentSpecificMemory')
+  } catch (e) {
+    return { error: e.message }
+  }
+}
+
+/** (a) one page hashes and seeds `file`; memory sampled throughout. */
+async function hashBench ({ label, server, tracker, file, kind }) {
+  const browser = await launchChromium({ extraArgs: ['--enable-blink-features=ForceEagerMeasureMemory'] })
+  try {
+    const context = await browser.newContext({ permissions: ['camera', 'microphone'] })
+    const page = await context.newPage()
+    page.on('pageerror', e => log(`${label}: pageerror ${e.message}`))
+    const url = kind === 'ours' ? ourPageUrl(server, [tracker.ready.ws]) : `${server.url}wt.html`
+    await page.goto(url)
+    await page.waitForFunction(() => document.documentElement.dataset.ready === 'true', null, { timeout: 30_000 })
+    const cdp = await context.newCDPSession(page)
+    await cdp.send('Performance.enable')
+    await new Promise(resolve => setTimeout(resolve, 2000))
+    const before = await sampleMemory(page, cdp)
+    const uaBefore = await uaMemory(page)
+    const wasmBefore = kind === 'ours' ? await wasmMemory(page) : null
+    const peak = { ...before }
+    let sampling = true
+    const sampler = (async () => {
+      while (sampling) {
+        const s = await sampleMemory(page, cdp)
+        for (const k of ['rss', 'anon', 'shmem']) if (s[k] != null) peak[k] = Math.max(peak[k] ?? 0, s[k])
+        if (s.heap != null) peak.heap = Math.max(peak.heap ?? 0, s.heap)
+        await new Promise(resolve => setTimeout(resolve, 250))
+      }
+    })()
+    log(`${label}: hashing ${mib(fs.statSync(file).size)}`)
+    const t0 = Date.now()
+    let ms
+    if (kind === 'ours') {
+      const r = await seedOnOurPage(page, [file], HASH_TIMEOUT)
+      ms = Date.now() - t0
+      log(`${label}: magnet after ${secs(ms)}: ${r.magnet.slice(0, 70)}…`)
+    } else {
+      const r = await withTimeout(wtSeed(page, [file], { announce: [tracker.ready.ws] }), HASH_TIMEOUT, 'bundle seeding')
+      ms = Date.now() - t0
+      log(`${label}: magnet after ${secs(ms)}: ${r.magnetURI.slice(0, 70)}…`)
+    }
+    await new Promise(resolve => setTimeout(resolve, 5000))
+    sampling = false
+    await sampler
+    const after = await sampleMemory(page, cdp)
+    const uaAfter = await uaMemory(page)
+    const wasmAfter = kind === 'ours' ? await wasmMemory(page) : null
+    return { ms, size: fs.statSync(file).size, before, peak, after, uaBefore, uaAfter, wasmBefore, wasmAfter }
+  } finally {
+    await browser.close().catch(() => {})
+  }
+}
+
+/** (b) page A seeds `file`, page B downloads it; time from add to done in B. */
+async function transferBench ({ label, server, tracker, file, sha256, kind }) {
+  const browser = await launchChromium()
+  try {
+    const ctxA = await browser.newContext({ permissions: ['camera', 'microphone'] })
+    const ctxB = await browser.newContext({ permissions: ['camera', 'microphone'] })
+    const a = await ctxA.newPage()
+    const b = await ctxB.newPage()
+    for (const [p, n] of [[a, 'A'], [b, 'B']]) p.on('pageerror', e => log(`${label} ${n}: pageerror ${e.message}`))
+    const size = fs.statSync(file).size
+    const ws = tracker.ready.ws
+    const url = kind === 'ours' ? ourPageUrl(server, [ws]) : `${server.url}wt.html`
+    for (const p of [a, b]) {
+      await p.goto(url)
+      await p.waitForFunction(() => document.documentElement.dataset.ready === 'true', null, { timeout: 30_000 })
+    }
+    log(`${label}: A seeds ${mib(size)}`)
+    const tSeed = Date.now()
+    const magnet = kind === 'ours'
+      ? (await seedOnOurPage(a, [file], HASH_TIMEOUT)).magnet
+      : (await withTimeout(wtSeed(a, [file], { announce: [ws] }), HASH_TIMEOUT, 'bundle seeding')).magnetURI
+    const seedMs = Date.now() - tSeed
+    log(`${label}: B downloads`)
+    let ms
+    if (kind === 'ours') {
+      const t0 = Date.now()
+      await b.evaluate(m => { location.hash = m }, magnet)
+      await b.waitForFunction(() => {
+        const c = document.querySelector('article.torrent')
+        if (c?.dataset.state === 'error') throw new Error(c.querySelector('[data-testid=state]').textContent)
+        const d = c?.querySelector('[data-testid=done]')
+        return d && !d.hidden
+      }, null, { timeout: TRANSFER_TIMEOUT, polling: 50 })
+      ms = Date.now() - t0
+      const saved = await waitDoneOnOurPage(b, 10_000)
+      checkSameFiles(saved, [{ name: path.basename(file), size, sha256 }])
+    } else {
+      const got = await withTimeout(wtDownload(b, magnet, { announce: [ws] }), TRANSFER_TIMEOUT, 'bundle download')
+      ms = got.ms
+      checkSameFiles(got.files.map(f => ({ download: f.name, size: f.length, sha256: f.sha256 })),
+        [{ name: path.basename(file), size, sha256 }])
+    }
+    log(`${label}: ${secs(ms)} (${rate(size, ms)})`)
+    return { ms, size, seedMs }
+  } finally {
+    await browser.close().catch(() => {})
+  }
+}
+
+function memCell (r, key, unit = 'MB') {
+  const f = v => (v == null ? '?' : mb(v))
+  const b = r.before[key]
+  const p = r.peak[key]
+  const a = r.after[key]
+  if (b == null && p == null) return 'n/a'
+  return `${f(b)} → ${f(p)} → ${f(a)} ${unit} (+${f(a - b)} settled, +${f(p - b)} peak)`
+}
+
+function uaCell (r) {
+  if (r.uaAfter.error) return r.uaAfter.error
+  return `${mb(r.uaBefore.bytes)} → ${mb(r.uaAfter.bytes)} MB`
+}
+
+const tracker = await startTracker(['--no-udp', '--quiet'])
+const ours = await startServer({ crossOriginIsolated: true })
+const pkgLabel = ours.pkgDir === SHIM_DIR ? 'shim (webtorrent bundle)' : path.relative(ROOT, ours.pkgDir)
+const results = { hash: {}, transfer: {} }
+const impls = [{ kind: 'ours', label: `our page (/pkg/: ${pkgLabel})` }]
+if (!opt['no-bundle']) impls.push({ kind: 'bundle', label: 'webtorrent bundle page' })
+let failed = false
+
+try {
+  await checkPkg(ours)
+  if (!opt['no-hash']) {
+    const file = benchFile(HASH_MIB)
+    for (const impl of impls) {
+      try {
+        results.hash[impl.kind] = await hashBench({ ...impl, server: ours, tracker, file })
+      } catch (e) {
+        failed = true
+        log(`${impl.label}: hashing failed: ${e.message}`)
+        results.hash[impl.kind] = { error: e.message.split('\n')[0] }
+      }
+    }
+  }
+  if (!opt['no-transfer']) {
+    const file = benchFile(TRANSFER_MIB)
+    const sha256 = await sha256File(file)
+    // The transfers need no cross-origin isolation; a plain server like the tests'.
+    const plain = await startServer({ pkgDir: ours.pkgDir })
+    try {
+      for (const impl of impls) {
+        try {
+          results.transfer[impl.kind] = await transferBench({ ...impl, server: plain, tracker, file, sha256 })
+        } catch (e) {
+          failed = true
+          log(`${impl.label}: transfer failed: ${e.message}`)
+          results.transfer[impl.kind] = { error: e.message.split('\n')[0] }
+        }
+      }
+    } finally {
+      await plain.close()
+    }
+  }
+} finally {
+  await ours.close()
+  await tracker.stop()
+  if (opt['keep-files'] === 'false') {
+    for (const n of [HASH_MIB, TRANSFER_MIB]) fs.rmSync(path.join(os.tmpdir(), `webtorrent-browser-bench-${n}MiB.bin`), { force: true })
+  }
+}
+
+const cell = (r, fn) => (!r ? '–' : r.error ? `failed: ${r.error}` : fn(r))
+const rows = []
+rows.push(`| figure | ${impls.map(i => i.label).join(' | ')} |`)
+rows.push(`| --- | ${impls.map(() => '---').join(' | ')} |`)
+if (!opt['no-hash']) {
+  const h = impls.map(i => results.hash[i.kind])
+  rows.push(`| hash ${HASH_MIB} MiB dropped file: setInputFiles → magnet | ${h.map(r => cell(r, r => `${secs(r.ms)} (${rate(r.size, r.ms)})`)).join(' | ')} |`)
+  rows.push(`| renderer RSS: before → peak → 5 s after | ${h.map(r => cell(r, r => memCell(r, 'rss'))).join(' | ')} |`)
+  rows.push(`| … of which anonymous (RssAnon) | ${h.map(r => cell(r, r => memCell(r, 'anon'))).join(' | ')} |`)
+  rows.push(`| … of which shared memory (RssShmem) | ${h.map(r => cell(r, r => memCell(r, 'shmem'))).join(' | ')} |`)
+  rows.push(`| JS heap used (CDP): before → peak → 5 s after | ${h.map(r => cell(r, r => memCell(r, 'heap'))).join(' | ')} |`)
+  rows.push(`| measureUserAgentSpecificMemory: before → after | ${h.map(r => cell(r, uaCell)).join(' | ')} |`)
+  rows.push(`| wasm linear memory: before → after | ${h.map(r => cell(r, r => (r.wasmAfter == null ? 'n/a' : `${mb(r.wasmBefore)} → ${mb(r.wasmAfter)} MB`))).join(' | ')} |`)
+}
+if (!opt['no-transfer']) {
+  const t = impls.map(i => results.transfer[i.kind])
+  rows.push(`| ${TRANSFER_MIB} MiB page → page: add → done | ${t.map(r => cell(r, r => `${secs(r.ms)} (${rate(r.size, r.ms)})`)).join(' | ')} |`)
+  rows.push(`| ${TRANSFER_MIB} MiB: seeding page's hashing | ${t.map(r => cell(r, r => `${secs(r.seedMs)} (${rate(r.size, r.seedMs)})`)).join(' | ')} |`)
+}
+const cpu = os.cpus()
+const md = [
+  `Browser bench, ${new Date().toISOString()}: Chromium (${process.env.CHROMIUM || '/usr/bin/chromium'}), ` +
+    `${cpu.length} × ${cpu[0]?.model?.trim() || 'cpu'}, loopback, local bittorrent-tracker (WebSocket).`,
+  '',
+  ...rows,
+  ''
+].join('\n')
+process.stdout.write(md)
+fs.mkdirSync(path.dirname(opt.out), { recursive: true })
+fs.writeFileSync(opt.out, md)
+log(`written to ${path.relative(process.cwd(), opt.out)}`)
+process.exit(failed ? 1 : 0)

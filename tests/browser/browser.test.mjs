@@ -1,0 +1,202 @@
+// The page (www/) and the browser client in Debian's Chromium, driven by playwright-core,
+// against a local bittorrent-tracker and the real webtorrent browser bundle. Only inside a
+// loopback-only network namespace:
+//
+//   tests/netns.sh node --test tests/browser/browser.test.mjs
+//
+// /pkg/ is www/pkg/ (the wasm-bindgen build) unless WWW_PKG_DIR says otherwise; for the
+// development shim on top of the webtorrent bundle: WWW_PKG_DIR=tests/browser/shim.
+// Screenshots go to tests/browser/artifacts/. BROWSER_TEST_MIB sets the single-file size.
+
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import path from 'node:path'
+import {
+  requireLoopbackOnly, startTracker, startServer, launchChromium, checkPkg, fetchWithTimeout,
+  Scenario, makeFileSet, ourPageUrl, seedOnOurPage, waitDoneOnOurPage, checkSameFiles, card,
+  stateLine, wtSeed, wtDownload, ARTIFACTS, ROOT
+} from './lib.mjs'
+
+requireLoopbackOnly()
+
+const MIB = 1 << 20
+const SINGLE_MIB = Number(process.env.BROWSER_TEST_MIB || 8)
+const TEST_TIMEOUT = 180_000
+
+let tracker, server, browser, wsTracker
+const cleanups = []
+
+before(async () => {
+  tracker = await startTracker(['--no-udp'])
+  wsTracker = tracker.ready.ws
+  server = await startServer()
+  process.stderr.write(`[browser] tracker ${wsTracker}, page ${server.url} (/pkg/ from ${path.relative(ROOT, server.pkgDir) || '.'})\n`)
+  await checkPkg(server)
+  browser = await launchChromium()
+  fs.mkdirSync(ARTIFACTS, { recursive: true })
+}, { timeout: 90_000 })
+
+after(async () => {
+  for (const c of cleanups) { try { await c() } catch {} }
+  if (browser) await browser.close().catch(() => {})
+  if (server) await server.close()
+  if (tracker) await tracker.stop()
+})
+
+function fileSet (spec) {
+  const set = makeFileSet(spec)
+  cleanups.push(set.cleanup)
+  return set
+}
+
+async function screenshot (page, name) {
+  try {
+    await page.screenshot({ path: path.join(ARTIFACTS, name), fullPage: true, timeout: 10_000 })
+  } catch (e) {
+    process.stderr.write(`[browser] screenshot ${name} failed: ${e.message}\n`)
+  }
+}
+
+test('the page: tracker defaults, ?announce= override, remembered field, phone width', { timeout: 60_000 }, async () => {
+  const s = new Scenario(browser, 'page basics')
+  await s.run(async () => {
+    const page = await s.openPage('plain', server.url)
+    await s.step('default tracker is the page origin\'s WebSocket tracker', async () => {
+      assert.equal(await page.locator('#trackers').inputValue(), `ws://127.0.0.1:${server.port}`)
+    })
+    await s.step('the field is remembered across reloads', async () => {
+      await page.locator('#settings summary').click({ timeout: 5000 })
+      await page.locator('#trackers').fill('ws://127.0.0.1:1\nwss://tracker.example/')
+      await page.locator('#trackers').dispatchEvent('change')
+      await page.reload()
+      await page.waitForFunction(() => document.documentElement.dataset.ready)
+      assert.equal(await page.locator('#trackers').inputValue(), 'ws://127.0.0.1:1\nwss://tracker.example/')
+    })
+    await s.step('?announce= (repeated) overrides the remembered field', async () => {
+      await page.goto(ourPageUrl(server, ['ws://127.0.0.1:2', 'http://127.0.0.1:3/announce']))
+      await page.waitForFunction(() => document.documentElement.dataset.ready)
+      assert.equal(await page.locator('#trackers').inputValue(), 'ws://127.0.0.1:2\nhttp://127.0.0.1:3/announce')
+      assert.equal(await page.locator('#trackers').getAttribute('readonly'), '')
+    })
+    await s.step('phone width: no horizontal scrolling', async () => {
+      await page.setViewportSize({ width: 360, height: 740 })
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
+      assert.ok(overflow <= 0, `the page is ${overflow}px wider than a 360px screen`)
+    })
+  })
+})
+
+test(`our page → our page: one file (${SINGLE_MIB} MiB) by share link`, { timeout: TEST_TIMEOUT }, async () => {
+  const set = fileSet([{ name: 'random.bin', size: SINGLE_MIB * MIB }])
+  const s = new Scenario(browser, 'page to page, one file')
+  await s.run(async () => {
+    const a = await s.openPage('A', ourPageUrl(server, [wsTracker]))
+    const seeded = await s.step('A seeds with the file input', () => seedOnOurPage(a, set.files.map(f => f.path)), 60_000)
+    await s.step('A shows the share link, magnet, state and peers', async () => {
+      assert.match(seeded.magnet, new RegExp(`^magnet:\\?xt=urn:btih:${seeded.infoHash}`, 'i'))
+      assert.equal(seeded.share, `${ourPageUrl(server, [wsTracker])}#${seeded.magnet}`)
+      assert.match(await stateLine(a), /\S/)
+      assert.equal(await card(a).locator('[data-testid=peers]').textContent(), '0')
+    })
+    const b = await s.openPage('B', seeded.share)
+    await s.step('B connects and downloads (screenshots mid-transfer)', async () => {
+      await b.waitForFunction(() => Number(document.querySelector('article.torrent [data-testid=peers]')?.textContent) > 0,
+        null, { timeout: 60_000, polling: 50 })
+      // Best effort: a screenshot once some bytes arrived (a fast transfer may be over by then).
+      await b.waitForFunction(() => {
+        const c = document.querySelector('article.torrent')
+        return Number(c?.querySelector('[data-testid=progress]')?.getAttribute('aria-valuenow')) >= 5 || ['done', 'error'].includes(c?.dataset.state)
+      }, null, { timeout: 30_000, polling: 50 }).catch(() => {})
+      await screenshot(b, 'download-in-progress.png')
+      await a.waitForFunction(() => Number(document.querySelector('article.torrent [data-testid=peers]')?.textContent) > 0,
+        null, { timeout: 30_000, polling: 100 })
+      await screenshot(a, 'seeding-with-peer.png')
+    }, 90_000)
+    const saved = await s.step('B shows [data-testid=done] with a[download] links', () => waitDoneOnOurPage(b, 120_000), 125_000)
+    await s.step('the saved file has the source\'s SHA-256', () => checkSameFiles(saved, set.files))
+    await screenshot(b, 'download-done.png')
+    await s.step('phone width screenshot of the finished download', async () => {
+      await b.setViewportSize({ width: 390, height: 844 })
+      await screenshot(b, 'download-done-phone.png')
+      const overflow = await b.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
+      assert.ok(overflow <= 0, `the page is ${overflow}px wider than a 390px screen`)
+    })
+  })
+})
+
+test('our page → our page: three files in one torrent', { timeout: TEST_TIMEOUT }, async () => {
+  const set = fileSet([
+    { name: 'alpha.bin', size: 3 * MIB + 12345 },
+    { name: 'beta.dat', size: 200 * 1024 + 7 },
+    { name: 'gamma.txt', size: 17 }
+  ])
+  const s = new Scenario(browser, 'page to page, three files')
+  await s.run(async () => {
+    const a = await s.openPage('A', ourPageUrl(server, [wsTracker]))
+    const seeded = await s.step('A seeds three files with the file input', () => seedOnOurPage(a, set.files.map(f => f.path)), 60_000)
+    const b = await s.openPage('B', seeded.share)
+    const saved = await s.step('B downloads every file', () => waitDoneOnOurPage(b, 120_000), 125_000)
+    await s.step('each saved file has its source\'s SHA-256', () => checkSameFiles(saved, set.files))
+    await screenshot(b, 'download-done-multi.png')
+  })
+})
+
+test('our page seeds → the webtorrent browser bundle downloads (magnet)', { timeout: TEST_TIMEOUT }, async () => {
+  const set = fileSet([{ name: 'to-webtorrent.bin', size: 3 * MIB + 1 }])
+  const s = new Scenario(browser, 'page to webtorrent bundle')
+  await s.run(async () => {
+    const a = await s.openPage('ours', ourPageUrl(server, [wsTracker]))
+    const seeded = await s.step('our page seeds', () => seedOnOurPage(a, set.files.map(f => f.path)), 60_000)
+    const w = await s.openPage('webtorrent', `${server.url}wt.html`)
+    const got = await s.step('the webtorrent bundle downloads the magnet link', () => wtDownload(w, seeded.magnet, { announce: [wsTracker] }), 120_000)
+    await s.step('the webtorrent bundle got the same bytes', () => {
+      assert.equal(got.infoHash, seeded.infoHash)
+      checkSameFiles(got.files.map(f => ({ download: f.name, size: f.length, sha256: f.sha256 })), set.files)
+    })
+  })
+})
+
+test('the webtorrent browser bundle seeds → our page downloads (magnet share link, ut_metadata)', { timeout: TEST_TIMEOUT }, async () => {
+  const set = fileSet([
+    { name: 'from-webtorrent.bin', size: 2 * MIB + 3 },
+    { name: 'notes.txt', size: 999 }
+  ])
+  const s = new Scenario(browser, 'webtorrent bundle to page')
+  await s.run(async () => {
+    const w = await s.openPage('webtorrent', `${server.url}wt.html`)
+    const seeded = await s.step('the webtorrent bundle seeds two files', () =>
+      wtSeed(w, set.files.map(f => f.path), { announce: [wsTracker], name: 'from-webtorrent' }), 60_000)
+    // Only the info hash and the tracker: the page must fetch the metadata from the peer.
+    const magnet = `magnet:?xt=urn:btih:${seeded.infoHash}&tr=${encodeURIComponent(wsTracker)}`
+    const b = await s.openPage('ours', ourPageUrl(server, [wsTracker], magnet))
+    const saved = await s.step('our page downloads', () => waitDoneOnOurPage(b, 120_000), 125_000)
+    await s.step('same bytes as the webtorrent seed', async () => {
+      checkSameFiles(saved, set.files)
+      assert.match(await card(b).locator('.t-name').textContent(), /from-webtorrent/)
+    })
+  })
+})
+
+test('HTTP announce: a seeding page is counted as a seeder on the tracker\'s /stats.json', { timeout: 90_000 }, async () => {
+  // A second tracker that only speaks HTTP: whatever its stats count came from an HTTP announce.
+  const httpTracker = await startTracker(['--no-udp', '--no-ws'])
+  cleanups.push(() => httpTracker.stop())
+  const set = fileSet([{ name: 'announced.bin', size: 256 * 1024 }])
+  const s = new Scenario(browser, 'http announce')
+  await s.run(async () => {
+    const a = await s.openPage('A', ourPageUrl(server, [wsTracker, httpTracker.announceUrl]))
+    const seeded = await s.step('our page seeds', () => seedOnOurPage(a, set.files.map(f => f.path)), 60_000)
+    const ev = await s.step('the HTTP tracker receives a start announce with left=0', () => httpTracker.waitFor(e =>
+      e.event === 'announce' && e.protocol === 'http' && e.infoHash === seeded.infoHash && e.type === 'start', 20_000), 21_000)
+    assert.equal(Number(ev.left), 0, `announce ${JSON.stringify(ev)}`)
+    const stats = await s.step('/stats.json counts a seeder', async () => {
+      for (;;) {
+        const st = await (await fetchWithTimeout(httpTracker.ready.stats)).json()
+        if (st.torrents >= 1 && st.peersSeederOnly >= 1) return st
+        await new Promise(resolve => setTimeout(resolve, 250))
+      }
+    }, 20_000)
+    assert.equal(stats.peersLeecherOnly, 0, JSON.stringify(stats))
+  })
+})

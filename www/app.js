@@ -1,0 +1,657 @@
+// The WebTorrent page: drop files to seed them and get a share link; open a share link
+// (this page with a magnet link after `#`) to download. No framework, no build step.
+//
+// Hooks for automated tests (stable): the `<input type=file>` (#file-input), and per torrent
+// (`article.torrent[data-infohash]`): [data-testid=state] (the state line, warnings included),
+// [data-testid=progress] (aria-valuenow 0..100), [data-testid=peers], [data-testid=share] and
+// [data-testid=magnet] (read-only inputs: read their value), [data-testid=done] (shown when a
+// download is complete; one `a[download]` per file).
+
+// The client library (wasm-bindgen output in pkg/) is imported in start(), so the page still
+// explains itself when it is missing or fails to load.
+const PKG_URL = './pkg/webtorrent_wasm.js'
+
+const STORAGE_KEY = 'webtorrent-rs.trackers'
+const REFRESH_MS = 500
+const WARNING_TTL_MS = 60_000
+
+const $ = (sel, root = document) => root.querySelector(sel)
+
+// ---------------------------------------------------------------- formatting
+
+function fmtBytes (n) {
+  if (!Number.isFinite(n) || n < 0) return '–'
+  if (n < 1000) return `${Math.round(n)} B`
+  const units = ['kB', 'MB', 'GB', 'TB']
+  let i = -1
+  do { n /= 1000; i++ } while (n >= 1000 && i < units.length - 1)
+  return `${n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2)} ${units[i]}`
+}
+
+// Under 1 kB/s is protocol chatter (keep-alives, have messages), not a transfer.
+const fmtSpeed = n => (n >= 1000 ? `${fmtBytes(n)}/s` : '–')
+
+function fmtDuration (s) {
+  if (!Number.isFinite(s) || s < 0) return ''
+  if (s < 60) return `${Math.max(1, Math.round(s))} s`
+  if (s < 3600) return `${Math.round(s / 60)} min`
+  const h = Math.floor(s / 3600)
+  return `${h} h ${Math.round((s - h * 3600) / 60)} min`
+}
+
+const plural = (n, one, many = one + 's') => `${n} ${n === 1 ? one : many}`
+
+function fmtPct (p) {
+  const v = Math.max(0, Math.min(1, p || 0)) * 100
+  if (v > 0 && v < 1) return '<1%'
+  if (v < 100 && v > 99) return '99%'
+  return `${Math.floor(v)}%`
+}
+
+const errorMessage = e => (typeof e === 'string' ? e : (e && e.message) ? e.message : String(e))
+
+// ---------------------------------------------------------------- trackers
+
+/** The page's own WebSocket tracker: ws(s)://<page host> (served by the webtorrent binary). */
+function originTracker () {
+  if (location.protocol === 'https:') return `wss://${location.host}`
+  if (location.protocol === 'http:') return `ws://${location.host}`
+  return null
+}
+
+const defaultTrackers = () => (originTracker() ? [originTracker()] : [])
+
+function queryTrackers () {
+  const params = new URLSearchParams(location.search)
+  if (!params.has('announce')) return null
+  return params.getAll('announce').map(s => s.trim()).filter(Boolean)
+}
+
+function storedTrackers () {
+  try {
+    const raw = localStorage.getItem(STORAGE_KEY)
+    if (raw == null) return null
+    const list = JSON.parse(raw)
+    return Array.isArray(list) ? list.filter(s => typeof s === 'string' && s) : null
+  } catch {
+    return null
+  }
+}
+
+function parseTrackerField (text) {
+  return [...new Set(text.split(/[\s,]+/).map(s => s.trim()).filter(Boolean))]
+}
+
+/** Where the tracker list comes from: 'query' (?announce=), 'stored' (the field) or 'default'. */
+function trackerSource () {
+  if (queryTrackers()) return 'query'
+  if (storedTrackers()) return 'stored'
+  return 'default'
+}
+
+function currentTrackers () {
+  return queryTrackers() || storedTrackers() || defaultTrackers()
+}
+
+function setupTrackerSettings () {
+  const field = $('#trackers')
+  const note = $('#trackers-note')
+  const reset = $('#trackers-reset')
+  const show = () => {
+    const src = trackerSource()
+    field.value = currentTrackers().join('\n')
+    field.readOnly = src === 'query'
+    reset.hidden = src !== 'stored'
+    note.textContent = {
+      query: 'Set by the page address (?announce=…); it overrides this field.',
+      stored: 'Saved in this browser.',
+      default: originTracker() ? 'Default: this site’s own tracker.' : 'No default tracker: add one.'
+    }[src]
+  }
+  field.addEventListener('change', () => {
+    if (field.readOnly) return
+    const list = parseTrackerField(field.value)
+    try {
+      if (list.length === 0 || list.join('\n') === defaultTrackers().join('\n')) localStorage.removeItem(STORAGE_KEY)
+      else localStorage.setItem(STORAGE_KEY, JSON.stringify(list))
+    } catch (e) {
+      showNotice(`Could not save the trackers: ${errorMessage(e)}`)
+    }
+    show()
+  })
+  reset.addEventListener('click', () => {
+    try { localStorage.removeItem(STORAGE_KEY) } catch {}
+    show()
+  })
+  show()
+  if (currentTrackers().length === 0) $('#settings').open = true
+}
+
+// ---------------------------------------------------------------- links
+
+/** The magnet link (or bare info hash) in a share link, a magnet link or a `#` fragment. */
+function extractTorrentId (text) {
+  if (!text) return null
+  let s = text.trim()
+  const hashAt = s.indexOf('#')
+  if (/^https?:/i.test(s) && hashAt >= 0) s = s.slice(hashAt + 1)
+  else if (s.startsWith('#')) s = s.slice(1)
+  if (/^magnet%3A/i.test(s)) {
+    try { s = decodeURIComponent(s) } catch {}
+  }
+  if (/^magnet:\?/i.test(s)) return s
+  if (/^[0-9a-f]{40}$/i.test(s)) return `magnet:?xt=urn:btih:${s.toLowerCase()}`
+  if (/^[A-Z2-7]{32}$/i.test(s)) return `magnet:?xt=urn:btih:${s.toUpperCase()}`
+  return null
+}
+
+function magnetParams (magnet) {
+  try {
+    return new URLSearchParams(magnet.slice(magnet.indexOf('?') + 1))
+  } catch {
+    return new URLSearchParams()
+  }
+}
+
+function base32ToHex (s) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567'
+  let bits = ''
+  for (const c of s.toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, '0')
+  let hex = ''
+  for (let i = 0; i + 4 <= bits.length; i += 4) hex += parseInt(bits.slice(i, i + 4), 2).toString(16)
+  return hex
+}
+
+function magnetInfoHash (magnet) {
+  for (const xt of magnetParams(magnet).getAll('xt')) {
+    const m = /^urn:btih:([0-9a-z]+)$/i.exec(xt)
+    if (!m) continue
+    if (m[1].length === 40) return m[1].toLowerCase()
+    if (m[1].length === 32) return base32ToHex(m[1])
+  }
+  return null
+}
+
+function shareLink (magnet) {
+  return `${location.origin}${location.pathname}${location.search}#${magnet}`
+}
+
+// ---------------------------------------------------------------- notices
+
+function showNotice (text, kind = 'error') {
+  const n = $('#notice')
+  n.textContent = text
+  n.className = `notice ${kind}`
+  n.hidden = false
+}
+
+async function copyText (text, button) {
+  let ok = false
+  try {
+    await navigator.clipboard.writeText(text)
+    ok = true
+  } catch {
+    const ta = document.createElement('textarea')
+    ta.value = text
+    ta.setAttribute('readonly', '')
+    ta.style.position = 'fixed'
+    ta.style.opacity = '0'
+    document.body.append(ta)
+    ta.select()
+    try { ok = document.execCommand('copy') } catch {}
+    ta.remove()
+  }
+  if (!button) return
+  const label = button.dataset.label || button.textContent
+  button.dataset.label = label
+  button.textContent = ok ? 'Copied!' : 'Select and copy'
+  button.classList.toggle('copied', ok)
+  clearTimeout(button._timer)
+  button._timer = setTimeout(() => {
+    button.textContent = label
+    button.classList.remove('copied')
+  }, 1600)
+}
+
+// ---------------------------------------------------------------- torrent cards
+
+const entries = new Set()
+let client = null
+let clientError = null
+
+class Entry {
+  constructor ({ role, name, meta }) {
+    this.role = role // 'seed' | 'download'
+    this.torrent = null
+    this.phase = role === 'seed' ? 'hashing' : 'connecting'
+    this.error = null
+    this.warning = null
+    this.warningAt = 0
+    this.started = performance.now()
+    this.blobUrls = []
+    this.savePrepared = false
+    this.infoHash = null
+
+    this.el = $('#torrent-template').content.firstElementChild.cloneNode(true)
+    this.el.classList.add(role)
+    this.el.dataset.role = role
+    this.$ = sel => $(sel, this.el)
+    this.$('.t-badge').textContent = role === 'seed' ? '↑' : '↓'
+    this.$('.t-badge').title = role === 'seed' ? 'Sharing' : 'Downloading'
+    this.$('.s-total-label').textContent = role === 'seed' ? 'Sent' : 'Received'
+    this.$('.t-share-hint').textContent = role === 'seed'
+      ? '(anyone who opens it gets the files from you)'
+      : '(pass it on: everyone who has the files shares them)'
+    this.setTitle(name, meta)
+    this.$('.t-remove').addEventListener('click', () => this.remove())
+    for (const b of this.el.querySelectorAll('button.copy')) {
+      b.addEventListener('click', () => copyText(this.$(`[data-testid=${b.dataset.copy}]`).value, b))
+    }
+    for (const input of this.el.querySelectorAll('.copy-row input')) {
+      input.addEventListener('focus', () => input.select())
+    }
+    const native = this.$('.native-share')
+    if (navigator.share) {
+      native.hidden = false
+      native.addEventListener('click', () => {
+        navigator.share({ title: this.torrent?.name || 'Files', url: this.$('[data-testid=share]').value }).catch(() => {})
+      })
+    }
+    entries.add(this)
+    $('#torrents').prepend(this.el)
+    document.body.classList.add('has-torrents')
+    if (role === 'download') document.body.classList.add('receiving')
+    this.render()
+  }
+
+  setTitle (name, meta) {
+    this.$('.t-name').textContent = name || 'Unnamed'
+    this.$('.t-name').title = name || ''
+    if (meta != null) this.$('.t-meta').textContent = meta
+  }
+
+  attach (torrent) {
+    this.torrent = torrent
+    this.infoHash = torrent.infoHash
+    this.el.dataset.infohash = torrent.infoHash || ''
+    if (this.role === 'seed') this.phase = 'active'
+    const onWarning = m => { this.warning = errorMessage(m); this.warningAt = performance.now(); this.render() }
+    torrent.on('warning', onWarning)
+    torrent.on('error', m => { this.error = errorMessage(m); this.render() })
+    torrent.on('metadata', () => this.render())
+    torrent.on('ready', () => this.render())
+    torrent.on('wire', () => this.render())
+    torrent.on('done', () => this.render())
+    this.render()
+  }
+
+  fail (e) {
+    this.error = errorMessage(e)
+    this.render()
+  }
+
+  hasMetadata () {
+    const t = this.torrent
+    if (!t) return false
+    if (this.fileCount != null || t.length > 0) return true
+    const files = t.files
+    return !!(files && files.length > 0)
+  }
+
+  metaLine () {
+    const t = this.torrent
+    if (!t || !this.hasMetadata()) return this.role === 'download' ? 'Waiting for the file list' : null
+    // Read the file list once: each read builds new objects.
+    if (this.fileCount == null) this.fileCount = (t.files || []).length
+    return `${plural(this.fileCount, 'file')} · ${fmtBytes(t.length)}`
+  }
+
+  stateText () {
+    const t = this.torrent
+    const peers = t ? t.numPeers : 0
+    if (this.error) return { text: `Error: ${this.error}`, kind: 'error' }
+    if (this.phase === 'hashing') {
+      const s = (performance.now() - this.started) / 1000
+      return { text: `Preparing: reading the files and computing checksums…${s >= 2 ? ` (${fmtDuration(s)})` : ''}`, kind: 'busy' }
+    }
+    if (!t) return { text: 'Starting…', kind: 'busy' }
+    if (this.role === 'seed') {
+      return peers === 0
+        ? { text: 'Ready to share. Send the link below and keep this tab open; nobody has connected yet.', kind: 'idle' }
+        : { text: `Sharing with ${plural(peers, 'peer')} (keep this tab open).`, kind: 'active' }
+    }
+    if (t.done && this.savePrepared) {
+      return peers === 0
+        ? { text: 'Done. Your files are ready to save below.', kind: 'done' }
+        : { text: `Done. Your files are ready to save below. Still sharing with ${plural(peers, 'peer')}.`, kind: 'done' }
+    }
+    if (t.done) return { text: 'Download complete. Preparing your files…', kind: 'busy' }
+    if (!this.hasMetadata()) {
+      return peers === 0
+        ? { text: 'Looking for people sharing these files…', kind: 'busy' }
+        : { text: `Connected to ${plural(peers, 'peer')}; getting the file list…`, kind: 'busy' }
+    }
+    const pct = fmtPct(t.progress)
+    if (peers === 0) return { text: `Waiting for peers… ${pct} downloaded.`, kind: 'idle' }
+    const speed = t.downloadSpeed
+    const left = Math.max(0, t.length - t.downloaded)
+    // No estimate from the first moments' speed: it says "13 min" for a 5 s download.
+    const eta = speed > 0 && t.progress >= 0.02 && left / speed < 86400 ? `, about ${fmtDuration(left / speed)} left` : ''
+    return { text: `Downloading from ${plural(peers, 'peer')}: ${pct}${eta}.`, kind: 'active' }
+  }
+
+  async prepareSave () {
+    if (this.savePrepared || this.preparing) return
+    this.preparing = true
+    const list = this.$('.t-files')
+    try {
+      const files = this.torrent.files || []
+      const items = []
+      // Inside a multi-file torrent, paths start with the torrent's name: show the rest.
+      const prefix = files.length > 1 && this.torrent.name ? `${this.torrent.name}/` : null
+      const shown = f => {
+        const p = f.path || f.name
+        return prefix && p.startsWith(prefix) ? p.slice(prefix.length) : p
+      }
+      for (const f of files) {
+        const blob = await f.blob()
+        const url = URL.createObjectURL(blob)
+        this.blobUrls.push(url)
+        const li = document.createElement('li')
+        const a = document.createElement('a')
+        a.href = url
+        a.download = f.name
+        a.className = 'button save'
+        a.textContent = 'Save'
+        a.dataset.path = f.path || f.name
+        a.title = `Save ${f.path || f.name}`
+        const name = document.createElement('span')
+        name.className = 'f-name'
+        name.textContent = shown(f)
+        name.title = f.path || f.name
+        const size = document.createElement('span')
+        size.className = 'f-size'
+        size.textContent = fmtBytes(f.length)
+        li.append(name, size, a)
+        items.push(li)
+      }
+      list.replaceChildren(...items)
+      const all = this.$('.save-all')
+      all.hidden = files.length < 2
+      all.onclick = async () => {
+        for (const a of list.querySelectorAll('a[download]')) {
+          a.click()
+          await new Promise(resolve => setTimeout(resolve, 400))
+        }
+      }
+      this.savePrepared = true
+      this.$('[data-testid=done]').hidden = false
+    } catch (e) {
+      this.error = `cannot read the downloaded files: ${errorMessage(e)}`
+    } finally {
+      this.preparing = false
+      this.render()
+    }
+  }
+
+  render () {
+    const t = this.torrent
+    if (t) {
+      if (!this.error && t.error) this.error = errorMessage(t.error)
+      this.setTitle(t.name || this.$('.t-name').textContent, this.metaLine())
+      if (t.magnetURI) {
+        const magnet = this.$('[data-testid=magnet]')
+        if (magnet.value !== t.magnetURI) {
+          magnet.value = t.magnetURI
+          this.$('[data-testid=share]').value = shareLink(t.magnetURI)
+        }
+        this.$('.t-share').hidden = false
+      }
+      if (this.role === 'download' && t.done && !this.savePrepared) this.prepareSave()
+    }
+
+    if (this.warning && performance.now() - this.warningAt > WARNING_TTL_MS) this.warning = null
+    const st = this.stateText()
+    this.$('.t-state-main').textContent = st.text
+    this.$('.t-state').dataset.kind = st.kind
+    this.el.dataset.state = st.kind
+    const w = this.$('.t-warning')
+    w.hidden = !this.warning || !!this.error
+    w.textContent = this.warning ? `Warning: ${this.warning}` : ''
+
+    const indeterminate = this.phase === 'hashing' || (this.role === 'download' && t && !this.hasMetadata() && !this.error)
+    const progress = this.role === 'seed' ? (t ? 1 : 0) : (t ? t.progress || 0 : 0)
+    const bar = this.$('[data-testid=progress]')
+    const fill = this.$('.fill')
+    if (bar.classList.contains('indeterminate') && !indeterminate) {
+      // Leaving the sliding animation: jump to the real width instead of shrinking to it.
+      fill.style.transition = 'none'
+      fill.style.width = `${(progress * 100).toFixed(2)}%`
+      bar.classList.remove('indeterminate')
+      void fill.offsetWidth
+      fill.style.transition = ''
+    }
+    bar.classList.toggle('indeterminate', indeterminate)
+    bar.classList.toggle('complete', progress >= 1)
+    bar.setAttribute('aria-valuenow', String(Math.round(progress * 100)))
+    bar.dataset.progress = String(progress)
+    fill.style.width = indeterminate ? '' : `${(progress * 100).toFixed(2)}%`
+    this.$('.pct').textContent = indeterminate ? '' : fmtPct(progress)
+
+    this.$('[data-testid=peers]').textContent = String(t ? t.numPeers : 0)
+    this.$('.s-down').textContent = t ? fmtSpeed(t.downloadSpeed) : '–'
+    this.$('.s-up').textContent = t ? fmtSpeed(t.uploadSpeed) : '–'
+    // Seeds show what they sent; downloads what they received of the whole.
+    const total = this.$('.s-total')
+    if (this.role === 'seed') total.textContent = t ? fmtBytes(t.uploaded) : '–'
+    else total.textContent = t ? fmtBytes(t.done ? t.length : t.downloaded) : '–'
+  }
+
+  remove () {
+    entries.delete(this)
+    this.el.remove()
+    document.body.classList.toggle('has-torrents', entries.size > 0)
+    document.body.classList.toggle('receiving', [...entries].some(e => e.role === 'download'))
+    for (const u of this.blobUrls) URL.revokeObjectURL(u)
+    try { this.torrent && this.torrent.destroy() } catch (e) { console.warn('destroy failed', e) }
+    if (this.infoHash && magnetInfoHash(extractTorrentId(location.hash) || '') === this.infoHash) {
+      history.replaceState(null, '', location.pathname + location.search)
+    }
+  }
+}
+
+function findEntry (infoHash) {
+  for (const e of entries) if (e.infoHash && e.infoHash === infoHash) return e
+  return null
+}
+
+function focusEntry (e) {
+  e.el.classList.remove('flash')
+  void e.el.offsetWidth
+  e.el.classList.add('flash')
+  e.el.scrollIntoView({ behavior: 'smooth', block: 'nearest' })
+}
+
+// ---------------------------------------------------------------- actions
+
+function torrentNameFor (files) {
+  if (files.length === 1) return undefined
+  const tops = new Set(files.map(f => (f.fullPath || '').replace(/^\/+/, '').split('/')[0]))
+  if (tops.size === 1 && [...tops][0] && files.every(f => (f.fullPath || '').replace(/^\/+/, '').includes('/'))) {
+    return undefined // a dropped folder: the library names the torrent after it
+  }
+  return `${files.length} files`
+}
+
+async function seedFiles (files) {
+  files = files.filter(f => f && typeof f.size === 'number')
+  if (files.length === 0) return
+  const total = files.reduce((n, f) => n + f.size, 0)
+  const name = torrentNameFor(files)
+  const entry = new Entry({
+    role: 'seed',
+    name: name || (files.length === 1 ? files[0].name : (files[0].fullPath || '').replace(/^\/+/, '').split('/')[0]),
+    meta: `${plural(files.length, 'file')} · ${fmtBytes(total)}`
+  })
+  if (!client) return entry.fail(clientError || 'the WebTorrent engine did not start')
+  try {
+    const opts = { announce: currentTrackers() }
+    if (name) opts.name = name
+    const torrent = await client.seed(files.length === 1 ? files[0] : files, opts)
+    const existing = findEntry(torrent.infoHash)
+    if (existing && existing !== entry) {
+      entry.remove()
+      focusEntry(existing)
+      return
+    }
+    entry.attach(torrent)
+  } catch (e) {
+    entry.fail(e)
+  }
+}
+
+async function openTorrent (id) {
+  const magnet = extractTorrentId(id)
+  if (!magnet) {
+    showNotice('That does not look like a share link or a magnet link.', 'warn')
+    return
+  }
+  const infoHash = magnetInfoHash(magnet)
+  const existing = infoHash && findEntry(infoHash)
+  if (existing) {
+    focusEntry(existing)
+    return
+  }
+  const entry = new Entry({ role: 'download', name: magnetParams(magnet).get('dn') || 'Incoming files', meta: 'Waiting for the file list' })
+  entry.infoHash = infoHash
+  if (!client) return entry.fail(clientError || 'the WebTorrent engine did not start')
+  try {
+    const torrent = await client.add(magnet, { announce: currentTrackers() })
+    entry.attach(torrent)
+  } catch (e) {
+    entry.fail(e)
+  }
+}
+
+// ---------------------------------------------------------------- drag and drop
+
+async function filesFromEntry (entry, prefix = '') {
+  if (entry.isFile) {
+    const file = await new Promise((resolve, reject) => entry.file(resolve, reject))
+    try { file.fullPath = `${prefix}/${file.name}` } catch {}
+    return [file]
+  }
+  if (entry.isDirectory) {
+    const reader = entry.createReader()
+    const children = []
+    for (;;) {
+      const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject))
+      if (batch.length === 0) break
+      children.push(...batch)
+    }
+    const out = []
+    for (const c of children) out.push(...await filesFromEntry(c, `${prefix}/${entry.name}`))
+    return out
+  }
+  return []
+}
+
+async function droppedFiles (dt) {
+  const items = Array.from(dt.items || []).filter(i => i.kind === 'file')
+  const entriesList = items.map(i => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null))
+  if (entriesList.length && entriesList.every(Boolean) && entriesList.some(e => e.isDirectory)) {
+    const out = []
+    for (const e of entriesList) out.push(...await filesFromEntry(e))
+    return out
+  }
+  return Array.from(dt.files || [])
+}
+
+function setupDrop () {
+  const drop = $('#drop')
+  const input = $('#file-input')
+  let depth = 0
+  const hasFiles = e => Array.from(e.dataTransfer?.types || []).includes('Files')
+  window.addEventListener('dragenter', e => {
+    if (!hasFiles(e)) return
+    e.preventDefault()
+    depth++
+    document.body.classList.add('dragging')
+  })
+  window.addEventListener('dragleave', e => {
+    if (!hasFiles(e)) return
+    depth = Math.max(0, depth - 1)
+    if (depth === 0) document.body.classList.remove('dragging')
+  })
+  window.addEventListener('dragover', e => {
+    if (!hasFiles(e)) return
+    e.preventDefault()
+    e.dataTransfer.dropEffect = 'copy'
+  })
+  window.addEventListener('drop', async e => {
+    if (!hasFiles(e)) return
+    e.preventDefault()
+    depth = 0
+    document.body.classList.remove('dragging')
+    try {
+      seedFiles(await droppedFiles(e.dataTransfer))
+    } catch (err) {
+      showNotice(`Could not read the dropped files: ${errorMessage(err)}`)
+    }
+  })
+  input.addEventListener('change', () => {
+    const files = Array.from(input.files || [])
+    input.value = ''
+    seedFiles(files)
+  })
+  drop.addEventListener('keydown', e => {
+    if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); input.click() }
+  })
+}
+
+function setupOpenForm () {
+  const form = $('#open-form')
+  const input = $('#open-input')
+  form.addEventListener('submit', e => {
+    e.preventDefault()
+    const v = input.value.trim()
+    if (!v) return input.focus()
+    input.value = ''
+    openTorrent(v)
+  })
+}
+
+function openFromHash () {
+  const id = extractTorrentId(location.hash)
+  if (id) openTorrent(id)
+}
+
+// ---------------------------------------------------------------- start
+
+async function start () {
+  setupTrackerSettings()
+  setupDrop()
+  setupOpenForm()
+  try {
+    const { default: init, WebTorrent } = await import(PKG_URL)
+    await init()
+    client = new WebTorrent({ announce: currentTrackers() })
+    window.webtorrentClient = client
+  } catch (e) {
+    clientError = errorMessage(e)
+    console.error('cannot start WebTorrent', e)
+    showNotice(`Could not start the WebTorrent engine in this browser: ${clientError}`)
+  }
+  if (typeof RTCPeerConnection === 'undefined') {
+    showNotice('This browser has no WebRTC, which is needed to connect to other people. Try a current Firefox, Chrome or Safari.')
+  }
+  if (currentTrackers().length === 0) {
+    showNotice('No tracker is configured: open “Trackers” below and add one.', 'warn')
+  }
+  window.addEventListener('hashchange', openFromHash)
+  openFromHash()
+  setInterval(() => { for (const e of entries) e.render() }, REFRESH_MS)
+  document.documentElement.dataset.ready = client ? 'true' : 'error'
+}
+
+start()
