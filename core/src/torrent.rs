@@ -450,6 +450,14 @@ impl Torrent {
         self.peers.len()
     }
 
+    /// Whether a connection with this peer id has completed its handshake (so a second
+    /// transport, e.g. WebRTC beside TCP, need not connect to it again).
+    pub fn has_peer_id(&self, peer_id: PeerId) -> bool {
+        self.peers
+            .values()
+            .any(|p| p.session.peer_id() == Some(peer_id))
+    }
+
     /// Keys of the live connections.
     pub fn peer_keys(&self) -> impl Iterator<Item = PeerKey> + '_ {
         self.peers.keys().copied()

@@ -120,6 +120,10 @@ pub(crate) struct Shared {
     pub torrents: Mutex<HashMap<InfoHash, Torrent>>,
     pub up_limit: Option<Arc<RateLimiter>>,
     pub down_limit: Option<Arc<RateLimiter>>,
+    /// WebSocket trackers (`None` when WebRTC or trackers are off).
+    pub signals: Option<crate::signal::SignalPool>,
+    /// WebRTC settings.
+    pub rtc: crate::rtc::RtcConfig,
 }
 
 impl Shared {
@@ -207,13 +211,19 @@ impl WebTorrent {
         };
         let peer_id = opts.peer_id.unwrap_or_else(random_peer_id);
         let seed = opts.rng_seed.unwrap_or_else(rand::random);
+        let start = Instant::now();
+        let signals = (opts.webrtc && opts.trackers)
+            .then(|| crate::signal::SignalPool::new(peer_id, start, seed ^ 0x5157_4e41_4c21));
+        let rtc = opts.rtc_config();
         let shared = Arc::new(Shared {
+            signals,
+            rtc,
             up_limit: opts.upload_limit.map(|r| Arc::new(RateLimiter::new(r))),
             down_limit: opts.download_limit.map(|r| Arc::new(RateLimiter::new(r))),
             opts,
             peer_id,
             port,
-            start: Instant::now(),
+            start,
             next_key: AtomicU64::new(1),
             seeds: Mutex::new(seed),
             trackers,
@@ -513,6 +523,9 @@ impl WebTorrent {
         }
         let all: Vec<Torrent> = self.lock_torrents().drain().map(|(_, t)| t).collect();
         futures::future::join_all(all.iter().map(|t| t.stop())).await;
+        if let Some(s) = &self.shared.signals {
+            s.shutdown();
+        }
         Ok(())
     }
 }

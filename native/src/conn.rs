@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use webtorrent_core::PeerKey;
@@ -31,15 +30,14 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// Starts reader and writer tasks for `stream`.
-    pub fn spawn(
-        stream: TcpStream,
+    pub fn spawn<S: AsyncRead + AsyncWrite + Send + 'static>(
+        stream: S,
         key: PeerKey,
         events: mpsc::Sender<TaskMsg>,
         down: Option<Arc<RateLimiter>>,
         up: Option<Arc<RateLimiter>>,
     ) -> Conn {
-        let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
         let pending = Arc::new(AtomicUsize::new(0));
         let blocked = Arc::new(AtomicBool::new(false));

@@ -29,6 +29,8 @@ pub mod creator;
 mod error;
 mod limit;
 mod options;
+mod signal;
+pub mod rtc;
 pub mod storage;
 mod task;
 mod torrent;

@@ -36,6 +36,22 @@ pub struct WebTorrentOptions {
     pub udp_bind: Option<std::net::SocketAddr>,
     /// Seed for the state machines' random choices; random when `None`.
     pub rng_seed: Option<u64>,
+    /// Join WebRTC swarms through WebSocket trackers (`ws://`) listed by torrents, beside TCP.
+    pub webrtc: bool,
+    /// WebRTC settings; `None` derives them from `listen_address` (a loopback listen address
+    /// binds ICE to loopback only, see [`RtcConfig::loopback`](crate::rtc::RtcConfig::loopback)).
+    pub rtc: Option<crate::rtc::RtcConfig>,
+}
+
+impl WebTorrentOptions {
+    /// The WebRTC settings in effect.
+    pub fn rtc_config(&self) -> crate::rtc::RtcConfig {
+        match &self.rtc {
+            Some(c) => c.clone(),
+            None if self.listen_address.is_loopback() => crate::rtc::RtcConfig::loopback(),
+            None => crate::rtc::RtcConfig::default(),
+        }
+    }
 }
 
 impl Default for WebTorrentOptions {
@@ -54,6 +70,8 @@ impl Default for WebTorrentOptions {
             stop_timeout: Duration::from_secs(5),
             udp_bind: None,
             rng_seed: None,
+            webrtc: true,
+            rtc: None,
         }
     }
 }

@@ -18,14 +18,17 @@ use webtorrent_core::announce::{
 use webtorrent_core::metainfo::Metainfo;
 use webtorrent_core::piece::{sha1, Bitfield, Block, PieceIndex};
 use webtorrent_core::session::Direction;
+use webtorrent_core::signal::{AnnounceParams as SignalAnnounce, OfferId};
 use webtorrent_core::torrent::{
     Output, PeerSource, Torrent as CoreTorrent, TorrentConfig, TorrentEvent,
 };
 use webtorrent_core::tracker::Event as TrackerEvent;
-use webtorrent_core::{InfoHash, PeerKey, Time};
+use webtorrent_core::{InfoHash, PeerId, PeerKey, Time};
 
 use crate::client::Shared;
 use crate::conn::Conn;
+use crate::rtc;
+use crate::signal::{Cmd, SignalEvent};
 use crate::storage::{FileStorage, MemoryStorage, Storage};
 use crate::torrent::{Event, Status};
 use crate::tracker::{AnnounceParams, TrackerError};
@@ -70,6 +73,27 @@ pub(crate) enum TaskMsg {
         result: Result<(TrackerReply, Vec<SocketAddr>), TrackerFailure>,
     },
     AddPeers(Vec<SocketAddr>),
+    /// A WebSocket tracker's request or reply.
+    Signal {
+        url: Arc<str>,
+        event: SignalEvent,
+    },
+    /// One of our WebRTC offers is ready (kept until its answer comes).
+    OfferReady {
+        url: Arc<str>,
+        offer_id: OfferId,
+        pending: rtc::PendingOffer,
+        sdp: String,
+    },
+    /// A WebRTC data channel opened.
+    RtcConnected {
+        peer_id: PeerId,
+        stream: rtc::DataChannelStream,
+    },
+    /// A WebRTC connection attempt failed.
+    RtcFailed {
+        peer_id: PeerId,
+    },
     Pause,
     Resume,
     Stop(oneshot::Sender<()>),
@@ -116,6 +140,12 @@ pub(crate) struct Task {
     /// Pieces being read, with the block requests waiting for them.
     loading: HashMap<PieceIndex, Vec<(PeerKey, Block)>>,
     verify_in_flight: Arc<AtomicUsize>,
+    /// WebSocket trackers this torrent is registered with.
+    ws_trackers: HashMap<Arc<str>, mpsc::UnboundedSender<Cmd>>,
+    /// Our WebRTC offers waiting for answers.
+    offers: HashMap<OfferId, rtc::PendingOffer>,
+    /// WebRTC connections being set up, by remote peer id, with the task doing it.
+    rtc_connecting: HashMap<PeerId, tokio::task::JoinHandle<()>>,
 }
 
 /// Bytes of whole pieces kept for uploading.
@@ -157,10 +187,13 @@ impl Task {
                 .map_err(|e| crate::Error::Storage(e.to_string()))?,
             _ => CoreTorrent::from_info_hash(cfg, init.info_hash, init.trackers.clone(), seed, now),
         };
-        let schemes = SchemeSet::NONE
+        let mut schemes = SchemeSet::NONE
             .with(Scheme::Http)
             .with(Scheme::Https)
             .with(Scheme::Udp);
+        if shared.opts.webrtc {
+            schemes = schemes.with(Scheme::Ws);
+        }
         let trackers = if shared.opts.trackers {
             init.trackers.clone()
         } else {
@@ -196,6 +229,9 @@ impl Task {
             piece_cache: std::collections::VecDeque::new(),
             loading: HashMap::new(),
             verify_in_flight: Arc::new(AtomicUsize::new(0)),
+            ws_trackers: HashMap::new(),
+            offers: HashMap::new(),
+            rtc_connecting: HashMap::new(),
         };
         for url in task.announcer.unsupported_trackers() {
             debug!(%url, "tracker scheme not supported by the native client yet");
@@ -271,6 +307,15 @@ impl Task {
         for (_, c) in self.conns.drain() {
             c.close();
         }
+        for (_, tx) in self.ws_trackers.drain() {
+            let _ = tx.send(Cmd::Unregister {
+                info_hash: self.info_hash,
+            });
+        }
+        self.offers.clear();
+        for (_, h) in self.rtc_connecting.drain() {
+            h.abort();
+        }
         self.update_status(true);
         debug!(info_hash = %self.info_hash, "torrent task ended");
     }
@@ -312,6 +357,7 @@ impl Task {
                     .add_peer(now, key, Some(addr), Direction::Incoming)
                 {
                     Ok(()) => {
+                        let _ = stream.set_nodelay(true);
                         self.spawn_conn(key, stream);
                         self.core.peer_data(now, key, &prefix);
                     }
@@ -327,7 +373,10 @@ impl Task {
                     .core
                     .add_peer(now, key, Some(addr), Direction::Outgoing)
                 {
-                    Ok(()) => self.spawn_conn(key, stream),
+                    Ok(()) => {
+                        let _ = stream.set_nodelay(true);
+                        self.spawn_conn(key, stream)
+                    }
                     Err(e) => debug!(%addr, "dropped outgoing peer: {e}"),
                 }
             }
@@ -358,6 +407,36 @@ impl Task {
             }
             TaskMsg::Announced { job, url, result } => self.on_announced(job, url, result),
             TaskMsg::AddPeers(peers) => self.core.add_candidates(now, peers, PeerSource::Manual),
+            TaskMsg::Signal { url, event } => self.on_signal(url, event),
+            TaskMsg::OfferReady {
+                url,
+                offer_id,
+                pending,
+                sdp,
+            } => {
+                if let Some(tx) = self.ws_trackers.get(&url) {
+                    self.offers.insert(offer_id, pending);
+                    let _ = tx.send(Cmd::OfferCreated { offer_id, sdp });
+                }
+            }
+            TaskMsg::RtcConnected { peer_id, stream } => {
+                self.rtc_connecting.remove(&peer_id);
+                if self.paused {
+                    return;
+                }
+                let key = self.shared.next_key();
+                let addr = stream.remote_addr();
+                match self.core.add_peer(now, key, None, Direction::Outgoing) {
+                    Ok(()) => {
+                        debug!(?addr, %peer_id, "WebRTC peer connected");
+                        self.spawn_conn(key, stream);
+                    }
+                    Err(e) => debug!(%peer_id, "dropped WebRTC peer: {e}"),
+                }
+            }
+            TaskMsg::RtcFailed { peer_id } => {
+                self.rtc_connecting.remove(&peer_id);
+            }
             TaskMsg::Pause => {
                 if !self.paused {
                     self.paused = true;
@@ -398,7 +477,10 @@ impl Task {
         self.announcer.handle_reply(now, job, result);
     }
 
-    fn spawn_conn(&mut self, key: PeerKey, stream: TcpStream) {
+    fn spawn_conn<S>(&mut self, key: PeerKey, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
         let conn = Conn::spawn(
             stream,
             key,
@@ -504,6 +586,10 @@ impl Task {
     }
 
     fn spawn_announce(&mut self, job: webtorrent_core::announce::AnnounceJob) {
+        if Scheme::of(&job.url) == Some(Scheme::Ws) {
+            self.ws_announce(job);
+            return;
+        }
         let Some(client) = self.shared.trackers.clone() else {
             return;
         };
@@ -555,6 +641,161 @@ impl Task {
                 })
                 .await;
         });
+    }
+
+    /// Announces to a WebSocket tracker (registering with it first).
+    fn ws_announce(&mut self, job: webtorrent_core::announce::AnnounceJob) {
+        let Some(pool) = self.shared.signals.as_ref() else {
+            return;
+        };
+        let url: Arc<str> = Arc::from(job.url.as_str());
+        let tx = match self.ws_trackers.get(&url) {
+            Some(tx) if !tx.is_closed() => tx.clone(),
+            _ => {
+                let tx = pool.tracker(&job.url);
+                let _ = tx.send(Cmd::Register {
+                    info_hash: self.info_hash,
+                    tx: self.tx.clone(),
+                });
+                self.ws_trackers.insert(url.clone(), tx.clone());
+                tx
+            }
+        };
+        self.jobs.insert(job.id, job.url.clone());
+        debug!(url = %job.url, event = job.event.as_str(), "announcing (WebSocket)");
+        let _ = tx.send(Cmd::Announce(SignalAnnounce::from_job(
+            self.info_hash,
+            &job,
+        )));
+    }
+
+    /// Whether a WebRTC connection to `peer_id` is wanted now.
+    fn wants_rtc_peer(&self, peer_id: PeerId) -> bool {
+        !self.paused
+            && peer_id != self.shared.peer_id
+            && !self.rtc_connecting.contains_key(&peer_id)
+            && self.core.num_peers() + self.rtc_connecting.len() < self.shared.opts.max_connections
+            && !self.core.has_peer_id(peer_id)
+    }
+
+    fn on_signal(&mut self, url: Arc<str>, event: SignalEvent) {
+        let Some(tracker) = self.ws_trackers.get(&url).cloned() else {
+            return;
+        };
+        let rtc_cfg = self.shared.rtc.clone();
+        match event {
+            SignalEvent::CreateOffer { offer_id } => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    match rtc::create_offer(&rtc_cfg).await {
+                        Ok((pending, sdp)) => {
+                            let msg = TaskMsg::OfferReady {
+                                url,
+                                offer_id,
+                                pending,
+                                sdp,
+                            };
+                            if tx.send(msg).await.is_err() {
+                                let _ = tracker.send(Cmd::OfferFailed { offer_id });
+                            }
+                        }
+                        Err(e) => {
+                            debug!("creating a WebRTC offer failed: {e}");
+                            let _ = tracker.send(Cmd::OfferFailed { offer_id });
+                        }
+                    }
+                });
+            }
+            SignalEvent::DropOffer { offer_id } => {
+                self.offers.remove(&offer_id);
+            }
+            SignalEvent::ApplyAnswer {
+                peer_id,
+                offer_id,
+                sdp,
+            } => {
+                let Some(pending) = self.offers.remove(&offer_id) else {
+                    return;
+                };
+                if !self.wants_rtc_peer(peer_id) {
+                    return;
+                }
+                let tx = self.tx.clone();
+                let h = tokio::spawn(async move {
+                    let msg = match pending.accept_answer(&sdp).await {
+                        Ok(stream) => TaskMsg::RtcConnected { peer_id, stream },
+                        Err(e) => {
+                            debug!(%peer_id, "WebRTC connection failed: {e}");
+                            TaskMsg::RtcFailed { peer_id }
+                        }
+                    };
+                    let _ = tx.send(msg).await;
+                });
+                self.rtc_connecting.insert(peer_id, h);
+            }
+            SignalEvent::AcceptOffer {
+                peer_id,
+                offer_id,
+                sdp,
+            } => {
+                let info_hash = self.info_hash;
+                if !self.wants_rtc_peer(peer_id) {
+                    let _ = tracker.send(Cmd::AnswerFailed {
+                        info_hash,
+                        peer_id,
+                        offer_id,
+                    });
+                    return;
+                }
+                let tx = self.tx.clone();
+                let h = tokio::spawn(async move {
+                    let pending = match rtc::answer_offer(&rtc_cfg, &sdp).await {
+                        Ok((pending, answer)) => {
+                            let _ = tracker.send(Cmd::AnswerCreated {
+                                info_hash,
+                                peer_id,
+                                offer_id,
+                                sdp: answer,
+                            });
+                            pending
+                        }
+                        Err(e) => {
+                            debug!(%peer_id, "answering a WebRTC offer failed: {e}");
+                            let _ = tracker.send(Cmd::AnswerFailed {
+                                info_hash,
+                                peer_id,
+                                offer_id,
+                            });
+                            let _ = tx.send(TaskMsg::RtcFailed { peer_id }).await;
+                            return;
+                        }
+                    };
+                    let msg = match pending.wait_open().await {
+                        Ok(stream) => TaskMsg::RtcConnected { peer_id, stream },
+                        Err(e) => {
+                            debug!(%peer_id, "WebRTC connection failed: {e}");
+                            TaskMsg::RtcFailed { peer_id }
+                        }
+                    };
+                    let _ = tx.send(msg).await;
+                });
+                self.rtc_connecting.insert(peer_id, h);
+            }
+            SignalEvent::DropAnswer { peer_id, offer_id } => {
+                debug!(%peer_id, offer = %offer_id.to_hex(), "tracker dropped our answer");
+                if let Some(h) = self.rtc_connecting.remove(&peer_id) {
+                    h.abort();
+                }
+            }
+            SignalEvent::Announced { job, result } => {
+                let now = self.now();
+                self.jobs.remove(&job);
+                if let Err(e) = &result {
+                    debug!(%url, "announce failed: {e}");
+                }
+                self.announcer.handle_reply(now, job, result);
+            }
+        }
     }
 
     fn on_output(&mut self, out: Output) {

@@ -1,0 +1,358 @@
+//! WebSocket trackers (WebTorrent signaling) for the native client: one task and one socket per
+//! tracker URL, shared by every torrent that lists it, driving the core
+//! [`SignalMachine`]. Peer connections themselves are made by the torrent tasks (see
+//! `task.rs`); this module only moves frames and relays the machine's requests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{debug, warn};
+use webtorrent_core::announce::{JobId, TrackerFailure, TrackerReply};
+use webtorrent_core::signal::{AnnounceParams, Config, OfferId, Output, SignalMachine};
+use webtorrent_core::{InfoHash, PeerId, Time};
+
+use crate::task::TaskMsg;
+
+/// Largest frame accepted from a tracker.
+const MAX_FRAME: usize = 256 * 1024;
+/// How long opening the socket (TCP + WebSocket handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What a torrent task asks of a tracker.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    /// Route this torrent's signaling to `tx`.
+    Register {
+        info_hash: InfoHash,
+        tx: mpsc::Sender<TaskMsg>,
+    },
+    /// Forget a torrent (after its `stopped`).
+    Unregister { info_hash: InfoHash },
+    /// Send an announce.
+    Announce(AnnounceParams),
+    /// An offer asked for with [`SignalEvent::CreateOffer`] is ready.
+    OfferCreated { offer_id: OfferId, sdp: String },
+    /// An offer could not be made.
+    OfferFailed { offer_id: OfferId },
+    /// An answer to [`SignalEvent::AcceptOffer`] is ready.
+    AnswerCreated {
+        info_hash: InfoHash,
+        peer_id: PeerId,
+        offer_id: OfferId,
+        sdp: String,
+    },
+    /// A remote offer was refused or could not be answered.
+    AnswerFailed {
+        info_hash: InfoHash,
+        peer_id: PeerId,
+        offer_id: OfferId,
+    },
+}
+
+/// What a tracker tells a torrent task.
+#[derive(Debug)]
+pub(crate) enum SignalEvent {
+    /// Make an offer (peer connection + data channel, complete SDP) and answer with
+    /// [`Cmd::OfferCreated`].
+    CreateOffer { offer_id: OfferId },
+    /// Close the connection of this offer.
+    DropOffer { offer_id: OfferId },
+    /// Our offer was answered.
+    ApplyAnswer {
+        peer_id: PeerId,
+        offer_id: OfferId,
+        sdp: String,
+    },
+    /// A remote peer offers a connection.
+    AcceptOffer {
+        peer_id: PeerId,
+        offer_id: OfferId,
+        sdp: String,
+    },
+    /// Close the connection made to answer this remote offer.
+    DropAnswer { peer_id: PeerId, offer_id: OfferId },
+    /// The outcome of an announce.
+    Announced {
+        job: JobId,
+        result: Result<TrackerReply, TrackerFailure>,
+    },
+}
+
+/// The client's WebSocket trackers.
+#[derive(Debug)]
+pub(crate) struct SignalPool {
+    peer_id: PeerId,
+    start: Instant,
+    seed: u64,
+    trackers: Mutex<HashMap<String, mpsc::UnboundedSender<Cmd>>>,
+}
+
+impl SignalPool {
+    pub fn new(peer_id: PeerId, start: Instant, seed: u64) -> Self {
+        SignalPool {
+            peer_id,
+            start,
+            seed,
+            trackers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The command channel of the tracker at `url`, starting its task if needed.
+    pub fn tracker(&self, url: &str) -> mpsc::UnboundedSender<Cmd> {
+        let mut map = self.trackers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = map.get(url).filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let seed = self.seed ^ (map.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        tokio::spawn(run(url.to_string(), self.peer_id, self.start, seed, rx));
+        map.insert(url.to_string(), tx.clone());
+        tx
+    }
+
+    /// Closes every tracker (their tasks end once their torrents are gone).
+    pub fn shutdown(&self) {
+        self.trackers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: String) -> Result<Ws, String> {
+    let mut cfg = WebSocketConfig::default();
+    cfg.max_message_size = Some(MAX_FRAME);
+    cfg.max_frame_size = Some(MAX_FRAME);
+    let fut = tokio_tungstenite::connect_async_with_config(url, Some(cfg), true);
+    match tokio::time::timeout(CONNECT_TIMEOUT, fut).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// One tracker's task.
+async fn run(
+    url: String,
+    peer_id: PeerId,
+    start: Instant,
+    seed: u64,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+) {
+    let now = || Time::from_duration(start.elapsed());
+    let mut m = SignalMachine::new(peer_id, Config::default(), seed, now());
+    let mut torrents: HashMap<InfoHash, mpsc::Sender<TaskMsg>> = HashMap::new();
+    let mut ws: Option<Ws> = None;
+    let mut connecting: Option<tokio::task::JoinHandle<Result<Ws, String>>> = None;
+    let url_arc: Arc<str> = Arc::from(url.as_str());
+    let mut cmds_open = true;
+    loop {
+        while let Some(out) = m.poll_output() {
+            let to = |ih: &InfoHash| torrents.get(ih).cloned();
+            let event = match out {
+                Output::Connect => {
+                    if let Some(h) = connecting.take() {
+                        h.abort();
+                    }
+                    ws = None;
+                    debug!(%url, "connecting to WebSocket tracker");
+                    connecting = Some(tokio::spawn(connect(url.clone())));
+                    None
+                }
+                Output::Disconnect => {
+                    if let Some(h) = connecting.take() {
+                        h.abort();
+                    }
+                    if let Some(mut s) = ws.take() {
+                        let _ = s.close(None).await;
+                    }
+                    None
+                }
+                Output::Send(text) => {
+                    if let Some(s) = ws.as_mut() {
+                        if let Err(e) = s.send(Message::text(text)).await {
+                            debug!(%url, "send failed: {e}");
+                            ws = None;
+                            m.closed(now());
+                        }
+                    }
+                    None
+                }
+                Output::CreateOffer {
+                    info_hash,
+                    offer_id,
+                } => match to(&info_hash) {
+                    Some(tx) => Some((tx, SignalEvent::CreateOffer { offer_id })),
+                    None => {
+                        m.offer_failed(now(), offer_id);
+                        None
+                    }
+                },
+                Output::DropOffer {
+                    info_hash,
+                    offer_id,
+                } => to(&info_hash).map(|tx| (tx, SignalEvent::DropOffer { offer_id })),
+                Output::ApplyAnswer {
+                    info_hash,
+                    peer_id,
+                    offer_id,
+                    sdp,
+                } => to(&info_hash).map(|tx| {
+                    (
+                        tx,
+                        SignalEvent::ApplyAnswer {
+                            peer_id,
+                            offer_id,
+                            sdp,
+                        },
+                    )
+                }),
+                Output::AcceptOffer {
+                    info_hash,
+                    peer_id,
+                    offer_id,
+                    sdp,
+                } => match to(&info_hash) {
+                    Some(tx) => Some((
+                        tx,
+                        SignalEvent::AcceptOffer {
+                            peer_id,
+                            offer_id,
+                            sdp,
+                        },
+                    )),
+                    None => {
+                        m.answer_failed(now(), info_hash, peer_id, offer_id);
+                        None
+                    }
+                },
+                Output::DropAnswer {
+                    info_hash,
+                    peer_id,
+                    offer_id,
+                } => to(&info_hash).map(|tx| (tx, SignalEvent::DropAnswer { peer_id, offer_id })),
+                Output::AnnounceDone {
+                    job,
+                    info_hash,
+                    reply,
+                } => job.and_then(|job| {
+                    to(&info_hash).map(|tx| {
+                        (
+                            tx,
+                            SignalEvent::Announced {
+                                job,
+                                result: Ok(reply),
+                            },
+                        )
+                    })
+                }),
+                Output::AnnounceFailed {
+                    job,
+                    info_hash,
+                    failure,
+                } => job.and_then(|job| {
+                    to(&info_hash).map(|tx| {
+                        (
+                            tx,
+                            SignalEvent::Announced {
+                                job,
+                                result: Err(failure),
+                            },
+                        )
+                    })
+                }),
+                Output::ScrapeDone(_) | Output::ScrapeFailed(_) => None,
+                Output::Warning(w) => {
+                    warn!(%url, "WebSocket tracker: {w}");
+                    None
+                }
+            };
+            if let Some((tx, event)) = event {
+                // Torrent tasks never wait on this task, so waiting for room cannot deadlock.
+                let _ = tx
+                    .send(TaskMsg::Signal {
+                        url: url_arc.clone(),
+                        event,
+                    })
+                    .await;
+            }
+        }
+        if !cmds_open && torrents.is_empty() {
+            break;
+        }
+        let wait = m
+            .poll_timeout()
+            .map(|t| t.saturating_since(now()))
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        tokio::select! {
+            cmd = rx.recv(), if cmds_open => match cmd {
+                None => {
+                    cmds_open = false;
+                    for ih in torrents.drain().map(|(k, _)| k).collect::<Vec<_>>() {
+                        m.remove_torrent(now(), ih);
+                    }
+                }
+                Some(Cmd::Register { info_hash, tx }) => {
+                    torrents.insert(info_hash, tx);
+                    m.add_torrent(now(), info_hash);
+                }
+                Some(Cmd::Unregister { info_hash }) => {
+                    torrents.remove(&info_hash);
+                    m.remove_torrent(now(), info_hash);
+                }
+                Some(Cmd::Announce(p)) => m.announce(now(), p),
+                Some(Cmd::OfferCreated { offer_id, sdp }) => m.offer_created(now(), offer_id, sdp),
+                Some(Cmd::OfferFailed { offer_id }) => m.offer_failed(now(), offer_id),
+                Some(Cmd::AnswerCreated { info_hash, peer_id, offer_id, sdp }) => {
+                    m.answer_created(now(), info_hash, peer_id, offer_id, sdp)
+                }
+                Some(Cmd::AnswerFailed { info_hash, peer_id, offer_id }) => {
+                    m.answer_failed(now(), info_hash, peer_id, offer_id)
+                }
+            },
+            res = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
+                connecting = None;
+                match res {
+                    Ok(Ok(s)) => {
+                        debug!(%url, "WebSocket tracker connected");
+                        ws = Some(s);
+                        m.connected(now());
+                    }
+                    Ok(Err(e)) => {
+                        debug!(%url, "WebSocket tracker connection failed: {e}");
+                        m.closed(now());
+                    }
+                    Err(_) => m.closed(now()),
+                }
+            }
+            frame = async { ws.as_mut().expect("guarded").next().await }, if ws.is_some() => {
+                match frame {
+                    Some(Ok(Message::Text(t))) => m.handle_message(now(), t.as_str()),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                        debug!(%url, "WebSocket tracker closed");
+                        ws = None;
+                        m.closed(now());
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+            _ = tokio::time::sleep(wait) => m.handle_timeout(now()),
+        }
+    }
+    if let Some(h) = connecting.take() {
+        h.abort();
+    }
+    if let Some(mut s) = ws.take() {
+        let _ = s.close(None).await;
+    }
+    debug!(%url, "WebSocket tracker task ended");
+}
