@@ -22,9 +22,19 @@ command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v unshare >/dev/null || missing+=(util-linux)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+
+step "wasm tools (wasm-bindgen-cli at the Cargo.lock version, wasm-pack)"
+wb_version=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wb_version" ]; then
+  # Not --locked: its own lockfile pins a crate the registry mirror may lack.
+  cargo install wasm-bindgen-cli --version "$wb_version"
+fi
+command -v wasm-pack >/dev/null || cargo install wasm-pack
 
 step "fetch dependencies"
 cargo fetch --locked
@@ -52,3 +62,24 @@ tests/netns.sh env CARGO_NET_OFFLINE=true \
 
 step "the interop harness's own checks"
 tests/netns.sh node --test tests/interop/harness.test.mjs
+
+step "WebRTC: native peers, the bridge between TCP and WebRTC swarms (loopback-only netns)"
+tests/netns.sh env CARGO_NET_OFFLINE=true \
+  cargo test -p webtorrent --test webrtc_swarm --test rtc --offline --locked -- --ignored --test-threads=1
+
+step "wasm client unit tests in headless Chromium (loopback-only netns)"
+cargo test -p webtorrent-wasm --target wasm32-unknown-unknown --locked --no-run
+(cd wasm && ../tests/netns.sh env CARGO_NET_OFFLINE=true CHROMEDRIVER=/usr/bin/chromedriver \
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+  cargo test -p webtorrent-wasm --target wasm32-unknown-unknown --offline --locked)
+
+step "the npm package and the page's wasm build"
+bash wasm/build.sh
+tests/netns.sh node --test tests/browser/package.test.mjs
+
+step "the page in Chromium: page to page, page and the webtorrent browser bundle, HTTP announce"
+tests/netns.sh node --test tests/browser/browser.test.mjs
+
+step "browser and desktop through the bridge (Chromium, our CLI, npm webtorrent)"
+cargo build -p webtorrent --bin webtorrent --locked
+tests/netns.sh node --test tests/browser/bridge.test.mjs

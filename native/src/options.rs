@@ -39,7 +39,7 @@ pub struct WebTorrentOptions {
     /// Join WebRTC swarms through WebSocket trackers (`ws://`) listed by torrents, beside TCP.
     pub webrtc: bool,
     /// WebRTC settings; `None` derives them from `listen_address` (a loopback listen address
-    /// binds ICE to loopback only, see [`RtcConfig::loopback`](crate::rtc::RtcConfig::loopback)).
+    /// binds ICE to loopback only, any other address binds every interface plus loopback; see [`RtcConfig::loopback`](crate::rtc::RtcConfig::loopback)).
     pub rtc: Option<crate::rtc::RtcConfig>,
 }
 
@@ -49,7 +49,13 @@ impl WebTorrentOptions {
         match &self.rtc {
             Some(c) => c.clone(),
             None if self.listen_address.is_loopback() => crate::rtc::RtcConfig::loopback(),
-            None => crate::rtc::RtcConfig::default(),
+            None => {
+                // Every interface, plus loopback explicitly (a wildcard bind leaves it out):
+                // peers on the same host, and hosts whose only interface is loopback.
+                let mut c = crate::rtc::RtcConfig::default();
+                c.bind_addrs.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                c
+            }
         }
     }
 }
