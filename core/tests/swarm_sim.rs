@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
-use sim::{content, multi_file_torrent, Behaviour, LinkSpec, Sim};
+use sim::{content, multi_file_torrent, Behaviour, LinkSpec, Sim, Verify};
 use webtorrent_core::torrent::TorrentEvent;
 
 fn sha256(d: &[u8]) -> [u8; 32] {
@@ -21,8 +21,8 @@ struct Outcome {
 }
 
 /// One seeder, a corrupting peer, five leechers (one from a magnet link), a slow link and a
-/// link that drops midway; multi-file torrent of 240 pieces.
-fn run_swarm(seed: u64) -> Outcome {
+/// link that drops midway; multi-file torrent of 240 pieces. Pieces are hashed as `verify` says.
+fn run_swarm(seed: u64, verify: Verify) -> Outcome {
     let piece_length = 16 * 1024;
     let lengths = [1_000_000, 7, 2_000_000, 932_153];
     let total: usize = lengths.iter().sum();
@@ -30,6 +30,7 @@ fn run_swarm(seed: u64) -> Outcome {
     let meta = multi_file_torrent(&data, &lengths, piece_length);
     assert!(meta.info.num_pieces() >= 200);
     let mut sim = Sim::new(seed);
+    sim.verify = verify;
     let seeder = sim.add_seed(&meta, &data, Behaviour::Honest);
     let corrupter = sim.add_seed(&meta, &data, Behaviour::Corrupt);
     let leechers: Vec<usize> = (0..4).map(|_| sim.add_leecher(&meta)).collect();
@@ -71,7 +72,7 @@ fn run_swarm(seed: u64) -> Outcome {
         let n = &sim.nodes[i];
         if all_done {
             assert_eq!(
-                sha256(&n.data),
+                sha256(&n.data()),
                 expected,
                 "node {i} data differs (seed {seed})"
             );
@@ -97,7 +98,24 @@ fn run_swarm(seed: u64) -> Outcome {
 
 #[test]
 fn swarm_with_corrupt_peer_slow_and_dropped_links() {
-    let o = run_swarm(1);
+    let o = run_swarm(1, Verify::Inline);
+    assert!(o.all_done, "not all leechers finished in {} s", o.sim_secs);
+    assert!(
+        o.banned_corrupter >= 1,
+        "the corrupting peer was never banned"
+    );
+}
+
+/// The same swarm with pieces hashed (and stored) on a worker thread, verdicts coming back
+/// later: good pieces still land in storage, bad ones still get the corrupter banned.
+#[test]
+fn swarm_with_hashing_on_a_worker_thread() {
+    let o = run_swarm(
+        1,
+        Verify::Thread {
+            delay: Duration::from_millis(2),
+        },
+    );
     assert!(o.all_done, "not all leechers finished in {} s", o.sim_secs);
     assert!(
         o.banned_corrupter >= 1,
@@ -109,7 +127,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn swarm_completes_for_many_seeds(seed in 2u64..1_000_000) {
-        let o = run_swarm(seed);
+        let o = run_swarm(seed, Verify::Inline);
         prop_assert!(o.all_done, "seed {} not done after {} s", seed, o.sim_secs);
     }
 }
@@ -125,7 +143,7 @@ fn two_peers_transfer_and_seed_to_seed_disconnects() {
     assert!(sim.run(Duration::from_secs(60), |sim| sim.nodes[l]
         .done_at
         .is_some()));
-    assert_eq!(sha256(&sim.nodes[l].data), sha256(&data));
+    assert_eq!(sha256(&sim.nodes[l].data()), sha256(&data));
     // Once both are seeds the connection is closed.
     sim.run(Duration::from_secs(5), |_| false);
     assert_eq!(sim.nodes[l].torrent.num_peers(), 0);
@@ -145,7 +163,7 @@ fn magnet_only_swarm_gets_metadata() {
     assert!(sim.run(Duration::from_secs(60), |sim| sim.nodes[m]
         .done_at
         .is_some()));
-    assert_eq!(sha256(&sim.nodes[m].data), sha256(&data));
+    assert_eq!(sha256(&sim.nodes[m].data()), sha256(&data));
     assert_eq!(
         sim.nodes[m].torrent.metainfo().unwrap().info_bytes,
         meta.info_bytes

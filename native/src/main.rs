@@ -1,6 +1,8 @@
-//! The `webtorrent` command: create, inspect, seed and download torrents.
+//! The `webtorrent` command: create, inspect, seed and download torrents, and serve a tracker
+//! with the browser page.
 
 use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use webtorrent::core::magnet::Magnet;
 use webtorrent::core::metainfo::Metainfo;
 use webtorrent::{
-    AddOptions, Torrent, TorrentCreator, TorrentSource, WebTorrent, WebTorrentOptions,
+    server, AddOptions, Torrent, TorrentCreator, TorrentSource, WebTorrent, WebTorrentOptions,
 };
 
 /// `println!` that ignores a closed stdout (e.g. a pipe whose reader went away) instead of
@@ -113,6 +115,39 @@ enum Cmd {
         /// Download limit in bytes per second.
         #[arg(long)]
         download_limit: Option<u64>,
+    },
+    /// Run a tracker (HTTP, WebSocket and UDP) and the browser page on one port, and
+    /// optionally seed files through it, until interrupted (SIGINT/SIGTERM).
+    Serve {
+        /// Files or folders to seed through this tracker.
+        files: Vec<PathBuf>,
+        /// Address to listen on (0.0.0.0 or :: for every interface).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
+        /// Port for HTTP, WebSocket and UDP.
+        #[arg(long, short = 'p', default_value_t = webtorrent::server::DEFAULT_PORT)]
+        port: u16,
+        /// Folder served at / (default: the repository's www/).
+        #[arg(long)]
+        www: Option<PathBuf>,
+        /// Do not run the UDP tracker.
+        #[arg(long)]
+        no_udp: bool,
+        /// Announce interval for HTTP and UDP clients in seconds (WebSocket clients get a fifth).
+        #[arg(long, default_value_t = 600)]
+        interval: u64,
+        /// Most swarms kept (the least recently announced goes first).
+        #[arg(long, default_value_t = 100_000)]
+        max_torrents: usize,
+        /// Most peers kept in all swarms together.
+        #[arg(long, default_value_t = 1_000_000)]
+        max_peers: usize,
+        /// TCP listen port of the seeding client.
+        #[arg(long)]
+        seed_port: Option<u16>,
+        /// Piece length for the seeded files.
+        #[arg(long)]
+        piece_length: Option<u32>,
     },
 }
 
@@ -318,7 +353,121 @@ async fn run(cli: Cli) -> AnyResult<()> {
             }
             client.destroy().await?;
         }
+        Cmd::Serve {
+            files,
+            host,
+            port,
+            www,
+            no_udp,
+            interval,
+            max_torrents,
+            max_peers,
+            seed_port,
+            piece_length,
+        } => {
+            serve(ServeArgs {
+                files,
+                listen: SocketAddr::new(host, port),
+                www,
+                no_udp,
+                interval,
+                max_torrents,
+                max_peers,
+                seed_port,
+                piece_length,
+                quiet,
+            })
+            .await?
+        }
     }
+    Ok(())
+}
+
+struct ServeArgs {
+    files: Vec<PathBuf>,
+    listen: SocketAddr,
+    www: Option<PathBuf>,
+    no_udp: bool,
+    interval: u64,
+    max_torrents: usize,
+    max_peers: usize,
+    seed_port: Option<u16>,
+    piece_length: Option<u32>,
+    quiet: bool,
+}
+
+/// `webtorrent serve`: the tracker and page server, plus a seeding client when files are given.
+async fn serve(a: ServeArgs) -> AnyResult<()> {
+    let www = a.www.unwrap_or_else(server::default_www_dir);
+    if !a.quiet {
+        if !www.join("index.html").is_file() {
+            eprintln!(
+                "warning: no index.html in {}; serving a plain page at /",
+                www.display()
+            );
+        } else if !www.join("pkg").is_dir() {
+            eprintln!(
+                "warning: {} has no pkg/ (the wasm client); build it with wasm/build.sh",
+                www.display()
+            );
+        }
+    }
+    let config = server::ServerConfig {
+        listen: a.listen,
+        www: Some(www),
+        udp: !a.no_udp,
+        tracker: server::TrackerConfig {
+            interval: Duration::from_secs(a.interval.max(1)),
+            max_torrents: a.max_torrents.max(1),
+            max_peers: a.max_peers.max(1),
+            ..server::TrackerConfig::default()
+        },
+        ..server::ServerConfig::default()
+    };
+    let srv = server::Server::bind(config).await?;
+    say!("{}", srv.page_url());
+    if !a.quiet {
+        eprintln!("open {} in a browser", srv.page_url());
+        eprintln!("HTTP tracker:      {}", srv.http_announce_url());
+        eprintln!("WebSocket tracker: {}", srv.ws_url());
+        if let Some(u) = srv.udp_announce_url() {
+            eprintln!("UDP tracker:       {u}");
+        }
+        eprintln!("stats:             {}stats", srv.page_url());
+    }
+    let mut client = None;
+    if !a.files.is_empty() {
+        let ip = a.listen.ip();
+        let c = WebTorrent::new(WebTorrentOptions {
+            listen_address: ip,
+            ..options(a.seed_port, None)
+        })
+        .await?;
+        let announce = vec![srv.http_announce_url(), srv.ws_url()];
+        for f in &a.files {
+            let mut creator = TorrentCreator::new().with_announce(announce.clone());
+            if let Some(pl) = a.piece_length {
+                creator = creator.with_piece_length(pl);
+            }
+            let t = c.seed_path(f, creator).await?;
+            say!("{}", t.magnet_uri());
+            if !a.quiet {
+                eprintln!("seeding {} ({})", t.name(), t.info_hash().to_hex());
+            }
+        }
+        if !a.quiet {
+            eprintln!("seeding client on TCP port {}", c.port());
+        }
+        client = Some(c);
+    }
+    if !a.quiet {
+        eprintln!("serving (Ctrl+C to stop)");
+    }
+    wait_for_signal().await;
+    if let Some(c) = client {
+        c.destroy().await?;
+    }
+    srv.shutdown().await;
     Ok(())
 }
 

@@ -100,10 +100,8 @@ pub struct RtcConfig {
     /// The SCTP receive window we advertise (a_rwnd), in bytes.
     pub sctp_receive_window: u32,
     /// Largest data-channel message we send, in bytes; lowered further to what the remote
-    /// advertises (`a=max-message-size`; browsers accept 256 KiB). 64 KiB by default: four
-    /// times the throughput of 16 KiB between webrtc-rs peers. 64 KiB doubles
-    /// the throughput between two webrtc-rs peers (see
-    /// [`DataChannelStream::set_max_message_size`] to raise it once the remote is known).
+    /// advertises (`a=max-message-size`; browsers accept 256 KiB). 64 KiB by default, about
+    /// twice the throughput of 16 KiB between two webrtc-rs peers.
     pub max_message_size: usize,
     /// Bytes handed to the data channel but not yet acknowledged by the remote above which
     /// writes wait (send-side back-pressure). Larger values let a fast sender overrun the

@@ -1,17 +1,22 @@
 //! A deterministic in-memory network for driving [`Torrent`] state machines: no sockets, no
 //! clock, a seeded RNG. Links have latency, bandwidth and an optional cut-off point.
+//!
+//! Pieces are hashed inline or on a worker thread ([`Verify`]); with the worker, verdicts are
+//! still handed over at fixed simulated times, so runs stay deterministic either way.
 
 #![allow(dead_code)]
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
 use webtorrent_core::creator::TorrentCreator;
 use webtorrent_core::metainfo::Metainfo;
+use webtorrent_core::piece::PieceIndex;
 use webtorrent_core::piece::{sha1, Bitfield};
 use webtorrent_core::rng::Rng;
 use webtorrent_core::session::Direction;
@@ -29,11 +34,25 @@ pub enum Behaviour {
 pub struct Node {
     pub torrent: Torrent,
     pub addr: SocketAddr,
-    pub data: Vec<u8>,
+    /// Where verified pieces are written (shared with the hashing thread, which stores what it
+    /// verified, as a driver's disk task would). Empty for seeds.
+    storage: Arc<Mutex<Vec<u8>>>,
     pub behaviour: Behaviour,
     pub done_at: Option<Time>,
     pub events: Vec<TorrentEvent>,
     pub seed_bytes: Option<Bytes>,
+}
+
+impl Node {
+    /// The node's storage: what it has verified and written so far.
+    pub fn data(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.storage.lock().expect("storage lock")
+    }
+
+    /// Takes the storage out (leaving it empty), e.g. to reuse it in another run.
+    pub fn take_data(&mut self) -> Vec<u8> {
+        std::mem::take(&mut *self.data())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -61,25 +80,224 @@ struct Link {
     next_free: [Time; 2],
     carried: u64,
     open: bool,
+    /// Chunks on their way to each end, in order of arrival (which is also the order they were
+    /// sent in: a link's latency is fixed and its sends are serialised).
+    in_flight: [VecDeque<(Time, Bytes)>; 2],
+}
+
+/// Where the pieces the torrents ask to verify are hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// At once, on the simulation's thread.
+    Inline,
+    /// On a worker thread, as a driver would. The verdict is handed to the torrent `delay` of
+    /// simulated time after the request (waiting for the worker if it is not done yet), so a
+    /// run is as deterministic as with [`Verify::Inline`]; meanwhile the simulation goes on.
+    Thread { delay: Duration },
 }
 
 enum Ev {
+    /// Chunks in flight to end `to_side` of `link` have arrived: all those due by now, which
+    /// are handed over together, as a socket read would.
     Deliver {
         link: usize,
         to_side: usize,
-        data: Bytes,
     },
     Close {
         link: usize,
     },
+    /// The verdict of hashing job `ticket` is due.
+    Verified {
+        node: usize,
+        piece: PieceIndex,
+        ticket: u64,
+    },
+}
+
+/// An event due at `at`; `seq` orders events due at the same time.
+struct Scheduled {
+    at: Time,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+struct HashJob {
+    ticket: u64,
+    data: Bytes,
+    expected: [u8; 20],
+    storage: Arc<Mutex<Vec<u8>>>,
+    offset: usize,
+}
+
+/// Checks a piece against its SHA-1 and, if good, writes it into `storage` at `offset`.
+fn check_and_store(
+    data: &[u8],
+    expected: &[u8; 20],
+    storage: &Mutex<Vec<u8>>,
+    offset: usize,
+) -> bool {
+    let ok = sha1(data) == *expected;
+    if ok {
+        let mut s = storage.lock().expect("storage lock");
+        s[offset..offset + data.len()].copy_from_slice(data);
+    }
+    ok
+}
+
+/// Most pieces waiting for the worker; further ones are checked on the simulation's thread (as
+/// the native driver does when its hashing tasks fall behind). Either way the verdict is given
+/// at the same simulated time, so this changes nothing but where the CPU time is spent.
+const MAX_QUEUED_AT_WORKER: usize = 2;
+
+/// Jobs not yet started by the worker, and whether the simulation is gone.
+struct JobQueue {
+    jobs: Mutex<(VecDeque<HashJob>, bool)>,
+    ready: Condvar,
+}
+
+/// A worker thread hashing (and storing) pieces in the order they are handed to it.
+struct Hasher {
+    queue: Arc<JobQueue>,
+    results: mpsc::Receiver<(u64, Bytes, bool)>,
+    /// Verdicts received (or computed here) before they were due.
+    early: HashMap<u64, (Bytes, bool)>,
+    next_ticket: u64,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Hasher {
+    fn new() -> Self {
+        let queue = Arc::new(JobQueue {
+            jobs: Mutex::new((VecDeque::new(), false)),
+            ready: Condvar::new(),
+        });
+        let (result_tx, results) = mpsc::channel();
+        let q = queue.clone();
+        let worker = std::thread::Builder::new()
+            .name("sim-hasher".into())
+            .spawn(move || loop {
+                let job = {
+                    let mut jobs = q.jobs.lock().expect("job queue lock");
+                    loop {
+                        if let Some(job) = jobs.0.pop_front() {
+                            break job;
+                        }
+                        if jobs.1 {
+                            return;
+                        }
+                        jobs = q.ready.wait(jobs).expect("job queue lock");
+                    }
+                };
+                let ok = check_and_store(&job.data, &job.expected, &job.storage, job.offset);
+                if result_tx.send((job.ticket, job.data, ok)).is_err() {
+                    return;
+                }
+            })
+            .expect("spawn hasher");
+        Hasher {
+            queue,
+            results,
+            early: HashMap::new(),
+            next_ticket: 0,
+            worker: Some(worker),
+        }
+    }
+
+    fn submit(
+        &mut self,
+        data: Bytes,
+        expected: [u8; 20],
+        storage: Arc<Mutex<Vec<u8>>>,
+        offset: usize,
+    ) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let job = HashJob {
+            ticket,
+            data,
+            expected,
+            storage,
+            offset,
+        };
+        let mut jobs = self.queue.jobs.lock().expect("job queue lock");
+        if jobs.0.len() >= MAX_QUEUED_AT_WORKER {
+            drop(jobs);
+            self.run_here(job);
+        } else {
+            jobs.0.push_back(job);
+            drop(jobs);
+            self.queue.ready.notify_one();
+        }
+        ticket
+    }
+
+    fn run_here(&mut self, job: HashJob) {
+        let ok = check_and_store(&job.data, &job.expected, &job.storage, job.offset);
+        self.early.insert(job.ticket, (job.data, ok));
+    }
+
+    /// The verdict of `ticket`: done already, or done here if the worker has not started it
+    /// (so a worker that the OS keeps off the CPU does not stall the simulation), else waited
+    /// for.
+    fn wait(&mut self, ticket: u64) -> (Bytes, bool) {
+        if let Some(r) = self.early.remove(&ticket) {
+            return r;
+        }
+        let mut jobs = self.queue.jobs.lock().expect("job queue lock");
+        if let Some(i) = jobs.0.iter().position(|j| j.ticket == ticket) {
+            let job = jobs.0.remove(i).expect("position is in range");
+            drop(jobs);
+            self.run_here(job);
+            return self.early.remove(&ticket).expect("just checked");
+        }
+        drop(jobs);
+        loop {
+            let (t, data, ok) = self.results.recv().expect("hasher alive");
+            if t == ticket {
+                return (data, ok);
+            }
+            self.early.insert(t, (data, ok));
+        }
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.queue.jobs.lock() {
+            jobs.1 = true;
+        }
+        self.queue.ready.notify_all();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 pub struct Sim {
     pub nodes: Vec<Node>,
     links: Vec<Link>,
     key_to_link: HashMap<(usize, PeerKey), usize>,
-    queue: BinaryHeap<Reverse<(Time, u64)>>,
-    evs: BTreeMap<u64, Ev>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     next_key: u64,
     pub now: Time,
@@ -88,6 +306,9 @@ pub struct Sim {
     pub link_specs: HashMap<(usize, usize), LinkSpec>,
     pub default_link: LinkSpec,
     pub bytes_moved: u64,
+    /// Where pieces are hashed ([`Verify::Inline`] by default).
+    pub verify: Verify,
+    hasher: Option<Hasher>,
 }
 
 pub fn content(len: usize, seed: u64) -> Vec<u8> {
@@ -128,7 +349,6 @@ impl Sim {
             links: Vec::new(),
             key_to_link: HashMap::new(),
             queue: BinaryHeap::new(),
-            evs: BTreeMap::new(),
             seq: 0,
             next_key: 1,
             now: Time::ZERO,
@@ -136,6 +356,8 @@ impl Sim {
             link_specs: HashMap::new(),
             default_link: LinkSpec::default(),
             bytes_moved: 0,
+            verify: Verify::Inline,
+            hasher: None,
         }
     }
 
@@ -163,6 +385,17 @@ impl Sim {
 
     /// Adds a node that has all of `data`.
     pub fn add_seed(&mut self, meta: &Arc<Metainfo>, data: &[u8], behaviour: Behaviour) -> usize {
+        self.add_seed_bytes(meta, Bytes::copy_from_slice(data), behaviour)
+    }
+
+    /// Adds a node that has all of `data`, serving blocks as slices of it (no copy: benches
+    /// share one buffer across runs).
+    pub fn add_seed_bytes(
+        &mut self,
+        meta: &Arc<Metainfo>,
+        data: Bytes,
+        behaviour: Behaviour,
+    ) -> usize {
         let idx = self.nodes.len();
         let cfg = self.config(idx);
         let n = meta.info.num_pieces();
@@ -172,24 +405,32 @@ impl Sim {
         self.nodes.push(Node {
             torrent,
             addr: Self::addr_of(idx),
-            data: data.to_vec(),
+            storage: Arc::default(),
             behaviour,
             done_at: Some(self.now),
             events: Vec::new(),
-            seed_bytes: Some(Bytes::copy_from_slice(data)),
+            seed_bytes: Some(data),
         });
         idx
     }
 
     /// Adds a node with nothing, from the torrent file.
     pub fn add_leecher(&mut self, meta: &Arc<Metainfo>) -> usize {
+        // Filled (not lazily zeroed) so the storage's pages exist before the transfer.
+        self.add_leecher_with_storage(meta, vec![0xee; meta.info.total_length() as usize])
+    }
+
+    /// Adds a node with nothing, writing verified pieces into `storage` (which must be as long
+    /// as the torrent). Benches pass the same, already faulted-in buffer to every run.
+    pub fn add_leecher_with_storage(&mut self, meta: &Arc<Metainfo>, storage: Vec<u8>) -> usize {
+        assert_eq!(storage.len() as u64, meta.info.total_length());
         let idx = self.nodes.len();
         let cfg = self.config(idx);
         let n = meta.info.num_pieces();
         let seed = self.rng.next_u64();
         let torrent =
             Torrent::new(cfg, meta.clone(), Bitfield::new(n), seed, self.now).expect("torrent");
-        self.push_node(torrent, meta.info.total_length() as usize)
+        self.push_node(torrent, storage)
     }
 
     /// Adds a node that knows only the info hash (magnet link).
@@ -198,16 +439,15 @@ impl Sim {
         let cfg = self.config(idx);
         let seed = self.rng.next_u64();
         let torrent = Torrent::from_info_hash(cfg, info_hash, Vec::new(), seed, self.now);
-        self.push_node(torrent, total)
+        self.push_node(torrent, vec![0xee; total])
     }
 
-    fn push_node(&mut self, torrent: Torrent, total: usize) -> usize {
+    fn push_node(&mut self, torrent: Torrent, data: Vec<u8>) -> usize {
         let idx = self.nodes.len();
         self.nodes.push(Node {
             torrent,
             addr: Self::addr_of(idx),
-            // Filled (not lazily zeroed) so the storage's pages exist before the transfer.
-            data: vec![0xee; total],
+            storage: Arc::new(Mutex::new(data)),
             behaviour: Behaviour::Honest,
             done_at: None,
             events: Vec::new(),
@@ -230,8 +470,19 @@ impl Sim {
 
     fn schedule(&mut self, at: Time, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse((at, self.seq)));
-        self.evs.insert(self.seq, ev);
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    /// Gives node `i` the verdict on a piece (stored already if good) and its buffer back.
+    fn piece_verdict(&mut self, i: usize, piece: PieceIndex, data: Bytes, ok: bool) {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        node.torrent.piece_checked(now, piece, ok);
+        node.torrent.recycle(data);
     }
 
     fn connect(&mut self, from: usize, addr: SocketAddr) {
@@ -282,6 +533,7 @@ impl Sim {
             next_free: [now, now],
             carried: 0,
             open: true,
+            in_flight: [VecDeque::new(), VecDeque::new()],
         });
         self.key_to_link.insert((from, ka), link);
         self.key_to_link.insert((to, kb), link);
@@ -308,14 +560,19 @@ impl Sim {
         if cut {
             l.open = false;
         }
-        self.schedule(
-            arrive,
-            Ev::Deliver {
-                link,
-                to_side: 1 - side,
-                data,
-            },
-        );
+        let queue = &mut l.in_flight[1 - side];
+        // Chunks arriving at the same time share one event.
+        let pending = queue.back().is_some_and(|(at, _)| *at == arrive);
+        queue.push_back((arrive, data));
+        if !pending {
+            self.schedule(
+                arrive,
+                Ev::Deliver {
+                    link,
+                    to_side: 1 - side,
+                },
+            );
+        }
         if cut {
             self.schedule(arrive, Ev::Close { link });
         }
@@ -340,14 +597,14 @@ impl Sim {
                             (Some(b), Behaviour::Honest) => {
                                 b.slice(off..off + block.length as usize)
                             }
-                            (_, Behaviour::Corrupt) => {
-                                let mut v = node.data[off..off + block.length as usize].to_vec();
+                            (Some(b), Behaviour::Corrupt) => {
+                                let mut v = b[off..off + block.length as usize].to_vec();
                                 v[0] ^= 0xff;
                                 Bytes::from(v)
                             }
-                            (None, _) => {
-                                Bytes::copy_from_slice(&node.data[off..off + block.length as usize])
-                            }
+                            (None, _) => Bytes::copy_from_slice(
+                                &node.data()[off..off + block.length as usize],
+                            ),
                         };
                         node.torrent.block_read(now, peer, block, Some(data));
                     }
@@ -356,15 +613,30 @@ impl Sim {
                         data,
                         expected,
                     } => {
-                        let ok = sha1(&data) == expected;
-                        let node = &mut self.nodes[i];
-                        if ok {
-                            let meta = node.torrent.metainfo().cloned().expect("meta");
-                            let off = meta.info.layout.piece_offset(piece) as usize;
-                            node.data[off..off + data.len()].copy_from_slice(&data);
+                        let meta = self.nodes[i].torrent.metainfo().expect("meta");
+                        let offset = meta.info.layout.piece_offset(piece) as usize;
+                        match self.verify {
+                            Verify::Inline => {
+                                let storage = &self.nodes[i].storage;
+                                let ok = check_and_store(&data, &expected, storage, offset);
+                                self.piece_verdict(i, piece, data, ok);
+                            }
+                            Verify::Thread { delay } => {
+                                let storage = self.nodes[i].storage.clone();
+                                let ticket = self
+                                    .hasher
+                                    .get_or_insert_with(Hasher::new)
+                                    .submit(data, expected, storage, offset);
+                                self.schedule(
+                                    now + delay,
+                                    Ev::Verified {
+                                        node: i,
+                                        piece,
+                                        ticket,
+                                    },
+                                );
+                            }
                         }
-                        node.torrent.piece_checked(now, piece, ok);
-                        node.torrent.recycle(data);
                     }
                     Output::Event(e) => {
                         let node = &mut self.nodes[i];
@@ -409,7 +681,7 @@ impl Sim {
             if until(self) {
                 return true;
             }
-            let next_ev = self.queue.peek().map(|Reverse((t, _))| *t);
+            let next_ev = self.queue.peek().map(|Reverse(s)| s.at);
             let next_timer = self.nodes.iter().map(|n| n.torrent.poll_timeout()).min();
             let next = match (next_ev, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
@@ -421,15 +693,30 @@ impl Sim {
             self.now = self.now.max(next);
             let now = self.now;
             if next_ev == Some(next) {
-                let Reverse((_, seq)) = self.queue.pop().expect("peeked");
-                match self.evs.remove(&seq).expect("event") {
-                    Ev::Deliver {
-                        link,
-                        to_side,
-                        data,
+                let Reverse(scheduled) = self.queue.pop().expect("peeked");
+                match scheduled.ev {
+                    Ev::Deliver { link, to_side } => {
+                        let l = &mut self.links[link];
+                        let (node, key) = l.ends[to_side];
+                        let torrent = &mut self.nodes[node].torrent;
+                        while l.in_flight[to_side]
+                            .front()
+                            .is_some_and(|(at, _)| *at <= now)
+                        {
+                            if let Some((_, data)) = l.in_flight[to_side].pop_front() {
+                                torrent.peer_data(now, key, &data);
+                            }
+                        }
+                        self.pump(node);
+                    }
+                    Ev::Verified {
+                        node,
+                        piece,
+                        ticket,
                     } => {
-                        let (node, key) = self.links[link].ends[to_side];
-                        self.nodes[node].torrent.peer_data(now, key, &data);
+                        let hasher = self.hasher.as_mut().expect("hasher started");
+                        let (data, ok) = hasher.wait(ticket);
+                        self.piece_verdict(node, piece, data, ok);
                         self.pump(node);
                     }
                     Ev::Close { link } => {
