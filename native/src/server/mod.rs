@@ -1,0 +1,367 @@
+//! The embedded tracker and page server behind `webtorrent serve`: one port for
+//!
+//! * an HTTP tracker (`/announce`, `/scrape`; compact IPv4/IPv6 and dictionary peer lists;
+//!   CORS headers so pages can read the replies),
+//! * a WebSocket tracker for WebRTC peers (any path, `/` included: offers forwarded to other
+//!   peers, answers back by `to_peer_id`, scrape; a closed socket counts as `stopped`),
+//! * a UDP tracker (BEP 15) on the same port number,
+//! * `/stats` (HTML) and `/stats.json` with bittorrent-tracker's figures and field names,
+//! * the browser page (`www/` and its wasm package) at `/`.
+//!
+//! It answers as bittorrent-tracker 11.2.3 does, so that its clients (npm `webtorrent` in Node
+//! and in browsers) and ours work against it; [`swarm`] has the details and the few places
+//! where it bounds what bittorrent-tracker does not.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use webtorrent::server::{Server, ServerConfig};
+//! let server = Server::bind(ServerConfig::default()).await?; // 127.0.0.1:8000
+//! println!("open {}", server.page_url());
+//! println!("trackers: {} {}", server.http_announce_url(), server.ws_url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod http;
+mod lru;
+pub mod peerid;
+pub mod stats;
+pub mod swarm;
+mod udp;
+mod ws;
+pub mod www;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+use webtorrent_core::Time;
+
+pub use stats::Stats;
+pub use swarm::{ConnId, Tracker, TrackerConfig};
+pub use www::Www;
+
+/// Default port: 8000, as bittorrent-tracker's CLI.
+pub const DEFAULT_PORT: u16 = 8000;
+
+/// Settings of a [`Server`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen (TCP for HTTP and WebSocket, UDP on the same port number). Default
+    /// `127.0.0.1:8000`; port 0 picks a port free for both.
+    pub listen: SocketAddr,
+    /// The folder served at `/`; `None` serves a small built-in page instead. Default:
+    /// [`default_www_dir`].
+    pub www: Option<PathBuf>,
+    /// Run the UDP tracker. Default true.
+    pub udp: bool,
+    /// Swarm settings and bounds.
+    pub tracker: TrackerConfig,
+    /// Most HTTP connections open at once (WebSocket connections count only while
+    /// upgrading). Further connections wait in the listen backlog. Default 1024.
+    pub max_connections: usize,
+    /// Most WebSocket connections open at once; more are refused with 503. Default 1024.
+    pub max_ws_connections: usize,
+    /// A WebSocket that sends nothing (not even a pong) for this long is closed. Default
+    /// 5 min; clients announce every 2 min and the server pings every minute.
+    pub ws_idle_timeout: Duration,
+    /// Bytes of forwarded messages that may wait for one slow WebSocket; more are dropped.
+    /// Default 1 MiB.
+    pub ws_queue_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
+            www: Some(default_www_dir()),
+            udp: true,
+            tracker: TrackerConfig::default(),
+            max_connections: 1024,
+            max_ws_connections: 1024,
+            ws_idle_timeout: Duration::from_secs(300),
+            ws_queue_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The repository's `www/` folder, found from where this crate was compiled.
+pub fn default_www_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../www"))
+}
+
+/// Errors from starting a [`Server`].
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr} ({proto}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// `TCP` or `UDP`.
+        proto: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another socket operation failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A WebSocket connection's outbox, as other connections see it.
+#[derive(Debug)]
+struct WsOutbox {
+    tx: tokio::sync::mpsc::Sender<String>,
+    queued: Arc<AtomicU64>,
+}
+
+/// State shared by the listener tasks.
+#[derive(Debug)]
+struct Shared {
+    tracker: Mutex<Tracker>,
+    outboxes: Mutex<HashMap<ConnId, WsOutbox>>,
+    next_conn: AtomicU64,
+    start: Instant,
+    www: Option<Www>,
+    config: ServerConfig,
+    local_addr: SocketAddr,
+    udp_ids: udp::ConnectionIds,
+    ws_slots: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+    /// The last `/stats` figures, kept for a while when they were expensive to compute.
+    stats_cache: tokio::sync::Mutex<Option<CachedStats>>,
+}
+
+#[derive(Debug)]
+struct CachedStats {
+    at: Instant,
+    ttl: Duration,
+    stats: Arc<Stats>,
+}
+
+impl Shared {
+    fn now(&self) -> Time {
+        Time::from_duration(self.start.elapsed())
+    }
+
+    fn tracker(&self) -> MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn outboxes(&self) -> MutexGuard<'_, HashMap<ConnId, WsOutbox>> {
+        self.outboxes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running tracker and page server. Dropping it stops it (as [`Server::shutdown`] does,
+/// without waiting).
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+    udp_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds the TCP and UDP sockets and starts serving in the background.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let (tcp, udp) = bind_both(config.listen, config.udp).await?;
+        let local_addr = tcp.local_addr()?;
+        let udp_addr = udp.as_ref().map(UdpSocket::local_addr).transpose()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let www = config.www.clone().map(Www::new);
+        let shared = Arc::new(Shared {
+            tracker: Mutex::new(Tracker::new(config.tracker.clone(), rand::random())),
+            outboxes: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            start: Instant::now(),
+            www,
+            ws_slots: Arc::new(Semaphore::new(config.max_ws_connections.max(1))),
+            config,
+            local_addr,
+            udp_ids: udp::ConnectionIds::new(),
+            shutdown: shutdown_rx,
+            stats_cache: tokio::sync::Mutex::new(None),
+        });
+        let mut tasks = vec![tokio::spawn(http::accept_loop(tcp, shared.clone()))];
+        if let Some(udp) = udp {
+            tasks.push(tokio::spawn(udp::run(udp, shared.clone())));
+        }
+        tasks.push(tokio::spawn(expire_loop(shared.clone())));
+        Ok(Server {
+            shared,
+            udp_addr,
+            shutdown: shutdown_tx,
+            tasks,
+        })
+    }
+
+    /// The TCP address bound (HTTP and WebSocket).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The UDP address bound, when the UDP tracker runs.
+    pub fn udp_local_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
+    }
+
+    /// `host:port` for URLs: a wildcard address is given as loopback.
+    fn authority(&self) -> String {
+        authority(self.shared.local_addr)
+    }
+
+    /// The page: `http://HOST:PORT/`.
+    pub fn page_url(&self) -> String {
+        format!("http://{}/", self.authority())
+    }
+
+    /// The HTTP tracker: `http://HOST:PORT/announce`.
+    pub fn http_announce_url(&self) -> String {
+        format!("http://{}/announce", self.authority())
+    }
+
+    /// The WebSocket tracker: `ws://HOST:PORT`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.authority())
+    }
+
+    /// The UDP tracker, `udp://HOST:PORT`, when it runs.
+    pub fn udp_announce_url(&self) -> Option<String> {
+        self.udp_addr.map(|a| format!("udp://{}", authority(a)))
+    }
+
+    /// The current `/stats` figures.
+    pub fn stats(&self) -> Stats {
+        self.shared.tracker().stats()
+    }
+
+    /// Stops listening and closes every connection (WebSockets get a close frame).
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        // Let WebSocket tasks send their close frames.
+        for _ in 0..50 {
+            if self.shared.outboxes().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn authority(addr: SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => format!("127.0.0.1:{}", addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => format!("[::1]:{}", addr.port()),
+        IpAddr::V4(ip) => format!("{ip}:{}", addr.port()),
+        IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is (bittorrent-tracker strips
+/// `::ffff:` the same way).
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical_ip(addr.ip()), addr.port())
+}
+
+/// Binds TCP and (optionally) UDP on one port number; with port 0, retries until a port is
+/// free for both.
+async fn bind_both(
+    listen: SocketAddr,
+    with_udp: bool,
+) -> Result<(TcpListener, Option<UdpSocket>), ServerError> {
+    let attempts = if listen.port() == 0 { 20 } else { 1 };
+    let mut last_err = None;
+    for _ in 0..attempts {
+        let tcp = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: listen,
+                proto: "TCP",
+                source,
+            })?;
+        if !with_udp {
+            return Ok((tcp, None));
+        }
+        let addr = SocketAddr::new(listen.ip(), tcp.local_addr()?.port());
+        match UdpSocket::bind(addr).await {
+            Ok(udp) => return Ok((tcp, Some(udp))),
+            Err(source) => {
+                last_err = Some(ServerError::Bind {
+                    addr,
+                    proto: "UDP",
+                    source,
+                })
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| {
+        ServerError::Io(std::io::Error::other("no port free for both TCP and UDP"))
+    }))
+}
+
+/// Drops expired peers every half minute.
+async fn expire_loop(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    let period =
+        (shared.config.tracker.peer_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = shared.now();
+                let n = shared.tracker().expire(now);
+                if n > 0 {
+                    debug!("expired {n} peers");
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+/// Shared by the drivers: logs a dropped message to a slow WebSocket once in a while.
+fn warn_dropped(conn: ConnId) {
+    warn!(
+        "dropping a message to WebSocket connection {}: its queue is full",
+        conn.0
+    );
+}
+
+impl Shared {
+    /// A fresh connection id.
+    fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+}
