@@ -77,6 +77,10 @@ step "the npm package and the page's wasm build"
 bash wasm/build.sh
 tests/netns.sh node --test tests/browser/package.test.mjs
 
+step "webtorrent serve: tracker and page server against npm webtorrent and Chromium (netns)"
+tests/netns.sh env CARGO_NET_OFFLINE=true \
+  cargo test -p webtorrent --test server --offline --locked -- --ignored --test-threads=1
+
 step "the page in Chromium: page to page, page and the webtorrent browser bundle, HTTP announce"
 tests/netns.sh node --test tests/browser/browser.test.mjs
 
