@@ -123,3 +123,58 @@ async fn tcp_seeder_reaches_webrtc_leecher_through_the_bridge() {
     bridge.destroy().await.unwrap();
     seed.stop();
 }
+
+/// Not a test but a measurement: `WEBRTC_BENCH_MIB` MiB (default 256) from one native client
+/// to another over WebRTC only, printing MB/s. Run in release inside tests/netns.sh with
+/// `--ignored --nocapture webrtc_throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; needs a loopback-only netns and the npm harness"]
+async fn webrtc_throughput() {
+    let mib: usize = std::env::var("WEBRTC_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let tracker = Tracker::start();
+    let data = content(mib * 1024 * 1024, 79);
+    let seeder = WebTorrent::new(WebTorrentOptions {
+        incoming: false,
+        ..opts()
+    })
+    .await
+    .unwrap();
+    let t = seeder
+        .seed(
+            "bench.bin".to_string(),
+            Bytes::from(data.clone()),
+            Some(vec![tracker.ws.clone()]),
+        )
+        .await
+        .unwrap();
+    let leecher = WebTorrent::new(WebTorrentOptions {
+        incoming: false,
+        ..opts()
+    })
+    .await
+    .unwrap();
+    let torrent_file = t.torrent_file().expect("torrent file");
+    let d = leecher.add(torrent_file).await.unwrap();
+    // Time from the first connected peer to the last verified piece.
+    let mut ev = d.subscribe();
+    let start = loop {
+        if let Ok(webtorrent::Event::PeerConnected { .. }) = ev.recv().await {
+            break std::time::Instant::now();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(600), d.wait_done())
+        .await
+        .expect("finished")
+        .unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(sha256_hex(&d.bytes().await.unwrap()), sha256_hex(&data));
+    println!(
+        "webrtc native -> native: {mib} MiB in {secs:.2} s = {:.1} MB/s",
+        (mib * 1024 * 1024) as f64 / secs / 1e6
+    );
+    leecher.destroy().await.unwrap();
+    seeder.destroy().await.unwrap();
+}
