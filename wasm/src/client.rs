@@ -19,8 +19,11 @@ use crate::store::Store;
 use crate::torrent::{self, Handle, Source, Torrent};
 use crate::util::{self, prop, string_list};
 
-/// Pieces hashed at once while seeding.
-const HASH_CONCURRENCY: usize = 6;
+/// File reads in flight while hashing for seeding.
+const HASH_CONCURRENCY: usize = 3;
+
+/// Bytes read at once while hashing (whole pieces; at least one).
+const HASH_CHUNK: u64 = 8 * 1024 * 1024;
 
 /// Downloads up to this size stay in memory by default; larger ones go to the OPFS.
 const DEFAULT_MEMORY_LIMIT: u64 = 256 * 1024 * 1024;
@@ -322,7 +325,9 @@ impl WebTorrent {
     }
 }
 
-/// SHA-1 of every piece of the blobs, reading piece by piece with bounded concurrency.
+/// SHA-1 of every piece of the blobs. Reads several pieces per `Blob.slice` (fewer, larger
+/// reads) and hashes the pieces of a read concurrently with `crypto.subtle`, with a bounded
+/// number of reads in flight, so memory stays at a few chunks whatever the file size.
 async fn hash_blobs(
     blobs: &[(web_sys::Blob, u64, u64)],
     total: u64,
@@ -331,23 +336,38 @@ async fn hash_blobs(
     if piece_length == 0 {
         return Err(js_err("piece length must not be 0"));
     }
-    let count = total.div_ceil(piece_length as u64);
+    let pl = piece_length as u64;
+    let count = total.div_ceil(pl);
+    let per_chunk = (HASH_CHUNK / pl).max(1);
+    let chunks = count.div_ceil(per_chunk);
     let mut out = Vec::with_capacity(count as usize * 20);
     let mut inflight = FuturesOrdered::new();
     let mut next = 0u64;
     loop {
-        while next < count && inflight.len() < HASH_CONCURRENCY {
-            let start = next * piece_length as u64;
-            let len = (total - start).min(piece_length as u64);
+        while next < chunks && inflight.len() < HASH_CONCURRENCY {
+            let start = next * per_chunk * pl;
+            let len = (total - start).min(per_chunk * pl);
             let blobs = blobs.to_vec();
             inflight.push_back(async move {
                 let data = Store::read_js(&blobs, start, len).await?;
-                Ok::<_, crate::store::StoreError>(util::sha1_js(&data).await)
+                let mut digests = Vec::new();
+                let mut at = 0u32;
+                while (at as u64) < len {
+                    let end = (at as u64 + pl).min(len) as u32;
+                    digests.push(util::sha1_owned(data.subarray(at, end)));
+                    at = end;
+                }
+                let hashes = futures::future::join_all(digests).await;
+                Ok::<_, crate::store::StoreError>(hashes)
             });
             next += 1;
         }
         match inflight.next().await {
-            Some(Ok(h)) => out.extend_from_slice(&h),
+            Some(Ok(hs)) => {
+                for h in hs {
+                    out.extend_from_slice(&h);
+                }
+            }
             Some(Err(e)) => return Err(js_err(format!("reading the file: {e}"))),
             None => break,
         }

@@ -63,6 +63,11 @@ pub(crate) async fn sha1_js(data: &Uint8Array) -> [u8; 20] {
     webtorrent_core::piece::sha1(&data.to_vec())
 }
 
+/// [`sha1_js`] taking its array by value (for futures that outlive the caller's borrow).
+pub(crate) async fn sha1_owned(data: Uint8Array) -> [u8; 20] {
+    sha1_js(&data).await
+}
+
 /// SHA-1 of bytes in wasm memory (copied once into a JS buffer for `crypto.subtle`).
 pub(crate) async fn sha1(data: &[u8]) -> [u8; 20] {
     let arr = Uint8Array::new_with_length(data.len() as u32);
