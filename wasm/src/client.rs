@@ -83,21 +83,38 @@ struct InputFile {
 
 fn file_of(v: &JsValue) -> Option<InputFile> {
     if let Some(f) = v.dyn_ref::<web_sys::File>() {
-        let rel = prop(v, "webkitRelativePath").and_then(|r| r.as_string()).unwrap_or_default();
+        let rel = prop(v, "webkitRelativePath")
+            .and_then(|r| r.as_string())
+            .unwrap_or_default();
         let path: Vec<String> = if rel.is_empty() {
             vec![f.name()]
         } else {
-            rel.split('/').filter(|c| !c.is_empty()).map(str::to_string).collect()
+            rel.split('/')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect()
         };
-        return Some(InputFile { path, blob: f.clone().into(), len: f.size() as u64 });
+        return Some(InputFile {
+            path,
+            blob: f.clone().into(),
+            len: f.size() as u64,
+        });
     }
     if let Some(b) = v.dyn_ref::<web_sys::Blob>() {
-        return Some(InputFile { path: Vec::new(), blob: b.clone(), len: b.size() as u64 });
+        return Some(InputFile {
+            path: Vec::new(),
+            blob: b.clone(),
+            len: b.size() as u64,
+        });
     }
     if let Some(a) = v.dyn_ref::<Uint8Array>() {
         let parts = Array::of1(a);
         let blob = web_sys::Blob::new_with_u8_array_sequence(&parts).ok()?;
-        return Some(InputFile { path: Vec::new(), blob, len: a.length() as u64 });
+        return Some(InputFile {
+            path: Vec::new(),
+            blob,
+            len: a.length() as u64,
+        });
     }
     if let Some(buf) = v.dyn_ref::<js_sys::ArrayBuffer>() {
         let a = Uint8Array::new(buf);
@@ -110,7 +127,10 @@ fn inputs(input: &JsValue) -> Result<Vec<InputFile>, JsValue> {
     let list: Vec<JsValue> = if Array::is_array(input) {
         Array::from(input).iter().collect()
     } else if let Some(fl) = input.dyn_ref::<web_sys::FileList>() {
-        (0..fl.length()).filter_map(|i| fl.get(i)).map(JsValue::from).collect()
+        (0..fl.length())
+            .filter_map(|i| fl.get(i))
+            .map(JsValue::from)
+            .collect()
     } else {
         vec![input.clone()]
     };
@@ -133,7 +153,9 @@ impl WebTorrent {
     /// of downloads kept in memory before the OPFS is used).
     #[wasm_bindgen(constructor)]
     pub fn new(opts: JsValue) -> Result<WebTorrent, JsValue> {
-        let announce = prop(&opts, "announce").map(|v| string_list(&v)).unwrap_or_default();
+        let announce = prop(&opts, "announce")
+            .map(|v| string_list(&v))
+            .unwrap_or_default();
         let peer_id = match prop(&opts, "peerId").and_then(|v| v.as_string()) {
             Some(hex) => PeerId::from_hex(&hex).map_err(|e| js_err(format!("peerId: {e}")))?,
             None => {
@@ -147,8 +169,14 @@ impl WebTorrent {
                 PeerId::new(id)
             }
         };
-        let max_conns = prop(&opts, "maxConns").and_then(|v| v.as_f64()).map(|n| n.max(1.0) as usize).unwrap_or(55);
-        let memory_limit = prop(&opts, "memoryLimit").and_then(|v| v.as_f64()).map(|n| n.max(0.0) as u64).unwrap_or(DEFAULT_MEMORY_LIMIT);
+        let max_conns = prop(&opts, "maxConns")
+            .and_then(|v| v.as_f64())
+            .map(|n| n.max(1.0) as usize)
+            .unwrap_or(55);
+        let memory_limit = prop(&opts, "memoryLimit")
+            .and_then(|v| v.as_f64())
+            .map(|n| n.max(0.0) as u64)
+            .unwrap_or(DEFAULT_MEMORY_LIMIT);
         let ice_servers = prop(&opts, "iceServers").unwrap_or(JsValue::UNDEFINED);
         Ok(WebTorrent {
             shared: Rc::new(ClientShared {
@@ -242,19 +270,29 @@ impl WebTorrent {
                         if path.len() > 1 && path.first() == Some(&name) {
                             path.remove(0);
                         }
-                        FileSpec { path, length: f.len }
+                        FileSpec {
+                            path,
+                            length: f.len,
+                        }
                     })
                     .collect();
                 creator.create_multi_with_hashes(&name, &specs, piece_length, pieces)
             }
             .map_err(|e| js_err(format!("cannot create the torrent: {e}")))?;
             if shared.find(created.info_hash).is_some() {
-                return Err(js_err(format!("torrent {} is already added", created.info_hash.to_hex())));
+                return Err(js_err(format!(
+                    "torrent {} is already added",
+                    created.info_hash.to_hex()
+                )));
             }
             let meta = Arc::new(created.metainfo);
             let h = torrent::start(
                 shared.clone(),
-                Source::Seed { meta, torrent_file: created.torrent_file, store: Store::Blobs(blobs) },
+                Source::Seed {
+                    meta,
+                    torrent_file: created.torrent_file,
+                    store: Store::Blobs(blobs),
+                },
                 Vec::new(),
             )
             .map_err(js_err)?;
@@ -271,14 +309,19 @@ impl WebTorrent {
             if shared.destroyed.get() {
                 return Err(js_err("client is destroyed"));
             }
-            let mut extra = prop(&opts, "announce").map(|v| string_list(&v)).unwrap_or_default();
+            let mut extra = prop(&opts, "announce")
+                .map(|v| string_list(&v))
+                .unwrap_or_default();
             extra.extend(shared.announce.iter().cloned());
             let source = if let Some(s) = input.as_string() {
                 let s = s.trim();
                 if s.starts_with("magnet:") {
-                    Source::Magnet(Magnet::parse(s).map_err(|e| js_err(format!("bad magnet link: {e}")))?)
+                    Source::Magnet(
+                        Magnet::parse(s).map_err(|e| js_err(format!("bad magnet link: {e}")))?,
+                    )
                 } else {
-                    let ih = InfoHash::from_hex_or_base32(s).map_err(|e| js_err(format!("not a magnet link or info hash: {e}")))?;
+                    let ih = InfoHash::from_hex_or_base32(s)
+                        .map_err(|e| js_err(format!("not a magnet link or info hash: {e}")))?;
                     Source::Magnet(Magnet::new(ih))
                 }
             } else {
@@ -287,10 +330,16 @@ impl WebTorrent {
                 } else if let Some(b) = input.dyn_ref::<js_sys::ArrayBuffer>() {
                     Uint8Array::new(b).to_vec()
                 } else {
-                    return Err(js_err("add() takes a magnet link, an info hash or .torrent bytes"));
+                    return Err(js_err(
+                        "add() takes a magnet link, an info hash or .torrent bytes",
+                    ));
                 };
-                let meta = Metainfo::from_bytes(&bytes).map_err(|e| js_err(format!("bad .torrent file: {e}")))?;
-                Source::Torrent { meta: Arc::new(meta), torrent_file: Bytes::from(bytes) }
+                let meta = Metainfo::from_bytes(&bytes)
+                    .map_err(|e| js_err(format!("bad .torrent file: {e}")))?;
+                Source::Torrent {
+                    meta: Arc::new(meta),
+                    torrent_file: Bytes::from(bytes),
+                }
             };
             let ih = match &source {
                 Source::Magnet(m) => m.info_hash,

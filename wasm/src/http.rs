@@ -43,7 +43,8 @@ async fn fetch(url: &str, mode: RequestMode) -> Result<Response, String> {
     let resp = JsFuture::from(promise)
         .await
         .map_err(|e| js_error_message(&e))?;
-    resp.dyn_into::<Response>().map_err(|_| "not a Response".to_string())
+    resp.dyn_into::<Response>()
+        .map_err(|_| "not a Response".to_string())
 }
 
 /// Sends one announce.
@@ -71,9 +72,12 @@ pub(crate) async fn announce(
             if !resp.ok() {
                 return Err(TrackerFailure::Network(format!("HTTP {}", resp.status())));
             }
-            let buf = JsFuture::from(resp.array_buffer().map_err(|e| TrackerFailure::Network(js_error_message(&e)))?)
-                .await
-                .map_err(|e| TrackerFailure::Network(js_error_message(&e)))?;
+            let buf = JsFuture::from(
+                resp.array_buffer()
+                    .map_err(|e| TrackerFailure::Network(js_error_message(&e)))?,
+            )
+            .await
+            .map_err(|e| TrackerFailure::Network(js_error_message(&e)))?;
             let arr = Uint8Array::new(&buf);
             if arr.length() > MAX_REPLY {
                 return Err(TrackerFailure::Network("tracker reply too large".into()));
@@ -82,7 +86,9 @@ pub(crate) async fn announce(
             match AnnounceResponse::decode(&body) {
                 Ok(r) => Ok(HttpOutcome::Reply(TrackerReply {
                     interval: r.interval.map(|s| std::time::Duration::from_secs(s.into())),
-                    min_interval: r.min_interval.map(|s| std::time::Duration::from_secs(s.into())),
+                    min_interval: r
+                        .min_interval
+                        .map(|s| std::time::Duration::from_secs(s.into())),
                     complete: r.complete,
                     incomplete: r.incomplete,
                     peers_count: 0,

@@ -45,7 +45,11 @@ async fn read_blob(blob: &web_sys::Blob, start: u64, end: u64) -> Result<Uint8Ar
 impl Store {
     /// Memory for downloads up to `memory_limit` bytes, the OPFS beyond (or if the OPFS is
     /// missing, memory anyway: the caller checked the size fits in wasm memory).
-    pub async fn for_download(info: &Info, info_hash_hex: &str, memory_limit: u64) -> Result<Store, StoreError> {
+    pub async fn for_download(
+        info: &Info,
+        info_hash_hex: &str,
+        memory_limit: u64,
+    ) -> Result<Store, StoreError> {
         let total = info.total_length();
         if total <= memory_limit {
             return Ok(Store::Memory(vec![0; total as usize]));
@@ -77,7 +81,9 @@ impl Store {
             parts.push(read_blob(blob, s, e).await?);
         }
         if parts.len() == 1 {
-            return Ok(parts.pop().unwrap_or_else(|| Uint8Array::new_with_length(0)));
+            return Ok(parts
+                .pop()
+                .unwrap_or_else(|| Uint8Array::new_with_length(0)));
         }
         let out = Uint8Array::new_with_length(len as u32);
         let mut at = 0u32;
@@ -86,7 +92,9 @@ impl Store {
             at += p.length();
         }
         if at as u64 != len {
-            return Err(StoreError("the file is shorter than the torrent says".into()));
+            return Err(StoreError(
+                "the file is shorter than the torrent says".into(),
+            ));
         }
         Ok(out)
     }
@@ -114,9 +122,16 @@ pub(crate) enum Reader {
 
 impl Reader {
     /// Reads bytes `start..start+len` of piece `piece`.
-    pub async fn read(&self, piece: PieceIndex, start: u64, len: u64) -> Result<Option<Bytes>, StoreError> {
+    pub async fn read(
+        &self,
+        piece: PieceIndex,
+        start: u64,
+        len: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
         match self {
-            Reader::Blobs(b) => Ok(Some(Bytes::from(Store::read_js(b, start, len).await?.to_vec()))),
+            Reader::Blobs(b) => Ok(Some(Bytes::from(
+                Store::read_js(b, start, len).await?.to_vec(),
+            ))),
             Reader::Memory => Ok(None),
             Reader::Opfs(dir) => {
                 let blob = opfs_piece_file(dir, piece).await?;
@@ -132,13 +147,19 @@ impl Reader {
 
 /// Opens (creating) the download folder of a torrent in the OPFS.
 async fn opfs_dir(info_hash_hex: &str) -> Result<web_sys::FileSystemDirectoryHandle, StoreError> {
-    let nav = prop(&js_sys::global(), "navigator").ok_or_else(|| StoreError("no navigator".into()))?;
+    let nav =
+        prop(&js_sys::global(), "navigator").ok_or_else(|| StoreError("no navigator".into()))?;
     let storage = prop(&nav, "storage").ok_or_else(|| StoreError("no navigator.storage".into()))?;
     let storage: web_sys::StorageManager = storage.unchecked_into();
-    let root: web_sys::FileSystemDirectoryHandle = JsFuture::from(storage.get_directory()).await?.unchecked_into();
+    let root: web_sys::FileSystemDirectoryHandle = JsFuture::from(storage.get_directory())
+        .await?
+        .unchecked_into();
     let opts = web_sys::FileSystemGetDirectoryOptions::new();
     opts.set_create(true);
-    let dir = JsFuture::from(root.get_directory_handle_with_options(&format!("webtorrent-{info_hash_hex}"), &opts)).await?;
+    let dir = JsFuture::from(
+        root.get_directory_handle_with_options(&format!("webtorrent-{info_hash_hex}"), &opts),
+    )
+    .await?;
     Ok(dir.unchecked_into())
 }
 
@@ -146,17 +167,30 @@ fn piece_name(piece: PieceIndex) -> String {
     format!("{:08}", piece.get())
 }
 
-async fn opfs_piece_file(dir: &web_sys::FileSystemDirectoryHandle, piece: PieceIndex) -> Result<web_sys::Blob, StoreError> {
-    let h: web_sys::FileSystemFileHandle = JsFuture::from(dir.get_file_handle(&piece_name(piece))).await?.unchecked_into();
+async fn opfs_piece_file(
+    dir: &web_sys::FileSystemDirectoryHandle,
+    piece: PieceIndex,
+) -> Result<web_sys::Blob, StoreError> {
+    let h: web_sys::FileSystemFileHandle = JsFuture::from(dir.get_file_handle(&piece_name(piece)))
+        .await?
+        .unchecked_into();
     Ok(JsFuture::from(h.get_file()).await?.unchecked_into())
 }
 
 /// Writes one verified piece to the OPFS.
-pub(crate) async fn opfs_write(dir: web_sys::FileSystemDirectoryHandle, piece: PieceIndex, data: Bytes) -> Result<(), StoreError> {
+pub(crate) async fn opfs_write(
+    dir: web_sys::FileSystemDirectoryHandle,
+    piece: PieceIndex,
+    data: Bytes,
+) -> Result<(), StoreError> {
     let opts = web_sys::FileSystemGetFileOptions::new();
     opts.set_create(true);
-    let h: web_sys::FileSystemFileHandle = JsFuture::from(dir.get_file_handle_with_options(&piece_name(piece), &opts)).await?.unchecked_into();
-    let w: web_sys::FileSystemWritableFileStream = JsFuture::from(h.create_writable()).await?.unchecked_into();
+    let h: web_sys::FileSystemFileHandle =
+        JsFuture::from(dir.get_file_handle_with_options(&piece_name(piece), &opts))
+            .await?
+            .unchecked_into();
+    let w: web_sys::FileSystemWritableFileStream =
+        JsFuture::from(h.create_writable()).await?.unchecked_into();
     JsFuture::from(w.write_with_u8_array(&data)?).await?;
     JsFuture::from(w.close()).await?;
     Ok(())
@@ -179,7 +213,9 @@ pub(crate) async fn range_blob(
                 }
                 let s = start.max(*off) - off;
                 let e = end.min(off + blen) - off;
-                parts.push(&JsValue::from(blob.slice_with_f64_and_f64(s as f64, e as f64)?));
+                parts.push(&JsValue::from(
+                    blob.slice_with_f64_and_f64(s as f64, e as f64)?,
+                ));
             }
         }
         StoreView::Memory(bytes) => {
@@ -202,7 +238,9 @@ pub(crate) async fn range_blob(
                 let blob = opfs_piece_file(dir, p).await?;
                 let s = start.max(ps) - ps;
                 let e = end.min(pe) - ps;
-                parts.push(&JsValue::from(blob.slice_with_f64_and_f64(s as f64, e as f64)?));
+                parts.push(&JsValue::from(
+                    blob.slice_with_f64_and_f64(s as f64, e as f64)?,
+                ));
             }
         }
     }
@@ -221,12 +259,21 @@ pub(crate) enum StoreView {
 
 /// Removes a download's OPFS folder (best effort).
 pub(crate) async fn opfs_remove(info_hash_hex: &str) {
-    let Some(nav) = prop(&js_sys::global(), "navigator") else { return };
-    let Some(storage) = prop(&nav, "storage") else { return };
+    let Some(nav) = prop(&js_sys::global(), "navigator") else {
+        return;
+    };
+    let Some(storage) = prop(&nav, "storage") else {
+        return;
+    };
     let storage: web_sys::StorageManager = storage.unchecked_into();
-    let Ok(root) = JsFuture::from(storage.get_directory()).await else { return };
+    let Ok(root) = JsFuture::from(storage.get_directory()).await else {
+        return;
+    };
     let root: web_sys::FileSystemDirectoryHandle = root.unchecked_into();
     let opts = web_sys::FileSystemRemoveOptions::new();
     opts.set_recursive(true);
-    let _ = JsFuture::from(root.remove_entry_with_options(&format!("webtorrent-{info_hash_hex}"), &opts)).await;
+    let _ = JsFuture::from(
+        root.remove_entry_with_options(&format!("webtorrent-{info_hash_hex}"), &opts),
+    )
+    .await;
 }

@@ -16,7 +16,9 @@ use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::spawn_local;
-use web_sys::{MessageEvent, RtcDataChannel, RtcDataChannelState, RtcDataChannelType, RtcPeerConnection};
+use web_sys::{
+    MessageEvent, RtcDataChannel, RtcDataChannelState, RtcDataChannelType, RtcPeerConnection,
+};
 use webtorrent_core::announce::{
     AnnounceConfig, AnnounceJob, Announcer, AnnouncerEvent, Scheme, SchemeSet, TrackerFailure,
     TrackerReply,
@@ -106,9 +108,16 @@ pub(crate) struct Inner {
 /// How a torrent starts.
 pub(crate) enum Source {
     /// We have the metainfo and the data (seeding).
-    Seed { meta: Arc<Metainfo>, torrent_file: Bytes, store: Store },
+    Seed {
+        meta: Arc<Metainfo>,
+        torrent_file: Bytes,
+        store: Store,
+    },
     /// We have the metainfo, not the data.
-    Torrent { meta: Arc<Metainfo>, torrent_file: Bytes },
+    Torrent {
+        meta: Arc<Metainfo>,
+        torrent_file: Bytes,
+    },
     /// A magnet link.
     Magnet(Magnet),
 }
@@ -166,7 +175,11 @@ impl Inner {
 }
 
 /// Starts a torrent driver.
-pub(crate) fn start(client: Rc<ClientShared>, source: Source, extra_trackers: Vec<String>) -> Result<Handle, String> {
+pub(crate) fn start(
+    client: Rc<ClientShared>,
+    source: Source,
+    extra_trackers: Vec<String>,
+) -> Result<Handle, String> {
     let t0 = now();
     let mut cfg = TorrentConfig::new(client.peer_id);
     cfg.max_peers = client.max_conns;
@@ -174,19 +187,37 @@ pub(crate) fn start(client: Rc<ClientShared>, source: Source, extra_trackers: Ve
     cfg.max_connecting = 0;
     let seed = util::random_u64();
     let (core, store, torrent_file, trackers, name_hint, info_hash) = match source {
-        Source::Seed { meta, torrent_file, store } => {
+        Source::Seed {
+            meta,
+            torrent_file,
+            store,
+        } => {
             let n = meta.info.num_pieces();
             let core = CoreTorrent::new(cfg, meta.clone(), Bitfield::full(n), seed, t0)
                 .map_err(|e| e.to_string())?;
             let trackers = meta.trackers();
-            (core, Some(store), Some(torrent_file), trackers, None, meta.info_hash)
+            (
+                core,
+                Some(store),
+                Some(torrent_file),
+                trackers,
+                None,
+                meta.info_hash,
+            )
         }
         Source::Torrent { meta, torrent_file } => {
             let n = meta.info.num_pieces();
             let core = CoreTorrent::new(cfg, meta.clone(), Bitfield::new(n), seed, t0)
                 .map_err(|e| e.to_string())?;
             let trackers = meta.trackers();
-            (core, None, Some(torrent_file), trackers, None, meta.info_hash)
+            (
+                core,
+                None,
+                Some(torrent_file),
+                trackers,
+                None,
+                meta.info_hash,
+            )
         }
         Source::Magnet(m) => {
             let trackers: Vec<Vec<String>> = m.trackers.iter().map(|t| vec![t.clone()]).collect();
@@ -207,7 +238,10 @@ pub(crate) fn start(client: Rc<ClientShared>, source: Source, extra_trackers: Ve
         .with(Scheme::Wss);
     let announcer = Announcer::new(
         trackers.clone(),
-        AnnounceConfig { schemes, ..AnnounceConfig::default() },
+        AnnounceConfig {
+            schemes,
+            ..AnnounceConfig::default()
+        },
         util::random_u64(),
         t0,
     );
@@ -243,7 +277,9 @@ pub(crate) fn start(client: Rc<ClientShared>, source: Source, extra_trackers: Ve
     {
         let mut t = h.borrow_mut();
         for url in t.announcer.unsupported_trackers() {
-            util::warn(&format!("tracker {url}: not reachable from a browser, skipped"));
+            util::warn(&format!(
+                "tracker {url}: not reachable from a browser, skipped"
+            ));
         }
         let left = t.core.stats(t0).left;
         t.announcer.start(t0, left);
@@ -285,7 +321,11 @@ fn open_store(h: &Handle) {
             return;
         }
         t.store_pending = true;
-        (meta.info.clone(), t.info_hash.to_hex(), t.client.memory_limit)
+        (
+            meta.info.clone(),
+            t.info_hash.to_hex(),
+            t.client.memory_limit,
+        )
     };
     let w = Rc::downgrade(h);
     spawn_local(async move {
@@ -351,8 +391,17 @@ fn spawn_ticker(h: &Handle) {
 
 /// Async work a drive pass decided on, started once the borrow is released.
 enum Work {
-    Load { piece: PieceIndex, reader: Reader, start: u64, len: u64 },
-    Verify { piece: PieceIndex, data: Bytes, expected: [u8; 20] },
+    Load {
+        piece: PieceIndex,
+        reader: Reader,
+        start: u64,
+        len: u64,
+    },
+    Verify {
+        piece: PieceIndex,
+        data: Bytes,
+        expected: [u8; 20],
+    },
     Announce(AnnounceJob),
     OpenStore,
 }
@@ -376,12 +425,19 @@ pub(crate) fn drive(h: &Handle) {
                 t.flush_peer(key);
             }
             while t.verifying < MAX_VERIFYING {
-                let Some((piece, data, expected)) = t.verify_queue.pop_front() else { break };
+                let Some((piece, data, expected)) = t.verify_queue.pop_front() else {
+                    break;
+                };
                 t.verifying += 1;
-                work.push(Work::Verify { piece, data, expected });
+                work.push(Work::Verify {
+                    piece,
+                    data,
+                    expected,
+                });
             }
             let stats = t.core.stats(n);
-            t.announcer.update_stats(stats.uploaded, stats.downloaded, stats.left);
+            t.announcer
+                .update_stats(stats.uploaded, stats.downloaded, stats.left);
             while let Some(job) = t.announcer.poll_job(n) {
                 progressed = true;
                 work.push(Work::Announce(job));
@@ -425,7 +481,10 @@ fn dispatch(h: &Handle) {
         for (event, arg, fns) in batch {
             for f in fns {
                 if let Err(e) = f.call1(&JsValue::NULL, &arg) {
-                    util::warn(&format!("'{event}' listener threw: {}", util::js_error_message(&e)));
+                    util::warn(&format!(
+                        "'{event}' listener threw: {}",
+                        util::js_error_message(&e)
+                    ));
                 }
             }
         }
@@ -441,7 +500,11 @@ fn on_output(t: &mut Inner, out: Output, work: &mut Vec<Work>) {
         }
         Output::Disconnect(key) => t.close_peer(key),
         Output::ReadBlock { peer, block } => read_block(t, peer, block, work),
-        Output::VerifyPiece { piece, data, expected } => {
+        Output::VerifyPiece {
+            piece,
+            data,
+            expected,
+        } => {
             t.verify_queue.push_back((piece, data, expected));
         }
         Output::Event(e) => match e {
@@ -453,7 +516,10 @@ fn on_output(t: &mut Inner, out: Output, work: &mut Vec<Work>) {
             }
             TorrentEvent::PeerDisconnected { peer, .. } => t.close_peer(peer),
             TorrentEvent::PeerBanned { .. } => {
-                t.emit("warning", JsValue::from_str("banned a peer that sent corrupt data"));
+                t.emit(
+                    "warning",
+                    JsValue::from_str("banned a peer that sent corrupt data"),
+                );
             }
             TorrentEvent::MetadataReceived => work.push(Work::OpenStore),
             TorrentEvent::PieceVerified(p) => {
@@ -498,7 +564,9 @@ fn read_block(t: &mut Inner, key: PeerKey, block: Block, work: &mut Vec<Work>) {
     }
     if let Some((_, d)) = t.piece_cache.iter().find(|(p, _)| *p == block.piece) {
         let s = block.begin as usize;
-        let data = d.get(s..s + block.length as usize).map(|_| d.slice(s..s + block.length as usize));
+        let data = d
+            .get(s..s + block.length as usize)
+            .map(|_| d.slice(s..s + block.length as usize));
         t.core.block_read(n, key, block, data);
         return;
     }
@@ -523,12 +591,23 @@ fn read_block(t: &mut Inner, key: PeerKey, block: Block, work: &mut Vec<Work>) {
 fn on_announcer_event(t: &mut Inner, ev: AnnouncerEvent) {
     match ev {
         AnnouncerEvent::Warning { tracker, message } => {
-            let url = t.announcer.tracker(tracker).map(|x| x.url.to_string()).unwrap_or_default();
+            let url = t
+                .announcer
+                .tracker(tracker)
+                .map(|x| x.url.to_string())
+                .unwrap_or_default();
             t.emit("warning", JsValue::from_str(&format!("{url}: {message}")));
         }
         AnnouncerEvent::Failed { tracker, error, .. } => {
-            let url = t.announcer.tracker(tracker).map(|x| x.url.to_string()).unwrap_or_default();
-            t.emit("warning", JsValue::from_str(&format!("tracker {url}: {error}")));
+            let url = t
+                .announcer
+                .tracker(tracker)
+                .map(|x| x.url.to_string())
+                .unwrap_or_default();
+            t.emit(
+                "warning",
+                JsValue::from_str(&format!("tracker {url}: {error}")),
+            );
         }
         _ => {}
     }
@@ -538,7 +617,12 @@ fn run_work(h: &Handle, w: Work) {
     let weak = Rc::downgrade(h);
     match w {
         Work::OpenStore => open_store(h),
-        Work::Load { piece, reader, start, len } => spawn_local(async move {
+        Work::Load {
+            piece,
+            reader,
+            start,
+            len,
+        } => spawn_local(async move {
             let res = reader.read(piece, start, len).await;
             let Some(h) = weak.upgrade() else { return };
             {
@@ -554,7 +638,9 @@ fn run_work(h: &Handle, w: Work) {
                 for (key, block) in t.loading.remove(&piece).unwrap_or_default() {
                     let s = block.begin as usize;
                     let e = s + block.length as usize;
-                    let d = data.as_ref().and_then(|d| (e <= d.len()).then(|| d.slice(s..e)));
+                    let d = data
+                        .as_ref()
+                        .and_then(|d| (e <= d.len()).then(|| d.slice(s..e)));
                     t.core.block_read(n, key, block, d);
                 }
                 if let Some(d) = data {
@@ -570,7 +656,11 @@ fn run_work(h: &Handle, w: Work) {
             }
             drive(&h);
         }),
-        Work::Verify { piece, data, expected } => spawn_local(async move {
+        Work::Verify {
+            piece,
+            data,
+            expected,
+        } => spawn_local(async move {
             let ok = util::sha1(&data).await == expected;
             let mut stored = Ok(());
             if ok {
@@ -592,7 +682,9 @@ fn run_work(h: &Handle, w: Work) {
                     }
                 };
                 if let Some(dir) = target {
-                    stored = store::opfs_write(dir, piece, data.clone()).await.map_err(|e| e.to_string());
+                    stored = store::opfs_write(dir, piece, data.clone())
+                        .await
+                        .map_err(|e| e.to_string());
                 }
             }
             let Some(h) = weak.upgrade() else { return };
@@ -604,7 +696,10 @@ fn run_work(h: &Handle, w: Work) {
                     (true, Ok(())) => t.core.piece_checked(n, piece, true),
                     (false, _) => t.core.piece_checked(n, piece, false),
                     (true, Err(e)) => {
-                        t.emit("warning", JsValue::from_str(&format!("storing piece {piece}: {e}")));
+                        t.emit(
+                            "warning",
+                            JsValue::from_str(&format!("storing piece {piece}: {e}")),
+                        );
                         t.core.piece_store_failed(n, piece);
                     }
                 }
@@ -723,25 +818,30 @@ pub(crate) fn apply_answer(h: &Handle, offer_id: Id20, peer_id: PeerId, sdp: Str
     });
 }
 
+/// Holds the `ondatachannel` handler until it has run (or timed out).
+type ChannelSlot = Rc<RefCell<Option<Closure<dyn FnMut(web_sys::RtcDataChannelEvent)>>>>;
+
 /// A peer connection we answered: its data channel arrives through `ondatachannel`.
 pub(crate) fn accept_channel(h: &Handle, pc: RtcPeerConnection, peer_id: PeerId) {
     let w = Rc::downgrade(h);
     let pc2 = pc.clone();
-    let slot: Rc<RefCell<Option<Closure<dyn FnMut(web_sys::RtcDataChannelEvent)>>>> = Rc::new(RefCell::new(None));
+    let slot: ChannelSlot = Rc::new(RefCell::new(None));
     let slot2 = slot.clone();
-    let cb = Closure::<dyn FnMut(web_sys::RtcDataChannelEvent)>::new(move |ev: web_sys::RtcDataChannelEvent| {
-        pc2.set_ondatachannel(None);
-        if let Some(h) = w.upgrade() {
-            attach_channel(&h, pc2.clone(), ev.channel(), peer_id);
-        } else {
-            crate::rtc::close(&pc2);
-        }
-        // Free this closure after it has returned.
-        let slot3 = slot2.clone();
-        spawn_local(async move {
-            slot3.borrow_mut().take();
-        });
-    });
+    let cb = Closure::<dyn FnMut(web_sys::RtcDataChannelEvent)>::new(
+        move |ev: web_sys::RtcDataChannelEvent| {
+            pc2.set_ondatachannel(None);
+            if let Some(h) = w.upgrade() {
+                attach_channel(&h, pc2.clone(), ev.channel(), peer_id);
+            } else {
+                crate::rtc::close(&pc2);
+            }
+            // Free this closure after it has returned.
+            let slot3 = slot2.clone();
+            spawn_local(async move {
+                slot3.borrow_mut().take();
+            });
+        },
+    );
     pc.set_ondatachannel(Some(cb.as_ref().unchecked_ref()));
     *slot.borrow_mut() = Some(cb);
     // If no channel arrives in time, give up on this connection.
@@ -752,7 +852,10 @@ pub(crate) fn accept_channel(h: &Handle, pc: RtcPeerConnection, peer_id: PeerId)
             crate::rtc::close(&pc);
             if let Some(h) = w.upgrade() {
                 let mut t = h.borrow_mut();
-                if t.peer_ids.get(&peer_id).is_some_and(|k| !t.peers.contains_key(k)) {
+                if t.peer_ids
+                    .get(&peer_id)
+                    .is_some_and(|k| !t.peers.contains_key(k))
+                {
                     t.peer_ids.remove(&peer_id);
                 }
             }
@@ -840,7 +943,12 @@ fn attach_channel(h: &Handle, pc: RtcPeerConnection, dc: RtcDataChannel, peer_id
         pc,
         dc: dc.clone(),
         max_msg,
-        _handlers: vec![Box::new(on_message), Box::new(on_close), Box::new(on_low), Box::new(on_open)],
+        _handlers: vec![
+            Box::new(on_message),
+            Box::new(on_close),
+            Box::new(on_low),
+            Box::new(on_open),
+        ],
     };
     h.borrow_mut().peers.insert(key, peer);
     if dc.ready_state() == RtcDataChannelState::Open && !opened.replace(true) {
@@ -884,7 +992,8 @@ pub(crate) fn destroy(h: &Handle) {
         }
         let n = now();
         let stats = t.core.stats(n);
-        t.announcer.update_stats(stats.uploaded, stats.downloaded, stats.left);
+        t.announcer
+            .update_stats(stats.uploaded, stats.downloaded, stats.left);
         t.announcer.stop(n);
         t.core.shutdown(n);
         let mut jobs = Vec::new();
@@ -944,7 +1053,10 @@ impl Torrent {
     pub fn magnet_uri(&self) -> String {
         let t = self.h.borrow();
         let mut m = Magnet::new(t.info_hash);
-        m.name = t.meta().map(|m| m.info.name.clone()).or_else(|| t.name_hint.clone());
+        m.name = t
+            .meta()
+            .map(|m| m.info.name.clone())
+            .or_else(|| t.name_hint.clone());
         m.trackers = t.trackers.iter().flatten().cloned().collect();
         m.to_uri()
     }
@@ -952,32 +1064,47 @@ impl Torrent {
     /// The `.torrent` file (undefined until the metadata is known).
     #[wasm_bindgen(getter, js_name = torrentFile)]
     pub fn torrent_file(&self) -> Option<Uint8Array> {
-        self.h.borrow().torrent_file.as_ref().map(|b| Uint8Array::from(&b[..]))
+        self.h
+            .borrow()
+            .torrent_file
+            .as_ref()
+            .map(|b| Uint8Array::from(&b[..]))
     }
 
     /// The torrent's name (from the magnet link's `dn` until the metadata is known).
     #[wasm_bindgen(getter)]
     pub fn name(&self) -> Option<String> {
         let t = self.h.borrow();
-        t.meta().map(|m| m.info.name.clone()).or_else(|| t.name_hint.clone())
+        t.meta()
+            .map(|m| m.info.name.clone())
+            .or_else(|| t.name_hint.clone())
     }
 
     /// Total size in bytes (0 until the metadata is known).
     #[wasm_bindgen(getter)]
     pub fn length(&self) -> f64 {
-        self.h.borrow().meta().map(|m| m.info.total_length() as f64).unwrap_or(0.0)
+        self.h
+            .borrow()
+            .meta()
+            .map(|m| m.info.total_length() as f64)
+            .unwrap_or(0.0)
     }
 
     /// The files (empty until the metadata is known).
     #[wasm_bindgen(getter)]
     pub fn files(&self) -> Array {
         let out = Array::new();
-        let Some(meta) = self.h.borrow().meta() else { return out };
+        let Some(meta) = self.h.borrow().meta() else {
+            return out;
+        };
         for (i, f) in meta.info.files.iter().enumerate() {
             if f.padding {
                 continue;
             }
-            out.push(&JsValue::from(TorrentFile { h: self.h.clone(), index: i }));
+            out.push(&JsValue::from(TorrentFile {
+                h: self.h.clone(),
+                index: i,
+            }));
         }
         out
     }
@@ -1094,8 +1221,12 @@ impl TorrentFile {
     /// multi-file torrents.
     #[wasm_bindgen(getter)]
     pub fn path(&self) -> String {
-        let Some((m, i)) = self.entry() else { return String::new() };
-        let Some(f) = m.info.files.get(i) else { return String::new() };
+        let Some((m, i)) = self.entry() else {
+            return String::new();
+        };
+        let Some(f) = m.info.files.get(i) else {
+            return String::new();
+        };
         if m.info.single_file {
             f.path_string()
         } else {
@@ -1118,7 +1249,9 @@ impl TorrentFile {
         wasm_bindgen_futures::future_to_promise(async move {
             let (view, info, range) = {
                 let t = h.borrow();
-                let meta = t.meta().ok_or_else(|| JsValue::from_str("no metadata yet"))?;
+                let meta = t
+                    .meta()
+                    .ok_or_else(|| JsValue::from_str("no metadata yet"))?;
                 let f = meta
                     .info
                     .files

@@ -71,22 +71,27 @@ fn tracker_for(client: &Rc<ClientShared>, url: &str) -> Rc<WsTracker> {
         dropped_answers: RefCell::new(HashSet::new()),
         closed: Cell::new(false),
     });
-    client.trackers.borrow_mut().insert(url.to_string(), tr.clone());
+    client
+        .trackers
+        .borrow_mut()
+        .insert(url.to_string(), tr.clone());
     spawn_ticker(&tr);
     tr
 }
 
 /// Sends an announce to a WebSocket tracker (opening its socket if needed).
 pub(crate) fn announce(client: &Rc<ClientShared>, h: &Handle, job: AnnounceJob) {
-    if client.destroyed.get() && !matches!(job.event, webtorrent_core::announce::AnnounceEvent::Stopped) {
+    if client.destroyed.get()
+        && !matches!(job.event, webtorrent_core::announce::AnnounceEvent::Stopped)
+    {
         return;
     }
     let tr = tracker_for(client, &job.url);
     let ih = h.borrow().info_hash;
     {
         let mut torrents = tr.torrents.borrow_mut();
-        if !torrents.contains_key(&ih) {
-            torrents.insert(ih, Rc::downgrade(h));
+        if let std::collections::hash_map::Entry::Vacant(e) = torrents.entry(ih) {
+            e.insert(Rc::downgrade(h));
             tr.machine.borrow_mut().add_torrent(now(), ih);
         }
     }
@@ -109,7 +114,12 @@ pub(crate) fn remove_torrent(client: &Rc<ClientShared>, ih: InfoHash) {
 
 /// Closes every tracker socket.
 pub(crate) fn close_all(client: &Rc<ClientShared>) {
-    let trackers: Vec<Rc<WsTracker>> = client.trackers.borrow_mut().drain().map(|(_, t)| t).collect();
+    let trackers: Vec<Rc<WsTracker>> = client
+        .trackers
+        .borrow_mut()
+        .drain()
+        .map(|(_, t)| t)
+        .collect();
     for tr in trackers {
         tr.closed.set(true);
         tr.torrents.borrow_mut().clear();
@@ -186,7 +196,10 @@ fn pump(tr: &Rc<WsTracker>) {
                     util::warn(&format!("{}: could not send a tracker message", tr.url));
                 }
             }
-            Output::CreateOffer { info_hash, offer_id } => {
+            Output::CreateOffer {
+                info_hash,
+                offer_id,
+            } => {
                 let Some(h) = torrent_of(tr, &info_hash) else {
                     tr.machine.borrow_mut().offer_failed(now(), offer_id);
                     continue;
@@ -215,19 +228,36 @@ fn pump(tr: &Rc<WsTracker>) {
                     pump(&tr);
                 });
             }
-            Output::DropOffer { info_hash, offer_id } => {
+            Output::DropOffer {
+                info_hash,
+                offer_id,
+            } => {
                 if let Some(h) = torrent_of(tr, &info_hash) {
                     torrent::drop_offer(&h, offer_id);
                 }
             }
-            Output::ApplyAnswer { info_hash, peer_id, offer_id, sdp } => {
+            Output::ApplyAnswer {
+                info_hash,
+                peer_id,
+                offer_id,
+                sdp,
+            } => {
                 if let Some(h) = torrent_of(tr, &info_hash) {
                     torrent::apply_answer(&h, offer_id, peer_id, sdp);
                 }
             }
-            Output::AcceptOffer { info_hash, peer_id, offer_id, sdp } => {
-                let Some(h) = torrent_of(tr, &info_hash).filter(|h| torrent::wants_peer(h, peer_id)) else {
-                    tr.machine.borrow_mut().answer_failed(now(), info_hash, peer_id, offer_id);
+            Output::AcceptOffer {
+                info_hash,
+                peer_id,
+                offer_id,
+                sdp,
+            } => {
+                let Some(h) =
+                    torrent_of(tr, &info_hash).filter(|h| torrent::wants_peer(h, peer_id))
+                else {
+                    tr.machine
+                        .borrow_mut()
+                        .answer_failed(now(), info_hash, peer_id, offer_id);
                     continue;
                 };
                 let ice = ice_servers(tr);
@@ -246,31 +276,52 @@ fn pump(tr: &Rc<WsTracker>) {
                                 crate::rtc::close(&pc);
                             } else {
                                 torrent::accept_channel(&h, pc.clone(), peer_id);
-                                tr.machine.borrow_mut().answer_created(now(), info_hash, peer_id, offer_id, answer);
+                                tr.machine.borrow_mut().answer_created(
+                                    now(),
+                                    info_hash,
+                                    peer_id,
+                                    offer_id,
+                                    answer,
+                                );
                                 pump_with_answer(&tr, &pc, peer_id, offer_id);
                                 return;
                             }
                         }
                         Err(e) => {
                             util::warn(&format!("answering a WebRTC offer: {e}"));
-                            tr.machine.borrow_mut().answer_failed(now(), info_hash, peer_id, offer_id);
+                            tr.machine.borrow_mut().answer_failed(
+                                now(),
+                                info_hash,
+                                peer_id,
+                                offer_id,
+                            );
                         }
                     }
                     pump(&tr);
                 });
             }
-            Output::DropAnswer { peer_id, offer_id, .. } => {
+            Output::DropAnswer {
+                peer_id, offer_id, ..
+            } => {
                 let mut d = tr.dropped_answers.borrow_mut();
                 if d.len() < 1024 {
                     d.insert((peer_id, offer_id));
                 }
             }
-            Output::AnnounceDone { job, info_hash, reply } => {
+            Output::AnnounceDone {
+                job,
+                info_hash,
+                reply,
+            } => {
                 if let (Some(job), Some(h)) = (job, torrent_of(tr, &info_hash)) {
                     torrent::announce_result(&h, job, Ok(reply));
                 }
             }
-            Output::AnnounceFailed { job, info_hash, failure } => {
+            Output::AnnounceFailed {
+                job,
+                info_hash,
+                failure,
+            } => {
                 if let (Some(job), Some(h)) = (job, torrent_of(tr, &info_hash)) {
                     torrent::announce_result(&h, job, Err(failure));
                 }
@@ -283,7 +334,12 @@ fn pump(tr: &Rc<WsTracker>) {
 
 /// Pumps right after an answer was handed to the machine: if it refuses to send it
 /// ([`Output::DropAnswer`]), the connection made for it is closed.
-fn pump_with_answer(tr: &Rc<WsTracker>, pc: &RtcPeerConnection, peer_id: PeerId, offer_id: OfferId) {
+fn pump_with_answer(
+    tr: &Rc<WsTracker>,
+    pc: &RtcPeerConnection,
+    peer_id: PeerId,
+    offer_id: OfferId,
+) {
     pump(tr);
     if tr.dropped_answers.borrow_mut().remove(&(peer_id, offer_id)) {
         crate::rtc::close(pc);
@@ -311,7 +367,8 @@ fn connect(tr: &Rc<WsTracker>) {
     };
     let w = Rc::downgrade(tr);
     let live = move |w: &Weak<WsTracker>| -> Option<Rc<WsTracker>> {
-        w.upgrade().filter(|t| t.generation.get() == gen && !t.closed.get())
+        w.upgrade()
+            .filter(|t| t.generation.get() == gen && !t.closed.get())
     };
     let on_open = Closure::<dyn FnMut()>::new({
         let w = w.clone();

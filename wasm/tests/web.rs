@@ -49,8 +49,7 @@ trait FromJs {
 
 impl FromJs for Torrent {
     fn try_from_js(v: JsValue) -> Self {
-        <Torrent as wasm_bindgen::convert::TryFromJsValue>::try_from_js_value(v)
-            .expect("a Torrent")
+        <Torrent as wasm_bindgen::convert::TryFromJsValue>::try_from_js_value(v).expect("a Torrent")
     }
 }
 
@@ -65,9 +64,13 @@ async fn seeding_bytes_matches_the_core_creator() {
     let bytes = data(700_000, 1);
     let c = client();
     let arr = Uint8Array::from(&bytes[..]);
-    let t = seed(&c, arr.into(), opts(&[("name", "a.bin".into()), ("pieceLength", 32768.into())]))
-        .await
-        .unwrap();
+    let t = seed(
+        &c,
+        arr.into(),
+        opts(&[("name", "a.bin".into()), ("pieceLength", 32768.into())]),
+    )
+    .await
+    .unwrap();
     assert_eq!(t.name().as_deref(), Some("a.bin"));
     assert_eq!(t.length(), 700_000.0);
     assert!(t.done());
@@ -99,16 +102,29 @@ async fn multi_file_seed_serves_each_file_as_a_blob() {
     let fa = web_sys::File::new_with_u8_array_sequence(&parts_a, "one.bin").unwrap();
     let fb = web_sys::File::new_with_u8_array_sequence(&parts_b, "two.bin").unwrap();
     let c = client();
-    let t = seed(&c, Array::of2(&fa, &fb).into(), opts(&[("name", "pair".into())]))
-        .await
-        .unwrap();
+    let t = seed(
+        &c,
+        Array::of2(&fa, &fb).into(),
+        opts(&[("name", "pair".into())]),
+    )
+    .await
+    .unwrap();
     let files = t.files();
     assert_eq!(files.length(), 2);
     let mut got = Vec::new();
     for f in files.iter() {
-        let name = Reflect::get(&f, &"name".into()).unwrap().as_string().unwrap();
-        let path = Reflect::get(&f, &"path".into()).unwrap().as_string().unwrap();
-        let blob_fn: js_sys::Function = Reflect::get(&f, &"blob".into()).unwrap().dyn_into().unwrap();
+        let name = Reflect::get(&f, &"name".into())
+            .unwrap()
+            .as_string()
+            .unwrap();
+        let path = Reflect::get(&f, &"path".into())
+            .unwrap()
+            .as_string()
+            .unwrap();
+        let blob_fn: js_sys::Function = Reflect::get(&f, &"blob".into())
+            .unwrap()
+            .dyn_into()
+            .unwrap();
         let p: js_sys::Promise = blob_fn.call0(&f).unwrap().dyn_into().unwrap();
         let blob = JsFuture::from(p).await.unwrap();
         got.push((name, path, blob_bytes(&blob).await));
@@ -118,7 +134,9 @@ async fn multi_file_seed_serves_each_file_as_a_blob() {
     assert_eq!(got[0].2, a);
     assert_eq!(got[1].0, "two.bin");
     assert_eq!(got[1].2, b);
-    assert!(t.magnet_uri().starts_with(&format!("magnet:?xt=urn:btih:{}", t.info_hash())));
+    assert!(t
+        .magnet_uri()
+        .starts_with(&format!("magnet:?xt=urn:btih:{}", t.info_hash())));
     c.destroy();
 }
 
@@ -128,15 +146,29 @@ async fn bad_input_is_rejected_with_a_clear_error() {
     let err = JsFuture::from(c.add("magnet:?xt=urn:btih:nothex".into(), JsValue::UNDEFINED))
         .await
         .unwrap_err();
-    let msg = err.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).unwrap();
+    let msg = err
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .unwrap();
     assert!(msg.contains("magnet"), "{msg}");
-    let err = JsFuture::from(c.add(Uint8Array::from(&b"d4:infoi1ee"[..]).into(), JsValue::UNDEFINED))
+    let err = JsFuture::from(c.add(
+        Uint8Array::from(&b"d4:infoi1ee"[..]).into(),
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .unwrap_err();
+    let msg = err
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .unwrap();
+    assert!(msg.contains(".torrent"), "{msg}");
+    let err = JsFuture::from(c.seed(JsValue::from(42), JsValue::UNDEFINED))
         .await
         .unwrap_err();
-    let msg = err.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).unwrap();
-    assert!(msg.contains(".torrent"), "{msg}");
-    let err = JsFuture::from(c.seed(JsValue::from(42), JsValue::UNDEFINED)).await.unwrap_err();
-    let msg = err.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).unwrap();
+    let msg = err
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .unwrap();
     assert!(msg.contains("seed()"), "{msg}");
     c.destroy();
 }
@@ -145,9 +177,12 @@ async fn bad_input_is_rejected_with_a_clear_error() {
 async fn adding_a_magnet_knows_the_hash_before_the_metadata() {
     let c = client();
     let hex = "0123456789abcdef0123456789abcdef01234567";
-    let v = JsFuture::from(c.add(format!("magnet:?xt=urn:btih:{hex}&dn=x").into(), JsValue::UNDEFINED))
-        .await
-        .unwrap();
+    let v = JsFuture::from(c.add(
+        format!("magnet:?xt=urn:btih:{hex}&dn=x").into(),
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .unwrap();
     let t = Torrent::try_from_js(v);
     assert_eq!(t.info_hash(), hex);
     assert_eq!(t.name().as_deref(), Some("x"));
