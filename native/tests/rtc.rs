@@ -159,7 +159,7 @@ async fn native_peers_move_64_mib_both_ways() {
     let config = RtcConfig::loopback();
     let (a, b) = connect(&config, &config).await;
     assert!(a.remote_addr().is_some_and(|r| r.ip().is_loopback()));
-    assert_eq!(a.max_message_size(), 16 << 10);
+    assert_eq!(a.max_message_size(), config.max_message_size);
     assert_eq!(b.remote_max_message_size(), 256 << 10);
     assert_eq!(
         b.set_max_message_size(1 << 20),
