@@ -267,6 +267,14 @@ impl Task {
                             self.on_announced(job, url, result);
                             self.drive();
                         }
+                        Ok(Some(TaskMsg::Signal {
+                            url,
+                            event: event @ SignalEvent::Announced { .. },
+                        })) => {
+                            // The same for WebSocket trackers.
+                            self.on_signal(url, event);
+                            self.drive();
+                        }
                         Ok(Some(_)) => {}
                         Ok(None) | Err(_) => break,
                     }
@@ -669,11 +677,13 @@ impl Task {
         )));
     }
 
-    /// Whether a WebRTC connection to `peer_id` is wanted now.
+    /// Whether a WebRTC connection to `peer_id` is wanted now. A connection still being set up
+    /// with that peer does not count against it: when both sides' offers cross, each keeps a
+    /// different one of the two connections (webtorrent keeps the first it registered), so
+    /// both go ahead and the core drops the duplicate once both handshakes are done.
     fn wants_rtc_peer(&self, peer_id: PeerId) -> bool {
         !self.paused
             && peer_id != self.shared.peer_id
-            && !self.rtc_connecting.contains_key(&peer_id)
             && self.core.num_peers() + self.rtc_connecting.len() < self.shared.opts.max_connections
             && !self.core.has_peer_id(peer_id)
     }
