@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Fresh builds gain nothing from incremental state, and it costs gigabytes of disk.
+export CARGO_INCREMENTAL=0
+df -h . | tail -1
+
 step "toolchain components"
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
@@ -87,3 +91,6 @@ tests/netns.sh node --test tests/browser/browser.test.mjs
 step "browser and desktop through the bridge (Chromium, our CLI, npm webtorrent)"
 cargo build -p webtorrent --bin webtorrent --locked
 tests/netns.sh node --test tests/browser/bridge.test.mjs
+
+step "done"
+du -sh target
