@@ -124,6 +124,10 @@ enum Cmd {
         /// Address to listen on (0.0.0.0 or :: for every interface).
         #[arg(long, default_value = "127.0.0.1")]
         host: IpAddr,
+        /// The URL others reach this server at (http:// or https:// behind a TLS proxy); the
+        /// page, tracker URLs and magnet links printed are built from it.
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
         /// Port for HTTP, WebSocket and UDP.
         #[arg(long, short = 'p', default_value_t = webtorrent::server::DEFAULT_PORT)]
         port: u16,
@@ -356,6 +360,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
         Cmd::Serve {
             files,
             host,
+            public_url,
             port,
             www,
             no_udp,
@@ -368,6 +373,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
             serve(ServeArgs {
                 files,
                 listen: SocketAddr::new(host, port),
+                public_url,
                 www,
                 no_udp,
                 interval,
@@ -386,6 +392,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
 struct ServeArgs {
     files: Vec<PathBuf>,
     listen: SocketAddr,
+    public_url: Option<String>,
     www: Option<PathBuf>,
     no_udp: bool,
     interval: u64,
@@ -414,6 +421,7 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
     }
     let config = server::ServerConfig {
         listen: a.listen,
+        public_url: a.public_url,
         www: Some(www),
         udp: !a.no_udp,
         tracker: server::TrackerConfig {
@@ -434,6 +442,14 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
             eprintln!("UDP tracker:       {u}");
         }
         eprintln!("stats:             {}stats", srv.page_url());
+        if srv.urls_are_loopback_only() {
+            eprintln!(
+                "warning: listening on every interface, but these URLs (and the trackers in \
+                 seeded torrents) name loopback; pass --public-url http://HOST:{}/ so other \
+                 machines can use them",
+                srv.local_addr().port()
+            );
+        }
     }
     let mut client = None;
     if !a.files.is_empty() {

@@ -128,6 +128,9 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(url: String) -> Result<Ws, String> {
+    if url.starts_with("wss:") {
+        crate::tracker::ensure_crypto_provider();
+    }
     let mut cfg = WebSocketConfig::default();
     cfg.max_message_size = Some(MAX_FRAME);
     cfg.max_frame_size = Some(MAX_FRAME);
@@ -329,7 +332,7 @@ async fn run(
                     }
                     Ok(Err(e)) => {
                         debug!(%url, "WebSocket tracker connection failed: {e}");
-                        m.closed(now());
+                        m.connect_failed(now(), &e);
                     }
                     Err(_) => m.closed(now()),
                 }

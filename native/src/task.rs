@@ -192,7 +192,7 @@ impl Task {
             .with(Scheme::Https)
             .with(Scheme::Udp);
         if shared.opts.webrtc {
-            schemes = schemes.with(Scheme::Ws);
+            schemes = schemes.with(Scheme::Ws).with(Scheme::Wss);
         }
         let trackers = if shared.opts.trackers {
             init.trackers.clone()
@@ -594,7 +594,7 @@ impl Task {
     }
 
     fn spawn_announce(&mut self, job: webtorrent_core::announce::AnnounceJob) {
-        if Scheme::of(&job.url) == Some(Scheme::Ws) {
+        if matches!(Scheme::of(&job.url), Some(Scheme::Ws | Scheme::Wss)) {
             self.ws_announce(job);
             return;
         }

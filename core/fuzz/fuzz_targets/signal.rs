@@ -93,7 +93,8 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             6 => m.connected(now),
-            7 => m.closed(now),
+            7 if action & 0x80 == 0 => m.closed(now),
+            7 => m.connect_failed(now, "refused"),
             8 => {
                 now += Duration::from_millis(u64::from(arg) * 500);
                 m.handle_timeout(now);

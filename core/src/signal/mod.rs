@@ -453,6 +453,8 @@ pub struct SignalMachine {
     retries: u32,
     /// A socket closed since the last successful connection: re-announce on the next one.
     reconnecting: bool,
+    /// Why the last connection ended or could not be made (until the next one opens).
+    last_error: Option<String>,
     torrents: BTreeMap<InfoHash, TorrentState>,
     offers: BTreeMap<OfferId, OurOffer>,
     /// Outstanding announces, oldest first.
@@ -476,6 +478,7 @@ impl SignalMachine {
             conn: Conn::Idle,
             retries: 0,
             reconnecting: false,
+            last_error: None,
             torrents: BTreeMap::new(),
             offers: BTreeMap::new(),
             announces: Vec::new(),
@@ -712,6 +715,7 @@ impl SignalMachine {
         }
         self.conn = Conn::Open;
         self.retries = 0;
+        self.last_error = None;
         self.stats.connections += 1;
         while let Some(mut q) = self.queue.pop_front() {
             if let ClientMessage::Announce(a) = &mut q.message {
@@ -756,6 +760,21 @@ impl SignalMachine {
     pub fn closed(&mut self, now: Time) {
         self.advance(now);
         if matches!(self.conn, Conn::Connecting { .. } | Conn::Open) {
+            self.lost("connection to the tracker closed");
+        }
+        self.drive();
+    }
+
+    /// The attempt to open the socket asked for with [`Output::Connect`] failed, for `reason`
+    /// (a refused connection, a DNS or TLS error): as [`closed`](Self::closed), with the
+    /// reason in the failures reported.
+    pub fn connect_failed(&mut self, now: Time, reason: &str) {
+        self.advance(now);
+        if matches!(self.conn, Conn::Connecting { .. }) {
+            // Bounded: a peer-controlled TLS alert or DNS answer must not grow our messages.
+            let reason: String = reason.chars().take(200).collect();
+            self.lost(&format!("cannot connect to the tracker: {reason}"));
+        } else if self.conn == Conn::Open {
             self.lost("connection to the tracker closed");
         }
         self.drive();
@@ -1024,9 +1043,10 @@ impl SignalMachine {
             self.push(Output::AnnounceFailed {
                 job,
                 info_hash,
-                failure: TrackerFailure::Network(
-                    "not connected to the tracker; waiting to reconnect".into(),
-                ),
+                failure: TrackerFailure::Network(match &self.last_error {
+                    Some(e) => format!("not connected to the tracker; waiting to reconnect ({e})"),
+                    None => "not connected to the tracker; waiting to reconnect".into(),
+                }),
             });
             return;
         }
@@ -1297,7 +1317,8 @@ impl SignalMachine {
     }
 
     /// The socket is gone: fail and drop everything tied to it, plan a reconnect.
-    fn lost(&mut self, why: &'static str) {
+    fn lost(&mut self, why: &str) {
+        self.last_error = Some(why.to_string());
         self.stats.disconnections += 1;
         self.reconnecting = true;
         self.conn = Conn::Idle;

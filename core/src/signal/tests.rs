@@ -661,6 +661,42 @@ fn no_reconnect_without_torrents() {
 }
 
 #[test]
+fn a_failed_connection_reports_its_reason() {
+    let mut m = machine(no_variance());
+    m.add_torrent(T0, IH);
+    let j = jobs(2);
+    m.announce(T0, params(j[0], IH, AnnounceEvent::Started, 0));
+    assert_eq!(drain(&mut m), vec![Output::Connect]);
+    m.connect_failed(t(1), "invalid peer certificate: NotValidForName");
+    let reasons = |out: &[Output]| -> Vec<String> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::AnnounceFailed {
+                    failure: TrackerFailure::Network(r),
+                    ..
+                } => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let r = reasons(&drain(&mut m));
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].contains("NotValidForName"), "{r:?}");
+    // While backing off, later announces carry the same reason.
+    m.announce(t(2), params(j[1], IH, AnnounceEvent::None, 0));
+    let r = reasons(&drain(&mut m));
+    assert!(r.len() == 1 && r[0].contains("NotValidForName"), "{r:?}");
+    // A reason from the network is bounded.
+    let mut m = machine(no_variance());
+    m.add_torrent(T0, IH);
+    m.announce(T0, params(j[0], IH, AnnounceEvent::Started, 0));
+    drain(&mut m);
+    m.connect_failed(t(1), &"x".repeat(100_000));
+    let r = reasons(&drain(&mut m));
+    assert!(r.len() == 1 && r[0].len() < 300, "{}", r[0].len());
+}
+
+#[test]
 fn announces_fail_on_close() {
     let mut m = open(no_variance());
     m.add_torrent(T0, IH2);
@@ -1050,6 +1086,7 @@ enum Op {
     AnswerFailed(u16),
     Connected,
     Closed,
+    ConnectFailed(String),
     Advance(u32),
     Timeout,
     Garbage(String),
@@ -1073,6 +1110,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => any::<u16>().prop_map(Op::AnswerFailed),
         4 => Just(Op::Connected),
         1 => Just(Op::Closed),
+        1 => ".{0,300}".prop_map(Op::ConnectFailed),
         4 => (0..3_000u32).prop_map(Op::Advance),
         1 => (0..400_000u32).prop_map(Op::Advance),
         1 => Just(Op::Timeout),
@@ -1340,6 +1378,7 @@ impl Harness {
             }
             Op::Connected => self.m.connected(now),
             Op::Closed => self.m.closed(now),
+            Op::ConnectFailed(r) => self.m.connect_failed(now, &r),
             Op::Advance(ms) => self.now += Duration::from_millis(u64::from(ms)),
             Op::Timeout => self.m.handle_timeout(now),
             Op::Garbage(s) => self.m.handle_message(now, &s),

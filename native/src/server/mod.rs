@@ -75,6 +75,11 @@ pub struct ServerConfig {
     /// Bytes of forwarded messages that may wait for one slow WebSocket; more are dropped.
     /// Default 1 MiB.
     pub ws_queue_bytes: usize,
+    /// The address others reach this server at, `http://` or `https://` (behind a TLS proxy),
+    /// e.g. `https://tracker.example.org`. The URLs this server gives out (page, trackers)
+    /// are built from it. Default `None`: the listening address, with loopback for a
+    /// wildcard address.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +93,7 @@ impl Default for ServerConfig {
             max_ws_connections: 1024,
             ws_idle_timeout: Duration::from_secs(300),
             ws_queue_bytes: 1024 * 1024,
+            public_url: None,
         }
     }
 }
@@ -113,6 +119,62 @@ pub enum ServerError {
     /// Another socket operation failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// [`ServerConfig::public_url`] is not an `http://` or `https://` URL with a host.
+    #[error("public URL {0:?} is not http://HOST[:PORT][/PATH] or https://...")]
+    PublicUrl(String),
+}
+
+/// A parsed [`ServerConfig::public_url`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PublicUrl {
+    /// `https` rather than `http`.
+    secure: bool,
+    /// `host[:port]` as given.
+    authority: String,
+    /// The host alone (brackets kept for IPv6).
+    host: String,
+    /// The path, without a trailing slash (empty for the root).
+    path: String,
+}
+
+impl PublicUrl {
+    fn parse(url: &str) -> Result<PublicUrl, ServerError> {
+        let bad = || ServerError::PublicUrl(url.to_string());
+        let (secure, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(bad());
+        };
+        let (authority, path) = match rest.find(['/', '?', '#']) {
+            Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
+            Some(_) => return Err(bad()),
+            None => (rest, ""),
+        };
+        if path.contains(['?', '#']) || authority.contains('@') {
+            return Err(bad());
+        }
+        let host = if authority.starts_with('[') {
+            let end = authority.find(']').ok_or_else(bad)?;
+            &authority[..=end]
+        } else {
+            authority.split(':').next().unwrap_or_default()
+        };
+        let port_ok = match authority[host.len()..].strip_prefix(':') {
+            Some(p) => p.parse::<u16>().is_ok(),
+            None => authority.len() == host.len(),
+        };
+        if host.is_empty() || host == "[]" || !port_ok || authority.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        Ok(PublicUrl {
+            secure,
+            authority: authority.to_string(),
+            host: host.to_string(),
+            path: path.trim_end_matches('/').to_string(),
+        })
+    }
 }
 
 /// A WebSocket connection's outbox, as other connections see it.
@@ -165,6 +227,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct Server {
     shared: Arc<Shared>,
+    public: Option<PublicUrl>,
     udp_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -173,6 +236,11 @@ pub struct Server {
 impl Server {
     /// Binds the TCP and UDP sockets and starts serving in the background.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let public = config
+            .public_url
+            .as_deref()
+            .map(PublicUrl::parse)
+            .transpose()?;
         let (tcp, udp) = bind_both(config.listen, config.udp).await?;
         let local_addr = tcp.local_addr()?;
         let udp_addr = udp.as_ref().map(UdpSocket::local_addr).transpose()?;
@@ -198,6 +266,7 @@ impl Server {
         tasks.push(tokio::spawn(expire_loop(shared.clone())));
         Ok(Server {
             shared,
+            public,
             udp_addr,
             shutdown: shutdown_tx,
             tasks,
@@ -214,29 +283,49 @@ impl Server {
         self.udp_addr
     }
 
-    /// `host:port` for URLs: a wildcard address is given as loopback.
-    fn authority(&self) -> String {
-        authority(self.shared.local_addr)
+    /// `(secure, host:port, path)` for URLs: the public URL's, or the listening address
+    /// (a wildcard address given as loopback).
+    fn base(&self) -> (bool, String, String) {
+        match &self.public {
+            Some(p) => (p.secure, p.authority.clone(), p.path.clone()),
+            None => (false, authority(self.shared.local_addr), String::new()),
+        }
     }
 
-    /// The page: `http://HOST:PORT/`.
+    /// The page: `http://HOST:PORT/` (or the public URL).
     pub fn page_url(&self) -> String {
-        format!("http://{}/", self.authority())
+        let (secure, auth, path) = self.base();
+        let scheme = if secure { "https" } else { "http" };
+        format!("{scheme}://{auth}{path}/")
     }
 
     /// The HTTP tracker: `http://HOST:PORT/announce`.
     pub fn http_announce_url(&self) -> String {
-        format!("http://{}/announce", self.authority())
+        let (secure, auth, path) = self.base();
+        let scheme = if secure { "https" } else { "http" };
+        format!("{scheme}://{auth}{path}/announce")
     }
 
-    /// The WebSocket tracker: `ws://HOST:PORT`.
+    /// The WebSocket tracker: `ws://HOST:PORT` (`wss://` behind an `https://` public URL).
     pub fn ws_url(&self) -> String {
-        format!("ws://{}", self.authority())
+        let (secure, auth, path) = self.base();
+        let scheme = if secure { "wss" } else { "ws" };
+        format!("{scheme}://{auth}{path}")
     }
 
-    /// The UDP tracker, `udp://HOST:PORT`, when it runs.
+    /// The UDP tracker, `udp://HOST:PORT`, when it runs (the public URL's host with the UDP
+    /// port bound).
     pub fn udp_announce_url(&self) -> Option<String> {
-        self.udp_addr.map(|a| format!("udp://{}", authority(a)))
+        self.udp_addr.map(|a| match &self.public {
+            Some(p) => format!("udp://{}:{}", p.host, a.port()),
+            None => format!("udp://{}", authority(a)),
+        })
+    }
+
+    /// Whether URLs given out point at loopback only because the server listens on every
+    /// interface and no public URL was set: other machines cannot use them.
+    pub fn urls_are_loopback_only(&self) -> bool {
+        self.public.is_none() && self.shared.local_addr.ip().is_unspecified()
     }
 
     /// The current `/stats` figures.
@@ -363,5 +452,69 @@ impl Shared {
     /// A fresh connection id.
     fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_urls_parse() {
+        let p = PublicUrl::parse("https://tracker.example.org").unwrap();
+        assert!(p.secure);
+        assert_eq!(p.authority, "tracker.example.org");
+        assert_eq!(p.host, "tracker.example.org");
+        assert_eq!(p.path, "");
+        let p = PublicUrl::parse("http://[2001:db8::1]:8080/wt/").unwrap();
+        assert!(!p.secure);
+        assert_eq!(p.authority, "[2001:db8::1]:8080");
+        assert_eq!(p.host, "[2001:db8::1]");
+        assert_eq!(p.path, "/wt");
+        let p = PublicUrl::parse("http://10.0.0.5:8000/").unwrap();
+        assert_eq!((p.host.as_str(), p.path.as_str()), ("10.0.0.5", ""));
+    }
+
+    #[test]
+    fn bad_public_urls_are_refused() {
+        for bad in [
+            "tracker.example.org",
+            "ws://host",
+            "http://",
+            "http://:80",
+            "http://host:port",
+            "http://host:99999",
+            "http://[::1",
+            "http://host?x=1",
+            "http://user@host",
+            "http://a b",
+        ] {
+            assert!(PublicUrl::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn urls_follow_the_public_url() {
+        let srv = Server::bind(ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            www: None,
+            public_url: Some("https://wt.example.org/base".into()),
+            ..ServerConfig::default()
+        })
+        .await
+        .unwrap();
+        let udp = srv.udp_local_addr().unwrap().port();
+        assert_eq!(srv.page_url(), "https://wt.example.org/base/");
+        assert_eq!(
+            srv.http_announce_url(),
+            "https://wt.example.org/base/announce"
+        );
+        assert_eq!(srv.ws_url(), "wss://wt.example.org/base");
+        assert_eq!(
+            srv.udp_announce_url().unwrap(),
+            format!("udp://wt.example.org:{udp}")
+        );
+        assert!(!srv.urls_are_loopback_only());
+        srv.shutdown().await;
     }
 }

@@ -36,7 +36,7 @@ pub(super) fn build_client(config: &TrackerClientConfig) -> Result<reqwest::Clie
 
 /// reqwest is built with `rustls-no-provider`: it uses the process-wide default provider, so
 /// install `ring` unless someone already installed one.
-fn ensure_crypto_provider() {
+pub(crate) fn ensure_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Losing a race against another installer is fine: any default will do.
         let _ = rustls::crypto::ring::default_provider().install_default();

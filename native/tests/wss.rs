@@ -1,0 +1,134 @@
+//! `wss://` WebSocket trackers: a TLS front (self-signed certificate, trusted through
+//! `SSL_CERT_FILE`) before the npm `bittorrent-tracker`; two native clients meet through it
+//! and move a torrent over WebRTC. WebRTC opens UDP sockets, so the test is `#[ignore]`d in a
+//! plain `cargo test`; `tests/run.sh` runs it inside a loopback-only network namespace.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{content, sha256_hex, Tracker};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls;
+use webtorrent::{AddOptions, Event, TorrentSource, WebTorrent, WebTorrentOptions};
+
+fn opts() -> WebTorrentOptions {
+    WebTorrentOptions {
+        port: Some(0),
+        listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        udp_bind: Some("127.0.0.1:0".parse().expect("addr")),
+        incoming: false,
+        ..WebTorrentOptions::default()
+    }
+}
+
+/// Terminates TLS for `localhost`/`127.0.0.1` and forwards the plain bytes to `backend`.
+/// Listens on every loopback address so that a name the certificate lacks can be tried.
+async fn tls_front(backend: SocketAddr, dir: &std::path::Path) -> (u16, std::path::PathBuf) {
+    let key =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("certificate");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, key.cert.pem()).expect("write certificate");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![key.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into()),
+        )
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = TcpListener::bind("0.0.0.0:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (port, ca)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a loopback-only netns and the npm harness (tests/run.sh)"]
+async fn peers_meet_through_a_wss_tracker() {
+    let tracker = Tracker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let backend: SocketAddr = format!("127.0.0.1:{}", tracker.port).parse().unwrap();
+    let (port, ca) = tls_front(backend, dir.path()).await;
+    // rustls-native-certs reads the trusted roots from here; nothing else in this test
+    // binary runs at the same time.
+    std::env::set_var("SSL_CERT_FILE", &ca);
+    let wss = format!("wss://localhost:{port}");
+
+    // The seeder signals only through the TLS front, the leecher only in plain text: the
+    // offers and answers between them cross the wss:// connection.
+    let data = content(3 * 1024 * 1024 + 517, 91);
+    let seeder = WebTorrent::new(opts()).await.unwrap();
+    let t = seeder
+        .seed(
+            "secure.bin".to_string(),
+            Bytes::from(data.clone()),
+            Some(vec![wss.clone()]),
+        )
+        .await
+        .unwrap();
+    let leecher = WebTorrent::new(opts()).await.unwrap();
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}&tr={}",
+        hex::encode(t.info_hash()),
+        tracker.ws
+    );
+    let d = leecher
+        .add_with(TorrentSource::Magnet(magnet), AddOptions::default())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(90), d.wait_done())
+        .await
+        .expect("download through the wss:// tracker finished in time")
+        .unwrap();
+    assert_eq!(sha256_hex(&d.bytes().await.unwrap()), sha256_hex(&data));
+
+    // A name the certificate does not cover: the announce fails with a clear error.
+    let other = WebTorrent::new(opts()).await.unwrap();
+    let wrong = format!("wss://127.0.0.2:{port}");
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}&tr={wrong}",
+        hex::encode(t.info_hash())
+    );
+    let o = other
+        .add_with(TorrentSource::Magnet(magnet), AddOptions::default())
+        .await
+        .unwrap();
+    let mut events = o.subscribe();
+    let error = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match events.recv().await {
+                Ok(Event::TrackerError { url, error }) if url == wrong => return error,
+                Ok(_) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the bad certificate is reported");
+    assert!(
+        error.to_lowercase().contains("certificate"),
+        "unexpected error: {error}"
+    );
+    other.destroy().await.unwrap();
+    leecher.destroy().await.unwrap();
+    seeder.destroy().await.unwrap();
+}
