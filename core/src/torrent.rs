@@ -51,6 +51,11 @@ pub struct TorrentConfig {
     pub pex_interval: Duration,
     /// Bytes of block reads in flight or queued for one peer before further reads wait.
     pub max_upload_queue: usize,
+    /// Bytes of whole pieces kept after [`Output::ReadPiece`] to serve further blocks from
+    /// (at least two pieces are kept whatever this says).
+    pub upload_cache_bytes: usize,
+    /// Most [`Output::ReadPiece`] reads outstanding at once; requests for other pieces wait.
+    pub max_piece_reads: usize,
     /// Hash failures a peer may contribute to before it is banned.
     pub max_strikes: u32,
     /// An outgoing connection attempt that has not resolved after this long is abandoned.
@@ -74,6 +79,8 @@ impl TorrentConfig {
             optimistic_interval: Duration::from_secs(30),
             pex_interval: Duration::from_secs(60),
             max_upload_queue: 2 * 1024 * 1024,
+            upload_cache_bytes: 8 * 1024 * 1024,
+            max_piece_reads: 8,
             max_strikes: 8,
             connect_timeout: Duration::from_secs(30),
             disconnect_seeds_when_done: true,
@@ -90,12 +97,16 @@ pub enum Output {
     Connect(SocketAddr),
     /// Close this connection; the torrent has already forgotten it.
     Disconnect(PeerKey),
-    /// Read this block from storage and pass it to [`Torrent::block_read`].
-    ReadBlock {
-        /// Who asked.
-        peer: PeerKey,
-        /// What to read.
-        block: Block,
+    /// Read this whole piece from storage and pass it to [`Torrent::piece_read`]. The blocks
+    /// peers asked for are served from it, and it is kept for their next requests (one
+    /// storage read per piece, not per block).
+    ReadPiece {
+        /// The piece.
+        piece: PieceIndex,
+        /// Where it starts in the torrent's data.
+        offset: u64,
+        /// Its length.
+        length: u32,
     },
     /// All blocks of a piece arrived: check its SHA-1 against `expected`, store it if it
     /// matches, then call [`Torrent::piece_checked`].
@@ -306,6 +317,12 @@ pub struct Torrent {
     pick_buf: Vec<Block>,
     /// Piece buffers handed back by the driver, reused to avoid allocation churn.
     spare_bufs: Vec<BytesMut>,
+    /// Whole pieces read for uploading, least recently used first.
+    upload_cache: VecDeque<(PieceIndex, Bytes)>,
+    /// Pieces asked for with [`Output::ReadPiece`] and not yet read.
+    reading: HashSet<PieceIndex>,
+    /// The latest time given to any call (for work done where no time is passed in).
+    now: Time,
 }
 
 /// Most spare piece buffers kept.
@@ -341,6 +358,9 @@ impl Torrent {
             done_announced: false,
             pick_buf: Vec::new(),
             spare_bufs: Vec::new(),
+            upload_cache: VecDeque::new(),
+            reading: HashSet::new(),
+            now,
         }
     }
 
@@ -617,6 +637,7 @@ impl Torrent {
 
     /// Bytes arrived from a peer.
     pub fn peer_data(&mut self, now: Time, key: PeerKey, data: &[u8]) {
+        self.now = self.now.max(now);
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
@@ -987,49 +1008,116 @@ impl Torrent {
         }
     }
 
-    /// Issues reads for queued requests while the peer's send queue has room.
+    /// Serves queued requests while the peer's send queue has room: from the upload cache,
+    /// or by asking for the piece to be read.
     fn pump_reads(&mut self, key: PeerKey) {
+        let now = self.now;
         let Some(c) = &self.content else {
             return;
         };
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        let layout = &c.meta.info.layout;
+        let mut served = false;
         while let Some(r) = peer.upload_queue.front().copied() {
             let in_flight = peer.reads_in_flight.len() * crate::piece::BLOCK_SIZE as usize;
             if in_flight + peer.session.queued_bytes() >= self.config.max_upload_queue {
                 break;
             }
-            peer.upload_queue.pop_front();
-            let Ok(block) = c.meta.info.layout.check_request(r.index, r.begin, r.length) else {
+            let Ok(block) = layout.check_request(r.index, r.begin, r.length) else {
+                peer.upload_queue.pop_front();
                 continue;
             };
+            if let Some(i) = self
+                .upload_cache
+                .iter()
+                .position(|(p, _)| *p == block.piece)
+            {
+                peer.upload_queue.pop_front();
+                // Most recently used last.
+                if let Some(entry) = self.upload_cache.remove(i) {
+                    let data = block_of(&entry.1, r);
+                    self.upload_cache.push_back(entry);
+                    serve_block(peer, &mut self.stats, &mut self.upload, now, r, data);
+                    served = true;
+                }
+                continue;
+            }
+            if !self.reading.contains(&block.piece) {
+                if self.reading.len() >= self.config.max_piece_reads.max(1) {
+                    // Waits for a read to finish (piece_read pumps every peer again).
+                    break;
+                }
+                self.reading.insert(block.piece);
+                self.outputs.push_back(Output::ReadPiece {
+                    piece: block.piece,
+                    offset: layout.piece_offset(block.piece),
+                    length: layout.piece_len(block.piece),
+                });
+            }
+            peer.upload_queue.pop_front();
             peer.reads_in_flight.push(r);
-            self.outputs
-                .push_back(Output::ReadBlock { peer: key, block });
+        }
+        if served {
+            self.mark_dirty(key);
         }
     }
 
-    /// A block read finished. `None` means storage failed (the request is rejected).
-    pub fn block_read(&mut self, now: Time, key: PeerKey, block: Block, data: Option<Bytes>) {
-        let Some(peer) = self.peers.get_mut(&key) else {
+    /// A piece asked for with [`Output::ReadPiece`] was read. `None` (or bytes of the wrong
+    /// length) means storage failed: the requests waiting for it are rejected.
+    pub fn piece_read(&mut self, now: Time, piece: PieceIndex, data: Option<Bytes>) {
+        self.now = self.now.max(now);
+        let now = self.now;
+        self.reading.remove(&piece);
+        let Some(c) = &self.content else {
             return;
         };
-        let r = BlockRequest::new(block.piece.get(), block.begin, block.length);
-        let Some(i) = peer.reads_in_flight.iter().position(|x| *x == r) else {
-            return; // cancelled meanwhile
-        };
-        peer.reads_in_flight.remove(i);
-        match data {
-            Some(d) if d.len() == block.length as usize && !peer.session.am_choking() => {
-                let n = d.len() as u64;
-                peer.session.send_block(now, r, d);
-                self.stats.uploaded += n;
-                self.upload.add(now, n);
+        let piece_len = c.meta.info.layout.piece_len(piece) as usize;
+        let data = data.filter(|d| d.len() == piece_len);
+        if let Some(d) = &data {
+            let budget = self
+                .config
+                .upload_cache_bytes
+                .max(2 * c.meta.info.piece_length() as usize);
+            self.upload_cache.retain(|(p, _)| *p != piece);
+            let mut cached: usize = self.upload_cache.iter().map(|(_, b)| b.len()).sum();
+            while cached + d.len() > budget {
+                match self.upload_cache.pop_front() {
+                    Some((_, old)) => cached -= old.len(),
+                    None => break,
+                }
             }
-            _ => peer.session.reject(now, r),
+            self.upload_cache.push_back((piece, d.clone()));
         }
-        self.mark_dirty(key);
+        let keys: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.reads_in_flight.is_empty() || !p.upload_queue.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            let mut served = false;
+            let mut i = 0;
+            while i < peer.reads_in_flight.len() {
+                let r = peer.reads_in_flight[i];
+                if r.index != piece.get() {
+                    i += 1;
+                    continue;
+                }
+                peer.reads_in_flight.swap_remove(i);
+                let block = data.as_ref().and_then(|d| block_of(d, r));
+                serve_block(peer, &mut self.stats, &mut self.upload, now, r, block);
+                served = true;
+            }
+            if served {
+                self.mark_dirty(key);
+            }
+            self.pump_reads(key);
+        }
     }
 
     fn on_block(
@@ -1419,6 +1507,7 @@ impl Torrent {
 
     /// Runs periodic work: session timers, choking, PEX, connection attempts.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.now = self.now.max(now);
         if now < self.next_tick {
             return;
         }
@@ -1634,6 +1723,7 @@ impl Torrent {
     /// The next bytes to send, to any peer: `(peer, bytes)`. Block payloads come as their own
     /// chunks, not copied.
     pub fn poll_transmit(&mut self, now: Time) -> Option<(PeerKey, Bytes)> {
+        self.now = self.now.max(now);
         while let Some(k) = self.dirty.front().copied() {
             let Some(p) = self.peers.get_mut(&k) else {
                 self.dirty.pop_front();
@@ -1718,6 +1808,34 @@ fn view_of<'a>(b: &'a Bitfield, p: &'a Peer) -> PeerView<'a> {
         .allowed_fast(&p.allowed_fast)
 }
 
+/// The bytes of request `r` within its piece's data, if they are there.
+fn block_of(piece: &Bytes, r: BlockRequest) -> Option<Bytes> {
+    let start = r.begin as usize;
+    let end = start.checked_add(r.length as usize)?;
+    (end <= piece.len()).then(|| piece.slice(start..end))
+}
+
+/// Sends a block read for `peer`, or rejects the request if it could not be read or the peer
+/// was choked meanwhile.
+fn serve_block(
+    peer: &mut Peer,
+    stats: &mut TorrentStats,
+    upload: &mut crate::session::RateMeter,
+    now: Time,
+    r: BlockRequest,
+    data: Option<Bytes>,
+) {
+    match data {
+        Some(d) if d.len() == r.length as usize && !peer.session.am_choking() => {
+            let n = d.len() as u64;
+            peer.session.send_block(now, r, d);
+            stats.uploaded += n;
+            upload.add(now, n);
+        }
+        _ => peer.session.reject(now, r),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1782,6 +1900,122 @@ mod tests {
             .collect();
         v.sort_unstable();
         v
+    }
+
+    fn reads(t: &mut Torrent) -> Vec<(u32, u64, u32)> {
+        let mut v = Vec::new();
+        while let Some(o) = t.poll_output() {
+            if let Output::ReadPiece {
+                piece,
+                offset,
+                length,
+            } = o
+            {
+                v.push((piece.get(), offset, length));
+            }
+        }
+        v
+    }
+
+    fn blocks(r: &mut Remote) -> Vec<(BlockRequest, Bytes)> {
+        std::iter::from_fn(|| r.s.poll_event())
+            .filter_map(|e| match e {
+                SessionEvent::Block { request, data, .. } => Some((request, data)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn uploads_read_each_piece_once_and_serve_blocks_from_it() {
+        // 64 KiB pieces, four blocks each.
+        let data: Vec<u8> = (0..6 * 65536).map(|i| (i * 13 % 251) as u8).collect();
+        let made = TorrentCreator::new()
+            .with_piece_length(65536)
+            .create_single_from_reader("t", data.len() as u64, &data[..])
+            .unwrap();
+        let m = Arc::new(made.metainfo);
+        let mut cfg = TorrentConfig::new(Id20([1; 20]));
+        cfg.max_piece_reads = 2;
+        cfg.upload_cache_bytes = 0; // still two pieces
+        let mut t = Torrent::new(cfg, m.clone(), Bitfield::full(6), 7, Time::ZERO).unwrap();
+        let now = Time::ZERO;
+        let mut a = connect(&mut t, now, 2, &m);
+        let mut b = connect(&mut t, now, 3, &m);
+        for r in [&mut a, &mut b] {
+            r.s.set_interested(now, true);
+            exchange(&mut t, now, r);
+        }
+        // Four blocks of piece 1 from A: one read.
+        for i in 0..4 {
+            a.s.request(now, BlockRequest::new(1, i * 16384, 16384));
+        }
+        exchange(&mut t, now, &mut a);
+        assert_eq!(reads(&mut t), [(1, 65536, 65536)]);
+        t.piece_read(
+            now,
+            m.info.layout.piece(1).unwrap(),
+            Some(Bytes::copy_from_slice(&data[65536..131072])),
+        );
+        exchange(&mut t, now, &mut a);
+        let got = blocks(&mut a);
+        assert_eq!(got.len(), 4);
+        for (r, d) in &got {
+            let off = r.index as usize * 65536 + r.begin as usize;
+            assert_eq!(&d[..], &data[off..off + 16384]);
+        }
+        // B asks for piece 1 too: served from the cache, no new read.
+        b.s.request(now, BlockRequest::new(1, 32768, 16384));
+        exchange(&mut t, now, &mut b);
+        assert_eq!(reads(&mut t), []);
+        assert_eq!(blocks(&mut b).len(), 1);
+        // Three other pieces at once: two reads (the limit), the third waits for one of them.
+        for p in [2, 3, 4] {
+            b.s.request(now, BlockRequest::new(p, 0, 16384));
+        }
+        exchange(&mut t, now, &mut b);
+        assert_eq!(reads(&mut t), [(2, 131072, 65536), (3, 196608, 65536)]);
+        // Storage failed for piece 2: rejected (fast extension); piece 4's read goes out.
+        t.piece_read(now, m.info.layout.piece(2).unwrap(), None);
+        exchange(&mut t, now, &mut b);
+        assert_eq!(reads(&mut t), [(4, 262144, 65536)]);
+        let evs: Vec<SessionEvent> = std::iter::from_fn(|| b.s.poll_event()).collect();
+        assert!(
+            evs.contains(&SessionEvent::Rejected(BlockRequest::new(2, 0, 16384))),
+            "{evs:?}"
+        );
+        // Bytes of the wrong length count as a failed read.
+        t.piece_read(
+            now,
+            m.info.layout.piece(3).unwrap(),
+            Some(Bytes::from_static(b"short")),
+        );
+        t.piece_read(
+            now,
+            m.info.layout.piece(4).unwrap(),
+            Some(Bytes::copy_from_slice(&data[262144..327680])),
+        );
+        exchange(&mut t, now, &mut b);
+        let got = blocks(&mut b);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, BlockRequest::new(4, 0, 16384));
+        // The cache holds two pieces (1 and 4); reading 5 evicts the least recently used, 1,
+        // which is then read again.
+        b.s.request(now, BlockRequest::new(5, 0, 16384));
+        exchange(&mut t, now, &mut b);
+        assert_eq!(reads(&mut t), [(5, 327680, 65536)]);
+        t.piece_read(
+            now,
+            m.info.layout.piece(5).unwrap(),
+            Some(Bytes::copy_from_slice(&data[327680..])),
+        );
+        exchange(&mut t, now, &mut b);
+        assert_eq!(blocks(&mut b).len(), 1);
+        a.s.request(now, BlockRequest::new(4, 0, 16384));
+        a.s.request(now, BlockRequest::new(1, 0, 16384));
+        exchange(&mut t, now, &mut a);
+        assert_eq!(reads(&mut t), [(1, 65536, 65536)]);
+        assert_eq!(blocks(&mut a).len(), 1, "piece 4 from the cache");
     }
 
     #[test]
@@ -1942,18 +2176,22 @@ mod tests {
         assert!(!r.s.peer_choking());
         r.s.request(now, BlockRequest::new(1, 16000, 384));
         exchange(&mut t, now, &mut r);
-        let read = std::iter::from_fn(|| t.poll_output())
+        let (piece, offset, length) = std::iter::from_fn(|| t.poll_output())
             .find_map(|o| match o {
-                Output::ReadBlock { peer, block } => Some((peer, block)),
+                Output::ReadPiece {
+                    piece,
+                    offset,
+                    length,
+                } => Some((piece, offset, length)),
                 _ => None,
             })
             .expect("a read");
+        assert_eq!((piece.get(), offset, length), (1, 16384, 16384));
         let off = 16384 + 16000;
-        t.block_read(
+        t.piece_read(
             now,
-            read.0,
-            read.1,
-            Some(Bytes::copy_from_slice(&data[off..off + 384])),
+            piece,
+            Some(Bytes::copy_from_slice(&data[16384..2 * 16384])),
         );
         exchange(&mut t, now, &mut r);
         let got = std::iter::from_fn(|| r.s.poll_event()).find_map(|e| match e {

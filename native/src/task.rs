@@ -16,7 +16,7 @@ use webtorrent_core::announce::{
     TrackerFailure, TrackerReply,
 };
 use webtorrent_core::metainfo::Metainfo;
-use webtorrent_core::piece::{sha1, Bitfield, Block, PieceIndex};
+use webtorrent_core::piece::{sha1, Bitfield, PieceIndex};
 use webtorrent_core::session::Direction;
 use webtorrent_core::signal::{AnnounceParams as SignalAnnounce, OfferId};
 use webtorrent_core::torrent::{
@@ -135,10 +135,6 @@ pub(crate) struct Task {
     paused: bool,
     jobs: HashMap<JobId, String>,
     last_status: Instant,
-    /// Whole pieces read for uploading, most recent last; blocks are served as slices.
-    piece_cache: std::collections::VecDeque<(PieceIndex, Bytes)>,
-    /// Pieces being read, with the block requests waiting for them.
-    loading: HashMap<PieceIndex, Vec<(PeerKey, Block)>>,
     verify_in_flight: Arc<AtomicUsize>,
     /// WebSocket trackers this torrent is registered with.
     ws_trackers: HashMap<Arc<str>, mpsc::UnboundedSender<Cmd>>,
@@ -148,18 +144,8 @@ pub(crate) struct Task {
     rtc_connecting: HashMap<PeerId, tokio::task::JoinHandle<()>>,
 }
 
-/// Bytes of whole pieces kept for uploading.
-const PIECE_CACHE_BYTES: usize = 8 * 1024 * 1024;
-
 /// Pieces hashed on the blocking pool at once; beyond that the task hashes inline.
 const MAX_VERIFY_IN_FLIGHT: usize = 4;
-
-/// The bytes of `block` within its piece's data, if they are there.
-fn slice_block(piece: &Bytes, block: Block) -> Option<Bytes> {
-    let start = block.begin as usize;
-    let end = start.checked_add(block.length as usize)?;
-    (end <= piece.len()).then(|| piece.slice(start..end))
-}
 
 fn tracker_failure(e: TrackerError) -> TrackerFailure {
     match e {
@@ -226,8 +212,6 @@ impl Task {
             paused: false,
             jobs: HashMap::new(),
             last_status: Instant::now(),
-            piece_cache: std::collections::VecDeque::new(),
-            loading: HashMap::new(),
             verify_in_flight: Arc::new(AtomicUsize::new(0)),
             ws_trackers: HashMap::new(),
             offers: HashMap::new(),
@@ -400,7 +384,10 @@ impl Task {
                 self.core.peer_closed(now, key);
             }
             TaskMsg::Writable { key } => self.flush_peer(key),
-            TaskMsg::PieceLoaded { piece, data } => self.on_piece_loaded(piece, data),
+            TaskMsg::PieceLoaded { piece, data } => {
+                let now = self.now();
+                self.core.piece_read(now, piece, data);
+            }
             TaskMsg::PieceChecked {
                 piece,
                 outcome,
@@ -831,7 +818,11 @@ impl Task {
                     tokio::spawn(c.close_gracefully());
                 }
             }
-            Output::ReadBlock { peer, block } => self.read_block(peer, block),
+            Output::ReadPiece {
+                piece,
+                offset,
+                length,
+            } => self.read_piece(piece, offset, length),
             Output::VerifyPiece {
                 piece,
                 data,
@@ -841,53 +832,25 @@ impl Task {
         }
     }
 
-    /// Serves a block: from a cached piece, or by reading the whole piece once on the blocking
-    /// pool (one read per piece instead of one per 16 KiB block).
-    fn read_block(&mut self, key: PeerKey, block: Block) {
-        let now = self.now();
-        let (Some(storage), Some(meta)) = (self.storage.clone(), self.core.metainfo()) else {
-            self.core.block_read(now, key, block, None);
+    /// Reads a whole piece for uploading on the blocking pool (the core serves its blocks and
+    /// keeps it for further requests).
+    fn read_piece(&mut self, piece: PieceIndex, offset: u64, length: u32) {
+        let Some(storage) = self.storage.clone() else {
+            let now = self.now();
+            self.core.piece_read(now, piece, None);
             return;
         };
-        if let Some((_, data)) = self.piece_cache.iter().find(|(p, _)| *p == block.piece) {
-            let data = slice_block(data, block);
-            self.core.block_read(now, key, block, data);
-            return;
-        }
-        if let Some(waiters) = self.loading.get_mut(&block.piece) {
-            waiters.push((key, block));
-            return;
-        }
-        self.loading.insert(block.piece, vec![(key, block)]);
-        let piece = block.piece;
-        let offset = meta.info.layout.piece_offset(piece);
-        let len = meta.info.layout.piece_len(piece) as usize;
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
-            let data = storage.read(offset, len).ok();
+            let data = match storage.read(offset, length as usize) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    warn!("reading piece {piece} for upload: {e}");
+                    None
+                }
+            };
             let _ = tx.blocking_send(TaskMsg::PieceLoaded { piece, data });
         });
-    }
-
-    fn on_piece_loaded(&mut self, piece: PieceIndex, data: Option<Bytes>) {
-        let now = self.now();
-        let waiters = self.loading.remove(&piece).unwrap_or_default();
-        for (key, block) in waiters {
-            let d = data.as_ref().and_then(|d| slice_block(d, block));
-            self.core.block_read(now, key, block, d);
-        }
-        if let Some(d) = data {
-            let mut cached: usize = self.piece_cache.iter().map(|(_, b)| b.len()).sum();
-            while cached + d.len() > PIECE_CACHE_BYTES {
-                match self.piece_cache.pop_front() {
-                    Some((_, old)) => cached -= old.len(),
-                    None => break,
-                }
-            }
-            if d.len() <= PIECE_CACHE_BYTES {
-                self.piece_cache.push_back((piece, d));
-            }
-        }
     }
 
     /// Hashes and stores a completed piece on the blocking pool. When several pieces are

@@ -25,7 +25,7 @@ use webtorrent_core::announce::{
 };
 use webtorrent_core::magnet::Magnet;
 use webtorrent_core::metainfo::Metainfo;
-use webtorrent_core::piece::{Bitfield, Block, PieceIndex};
+use webtorrent_core::piece::{Bitfield, PieceIndex};
 use webtorrent_core::session::Direction;
 use webtorrent_core::torrent::{Output, Torrent as CoreTorrent, TorrentConfig, TorrentEvent};
 use webtorrent_core::{Id20, InfoHash, PeerId, PeerKey};
@@ -39,8 +39,6 @@ use crate::util::{self, now};
 const CHANNEL_HIGH_WATER: u32 = 1024 * 1024;
 /// `bufferedamountlow` fires below this.
 const CHANNEL_LOW_WATER: u32 = 256 * 1024;
-/// Whole pieces kept for uploading from blob or OPFS storage.
-const PIECE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// A data channel that has not opened after this long is abandoned.
 const CHANNEL_OPEN_TIMEOUT_MS: u32 = 30_000;
 /// Pieces being hashed at once before new ones wait.
@@ -93,8 +91,6 @@ pub(crate) struct Inner {
     offers: HashMap<Id20, PendingOffer>,
     listeners: HashMap<String, Vec<Function>>,
     queued: Vec<(&'static str, JsValue)>,
-    piece_cache: VecDeque<(PieceIndex, Bytes)>,
-    loading: HashMap<PieceIndex, Vec<(PeerKey, Block)>>,
     verifying: usize,
     verify_queue: VecDeque<(PieceIndex, Bytes, [u8; 20])>,
     last_uploaded: u64,
@@ -262,8 +258,6 @@ pub(crate) fn start(
         offers: HashMap::new(),
         listeners: HashMap::new(),
         queued: Vec::new(),
-        piece_cache: VecDeque::new(),
-        loading: HashMap::new(),
         verifying: 0,
         verify_queue: VecDeque::new(),
         last_uploaded: 0,
@@ -499,7 +493,11 @@ fn on_output(t: &mut Inner, out: Output, work: &mut Vec<Work>) {
             t.core.connect_failed(n, addr);
         }
         Output::Disconnect(key) => t.close_peer(key),
-        Output::ReadBlock { peer, block } => read_block(t, peer, block, work),
+        Output::ReadPiece {
+            piece,
+            offset,
+            length,
+        } => read_piece(t, piece, offset, length, work),
         Output::VerifyPiece {
             piece,
             data,
@@ -547,45 +545,23 @@ fn on_output(t: &mut Inner, out: Output, work: &mut Vec<Work>) {
     }
 }
 
-fn read_block(t: &mut Inner, key: PeerKey, block: Block, work: &mut Vec<Work>) {
+/// Reads a whole piece for uploading: at once from memory, or from the File / OPFS later.
+fn read_piece(t: &mut Inner, piece: PieceIndex, offset: u64, length: u32, work: &mut Vec<Work>) {
     let n = now();
-    let Some(meta) = t.core.metainfo().cloned() else {
-        t.core.block_read(n, key, block, None);
-        return;
-    };
-    let layout = meta.info.layout;
-    let start = layout.piece_offset(block.piece) + block.begin as u64;
-    if let Some(Store::Memory(buf)) = &t.store {
-        let s = start as usize;
-        let e = s + block.length as usize;
-        let data = buf.get(s..e).map(Bytes::copy_from_slice);
-        t.core.block_read(n, key, block, data);
-        return;
+    match &t.store {
+        Some(Store::Memory(buf)) => {
+            let s = offset as usize;
+            let data = buf.get(s..s + length as usize).map(Bytes::copy_from_slice);
+            t.core.piece_read(n, piece, data);
+        }
+        Some(store) => work.push(Work::Load {
+            piece,
+            reader: store.reader(),
+            start: offset,
+            len: u64::from(length),
+        }),
+        None => t.core.piece_read(n, piece, None),
     }
-    if let Some((_, d)) = t.piece_cache.iter().find(|(p, _)| *p == block.piece) {
-        let s = block.begin as usize;
-        let data = d
-            .get(s..s + block.length as usize)
-            .map(|_| d.slice(s..s + block.length as usize));
-        t.core.block_read(n, key, block, data);
-        return;
-    }
-    if let Some(w) = t.loading.get_mut(&block.piece) {
-        w.push((key, block));
-        return;
-    }
-    let Some(store) = &t.store else {
-        t.core.block_read(n, key, block, None);
-        return;
-    };
-    let reader = store.reader();
-    t.loading.insert(block.piece, vec![(key, block)]);
-    work.push(Work::Load {
-        piece: block.piece,
-        reader,
-        start: layout.piece_offset(block.piece),
-        len: layout.piece_len(block.piece) as u64,
-    });
 }
 
 fn on_announcer_event(t: &mut Inner, ev: AnnouncerEvent) {
@@ -635,24 +611,7 @@ fn run_work(h: &Handle, w: Work) {
                         None
                     }
                 };
-                for (key, block) in t.loading.remove(&piece).unwrap_or_default() {
-                    let s = block.begin as usize;
-                    let e = s + block.length as usize;
-                    let d = data
-                        .as_ref()
-                        .and_then(|d| (e <= d.len()).then(|| d.slice(s..e)));
-                    t.core.block_read(n, key, block, d);
-                }
-                if let Some(d) = data {
-                    let mut cached: usize = t.piece_cache.iter().map(|(_, b)| b.len()).sum();
-                    while cached + d.len() > PIECE_CACHE_BYTES {
-                        match t.piece_cache.pop_front() {
-                            Some((_, old)) => cached -= old.len(),
-                            None => break,
-                        }
-                    }
-                    t.piece_cache.push_back((piece, d));
-                }
+                t.core.piece_read(n, piece, data);
             }
             drive(&h);
         }),

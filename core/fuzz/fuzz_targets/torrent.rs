@@ -42,10 +42,10 @@ fuzz_target!(|data: &[u8]| {
         tor.handle_timeout(now);
         while let Some(out) = tor.poll_output() {
             match out {
-                Output::ReadBlock { peer, block } => {
-                    let off = meta.info.layout.piece_offset(block.piece) as usize + block.begin as usize;
-                    let d = bytes::Bytes::copy_from_slice(&content[off..off + block.length as usize]);
-                    tor.block_read(now, peer, block, Some(d));
+                Output::ReadPiece { piece, offset, length } => {
+                    let (off, len) = (offset as usize, length as usize);
+                    let d = bytes::Bytes::copy_from_slice(&content[off..off + len]);
+                    tor.piece_read(now, piece, Some(d));
                 }
                 Output::VerifyPiece { piece, data, expected } => {
                     tor.piece_checked(now, piece, sha1(&data) == expected);

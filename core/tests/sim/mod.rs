@@ -588,25 +588,26 @@ impl Sim {
                 match out {
                     Output::Connect(addr) => self.connect(i, addr),
                     Output::Disconnect(key) => self.close_from(i, key),
-                    Output::ReadBlock { peer, block } => {
-                        let meta = self.nodes[i].torrent.metainfo().cloned().expect("meta");
-                        let off = meta.info.layout.piece_offset(block.piece) as usize
-                            + block.begin as usize;
+                    Output::ReadPiece {
+                        piece,
+                        offset,
+                        length,
+                    } => {
+                        let (off, len) = (offset as usize, length as usize);
                         let node = &mut self.nodes[i];
                         let data = match (&node.seed_bytes, node.behaviour) {
-                            (Some(b), Behaviour::Honest) => {
-                                b.slice(off..off + block.length as usize)
-                            }
+                            (Some(b), Behaviour::Honest) => b.slice(off..off + len),
                             (Some(b), Behaviour::Corrupt) => {
-                                let mut v = b[off..off + block.length as usize].to_vec();
-                                v[0] ^= 0xff;
+                                // One flipped byte in every block.
+                                let mut v = b[off..off + len].to_vec();
+                                for x in v.iter_mut().step_by(16384) {
+                                    *x ^= 0xff;
+                                }
                                 Bytes::from(v)
                             }
-                            (None, _) => Bytes::copy_from_slice(
-                                &node.data()[off..off + block.length as usize],
-                            ),
+                            (None, _) => Bytes::copy_from_slice(&node.data()[off..off + len]),
                         };
-                        node.torrent.block_read(now, peer, block, Some(data));
+                        node.torrent.piece_read(now, piece, Some(data));
                     }
                     Output::VerifyPiece {
                         piece,
