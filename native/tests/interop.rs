@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,12 +13,7 @@ use common::{cli, content, sha256_hex, write_file, Script, Tracker};
 use webtorrent::{WebTorrent, WebTorrentOptions};
 
 fn opts() -> WebTorrentOptions {
-    WebTorrentOptions {
-        port: Some(0),
-        listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        udp_bind: Some("127.0.0.1:0".parse().expect("addr")),
-        ..WebTorrentOptions::default()
-    }
+    common::loopback_options()
 }
 
 fn file_sha(path: &Path) -> String {

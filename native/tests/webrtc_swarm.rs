@@ -5,21 +5,13 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{content, sha256_hex, Script, Tracker};
-use webtorrent::{AddOptions, TorrentSource, WebTorrent, WebTorrentOptions};
-
-fn opts() -> WebTorrentOptions {
-    WebTorrentOptions {
-        port: Some(0),
-        listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        udp_bind: Some("127.0.0.1:0".parse().expect("addr")),
-        ..WebTorrentOptions::default()
-    }
-}
+use common::{
+    content, download_magnet, loopback_options, sha256_hex, webrtc_only_options, Script, Tracker,
+};
+use webtorrent::WebTorrent;
 
 /// Two native clients that can only meet through the WebSocket tracker: WebRTC only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,12 +19,7 @@ fn opts() -> WebTorrentOptions {
 async fn native_to_native_over_webrtc() {
     let tracker = Tracker::start();
     let data = content(6 * 1024 * 1024 + 1234, 77);
-    let seeder = WebTorrent::new(WebTorrentOptions {
-        incoming: false,
-        ..opts()
-    })
-    .await
-    .unwrap();
+    let seeder = WebTorrent::new(webrtc_only_options()).await.unwrap();
     let t = seeder
         .seed(
             "rtc.bin".to_string(),
@@ -41,25 +28,15 @@ async fn native_to_native_over_webrtc() {
         )
         .await
         .unwrap();
-    let leecher = WebTorrent::new(WebTorrentOptions {
-        incoming: false,
-        ..opts()
-    })
-    .await
-    .unwrap();
-    let magnet = format!(
-        "magnet:?xt=urn:btih:{}&tr={}",
-        hex::encode(t.info_hash()),
-        tracker.ws
-    );
-    let d = leecher
-        .add_with(TorrentSource::Magnet(magnet), AddOptions::default())
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(90), d.wait_done())
-        .await
-        .expect("download finished in time")
-        .unwrap();
+    let leecher = WebTorrent::new(webrtc_only_options()).await.unwrap();
+    let d = download_magnet(
+        &leecher,
+        &hex::encode(t.info_hash()),
+        &[&tracker.ws],
+        Duration::from_secs(90),
+        "WebRTC leecher",
+    )
+    .await;
     let got = d.bytes().await.unwrap();
     assert_eq!(sha256_hex(&got), sha256_hex(&data));
     let stats = tracker.stats();
@@ -89,35 +66,26 @@ async fn tcp_seeder_reaches_webrtc_leecher_through_the_bridge() {
     );
     let ready = seed.wait_event("seeding", Duration::from_secs(60));
     let info_hash = ready["infoHash"].as_str().expect("infoHash").to_string();
-    let bridge = WebTorrent::new(opts()).await.unwrap();
-    let magnet = format!(
-        "magnet:?xt=urn:btih:{info_hash}&tr={}&tr={}",
-        tracker.http, tracker.ws
-    );
-    let b = bridge
-        .add_with(TorrentSource::Magnet(magnet), AddOptions::default())
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(90), b.wait_done())
-        .await
-        .expect("bridge finished in time")
-        .unwrap();
+    let bridge = WebTorrent::new(loopback_options()).await.unwrap();
+    let b = download_magnet(
+        &bridge,
+        &info_hash,
+        &[&tracker.http, &tracker.ws],
+        Duration::from_secs(90),
+        "bridge",
+    )
+    .await;
+    assert_eq!(sha256_hex(&b.bytes().await.unwrap()), sha256_hex(&data));
     // The WebRTC-only leecher: no TCP listener, only the WebSocket tracker.
-    let leecher = WebTorrent::new(WebTorrentOptions {
-        incoming: false,
-        ..opts()
-    })
-    .await
-    .unwrap();
-    let magnet = format!("magnet:?xt=urn:btih:{info_hash}&tr={}", tracker.ws);
-    let d = leecher
-        .add_with(TorrentSource::Magnet(magnet), AddOptions::default())
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(90), d.wait_done())
-        .await
-        .expect("WebRTC leecher finished in time")
-        .unwrap();
+    let leecher = WebTorrent::new(webrtc_only_options()).await.unwrap();
+    let d = download_magnet(
+        &leecher,
+        &info_hash,
+        &[&tracker.ws],
+        Duration::from_secs(90),
+        "WebRTC leecher",
+    )
+    .await;
     assert_eq!(sha256_hex(&d.bytes().await.unwrap()), sha256_hex(&data));
     leecher.destroy().await.unwrap();
     bridge.destroy().await.unwrap();
@@ -136,12 +104,7 @@ async fn webrtc_throughput() {
         .unwrap_or(256);
     let tracker = Tracker::start();
     let data = content(mib * 1024 * 1024, 79);
-    let seeder = WebTorrent::new(WebTorrentOptions {
-        incoming: false,
-        ..opts()
-    })
-    .await
-    .unwrap();
+    let seeder = WebTorrent::new(webrtc_only_options()).await.unwrap();
     let t = seeder
         .seed(
             "bench.bin".to_string(),
@@ -150,12 +113,7 @@ async fn webrtc_throughput() {
         )
         .await
         .unwrap();
-    let leecher = WebTorrent::new(WebTorrentOptions {
-        incoming: false,
-        ..opts()
-    })
-    .await
-    .unwrap();
+    let leecher = WebTorrent::new(webrtc_only_options()).await.unwrap();
     let torrent_file = t.torrent_file().expect("torrent file");
     let d = leecher.add(torrent_file).await.unwrap();
     // Time from the first connected peer to the last verified piece.

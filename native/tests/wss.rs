@@ -5,25 +5,15 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{content, sha256_hex, Tracker};
+use common::{content, download_magnet, magnet, sha256_hex, webrtc_only_options, Tracker};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls;
-use webtorrent::{AddOptions, Event, TorrentSource, WebTorrent, WebTorrentOptions};
-
-fn opts() -> WebTorrentOptions {
-    WebTorrentOptions {
-        port: Some(0),
-        listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        udp_bind: Some("127.0.0.1:0".parse().expect("addr")),
-        incoming: false,
-        ..WebTorrentOptions::default()
-    }
-}
+use webtorrent::{AddOptions, Event, TorrentSource, WebTorrent};
 
 /// Terminates TLS for `localhost`/`127.0.0.1` and forwards the plain bytes to `backend`.
 /// Listens on every loopback address so that a name the certificate lacks can be tried.
@@ -76,7 +66,7 @@ async fn peers_meet_through_a_wss_tracker() {
     // The seeder signals only through the TLS front, the leecher only in plain text: the
     // offers and answers between them cross the wss:// connection.
     let data = content(3 * 1024 * 1024 + 517, 91);
-    let seeder = WebTorrent::new(opts()).await.unwrap();
+    let seeder = WebTorrent::new(webrtc_only_options()).await.unwrap();
     let t = seeder
         .seed(
             "secure.bin".to_string(),
@@ -85,31 +75,26 @@ async fn peers_meet_through_a_wss_tracker() {
         )
         .await
         .unwrap();
-    let leecher = WebTorrent::new(opts()).await.unwrap();
-    let magnet = format!(
-        "magnet:?xt=urn:btih:{}&tr={}",
-        hex::encode(t.info_hash()),
-        tracker.ws
-    );
-    let d = leecher
-        .add_with(TorrentSource::Magnet(magnet), AddOptions::default())
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(90), d.wait_done())
-        .await
-        .expect("download through the wss:// tracker finished in time")
-        .unwrap();
+    let leecher = WebTorrent::new(webrtc_only_options()).await.unwrap();
+    let info_hash = hex::encode(t.info_hash());
+    let d = download_magnet(
+        &leecher,
+        &info_hash,
+        &[&tracker.ws],
+        Duration::from_secs(90),
+        "download through the wss:// tracker",
+    )
+    .await;
     assert_eq!(sha256_hex(&d.bytes().await.unwrap()), sha256_hex(&data));
 
     // A name the certificate does not cover: the announce fails with a clear error.
-    let other = WebTorrent::new(opts()).await.unwrap();
+    let other = WebTorrent::new(webrtc_only_options()).await.unwrap();
     let wrong = format!("wss://127.0.0.2:{port}");
-    let magnet = format!(
-        "magnet:?xt=urn:btih:{}&tr={wrong}",
-        hex::encode(t.info_hash())
-    );
     let o = other
-        .add_with(TorrentSource::Magnet(magnet), AddOptions::default())
+        .add_with(
+            TorrentSource::Magnet(magnet(&info_hash, &[&wrong])),
+            AddOptions::default(),
+        )
         .await
         .unwrap();
     let mut events = o.subscribe();

@@ -188,3 +188,55 @@ pub fn write_file(dir: &Path, rel: &str, data: &[u8]) -> PathBuf {
 pub fn cli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_webtorrent"))
 }
+
+/// Client options confined to loopback: an ephemeral TCP port on 127.0.0.1 and the UDP
+/// tracker socket on 127.0.0.1.
+pub fn loopback_options() -> webtorrent::WebTorrentOptions {
+    webtorrent::WebTorrentOptions {
+        port: Some(0),
+        listen_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        udp_bind: Some("127.0.0.1:0".parse().expect("addr")),
+        ..webtorrent::WebTorrentOptions::default()
+    }
+}
+
+/// [`loopback_options`] without a TCP listener: a peer others can reach over WebRTC only.
+pub fn webrtc_only_options() -> webtorrent::WebTorrentOptions {
+    webtorrent::WebTorrentOptions {
+        incoming: false,
+        ..loopback_options()
+    }
+}
+
+/// The magnet link for `info_hash` (hex) with these trackers.
+pub fn magnet(info_hash: &str, trackers: &[&str]) -> String {
+    let mut m = format!("magnet:?xt=urn:btih:{info_hash}");
+    for t in trackers {
+        m.push_str("&tr=");
+        m.push_str(t);
+    }
+    m
+}
+
+/// Adds [`magnet`]`(info_hash, trackers)` to `client` and waits until every piece is
+/// verified; panics naming `what` if that takes longer than `within`.
+pub async fn download_magnet(
+    client: &webtorrent::WebTorrent,
+    info_hash: &str,
+    trackers: &[&str],
+    within: Duration,
+    what: &str,
+) -> webtorrent::Torrent {
+    let t = client
+        .add_with(
+            webtorrent::TorrentSource::Magnet(magnet(info_hash, trackers)),
+            webtorrent::AddOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what}: cannot add the magnet link: {e}"));
+    tokio::time::timeout(within, t.wait_done())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not finished within {within:?}"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    t
+}
