@@ -115,6 +115,9 @@ enum Cmd {
         /// Download limit in bytes per second.
         #[arg(long)]
         download_limit: Option<u64>,
+        /// Upload limit in bytes per second (while downloading and with --seed).
+        #[arg(long)]
+        upload_limit: Option<u64>,
     },
     /// Run a tracker (HTTP, WebSocket and UDP) and the browser page on one port, and
     /// optionally seed files through it, until interrupted (SIGINT/SIGTERM).
@@ -303,10 +306,12 @@ async fn run(cli: Cli) -> AnyResult<()> {
             seed,
             timeout,
             download_limit,
+            upload_limit,
         } => {
             std::fs::create_dir_all(&out)?;
             let client = WebTorrent::new(WebTorrentOptions {
                 download_limit,
+                upload_limit,
                 ..options(port, Some(out.clone()))
             })
             .await?;
