@@ -570,22 +570,13 @@ fn bounds_on_swarms_peers_and_replies() {
         },
         7,
     );
-    t.announce(
-        secs(0),
-        &ann(ih(1), pid(b"-WW", 1), "10.0.0.1:1", Some(0), None),
-    );
-    t.announce(
-        secs(1),
-        &ann(ih(2), pid(b"-WW", 1), "10.0.0.1:1", Some(0), None),
-    );
-    t.announce(
-        secs(2),
-        &ann(ih(1), pid(b"-WW", 1), "10.0.0.1:1", Some(0), None),
-    );
-    t.announce(
-        secs(3),
-        &ann(ih(3), pid(b"-WW", 1), "10.0.0.1:1", Some(0), None),
-    );
+    // (second, swarm): one peer announcing to swarms 1, 2, 1 again, then 3.
+    for (at, swarm) in [(0, 1), (1, 2), (2, 1), (3, 3)] {
+        t.announce(
+            secs(at),
+            &ann(ih(swarm), pid(b"-WW", 1), "10.0.0.1:1", Some(0), None),
+        );
+    }
     assert_eq!(t.num_torrents(), 2);
     assert_eq!(t.counts(&ih(2)), None);
     assert_eq!(t.counts(&ih(1)), Some((1, 0)));
@@ -599,26 +590,19 @@ fn bounds_on_swarms_peers_and_replies() {
         },
         8,
     );
-    t.announce(
-        secs(0),
-        &ann(ih(1), pid(b"-WW", 1), "10.0.0.1:1", Some(0), None),
-    );
-    t.announce(
-        secs(1),
-        &ann(ih(1), pid(b"-WW", 2), "10.0.0.2:1", Some(0), None),
-    );
-    t.announce(
-        secs(2),
-        &ann(ih(2), pid(b"-WW", 3), "10.0.0.3:1", Some(0), None),
-    );
-    t.announce(
-        secs(3),
-        &ann(ih(2), pid(b"-WW", 4), "10.0.0.4:1", Some(0), None),
-    );
-    t.announce(
-        secs(4),
-        &ann(ih(3), pid(b"-WW", 5), "10.0.0.5:1", Some(0), None),
-    );
+    // Peer n announces at second n - 1: two to swarm 1, two to swarm 2, one to swarm 3.
+    for (n, swarm) in [(1u8, 1), (2, 1), (3, 2), (4, 2), (5, 3)] {
+        t.announce(
+            secs(u64::from(n) - 1),
+            &ann(
+                ih(swarm),
+                pid(b"-WW", n),
+                &format!("10.0.0.{n}:1"),
+                Some(0),
+                None,
+            ),
+        );
+    }
     assert_eq!(t.num_peers(), 4);
     assert_eq!(t.counts(&ih(1)), Some((1, 0)));
     assert_eq!(t.counts(&ih(2)), Some((2, 0)));
@@ -1539,16 +1523,12 @@ async fn npm_webtorrent_seeds_and_downloads_over_webrtc_through_our_websocket_tr
     server.shutdown().await;
 }
 
-/// `webtorrent serve FILE` seeds; the npm webtorrent downloads from the magnet it prints.
-#[test]
-#[ignore = "needs the npm harness in a loopback-only netns (tests/run.sh)"]
-fn npm_webtorrent_downloads_from_webtorrent_serve() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = common::content(4_000_000, 14);
-    let file = common::write_file(dir.path(), "ours.bin", &data);
+/// Starts `webtorrent serve --port 0 FILE`; returns it with the page URL and magnet link it
+/// prints.
+fn serve_file(file: &std::path::Path) -> (std::process::Child, String, String) {
     let mut child = common::cli()
         .args(["serve", "--port", "0", "--quiet"])
-        .arg(&file)
+        .arg(file)
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
         .spawn()
@@ -1560,6 +1540,17 @@ fn npm_webtorrent_downloads_from_webtorrent_serve() {
     let magnet = lines
         .recv_timeout(Duration::from_secs(30))
         .expect("magnet line");
+    (child, page, magnet)
+}
+
+/// `webtorrent serve FILE` seeds; the npm webtorrent downloads from the magnet it prints.
+#[test]
+#[ignore = "needs the npm harness in a loopback-only netns (tests/run.sh)"]
+fn npm_webtorrent_downloads_from_webtorrent_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::content(4_000_000, 14);
+    let file = common::write_file(dir.path(), "ours.bin", &data);
+    let (mut child, page, magnet) = serve_file(&file);
     assert!(page.starts_with("http://127.0.0.1:"), "{page}");
     let out = dir.path().join("out");
     let mut dl = common::Script::start(
@@ -1589,20 +1580,7 @@ fn npm_webtorrent_downloads_over_webrtc_from_webtorrent_serve() {
     let dir = tempfile::tempdir().unwrap();
     let data = common::content(2_000_000, 15);
     let file = common::write_file(dir.path(), "bridge.bin", &data);
-    let mut child = common::cli()
-        .args(["serve", "--port", "0", "--quiet"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start webtorrent serve");
-    let lines = stdout_lines(child.stdout.take().expect("stdout"));
-    let page = lines
-        .recv_timeout(Duration::from_secs(30))
-        .expect("page line");
-    let magnet = lines
-        .recv_timeout(Duration::from_secs(30))
-        .expect("magnet line");
+    let (mut child, page, magnet) = serve_file(&file);
     let host = page
         .trim_start_matches("http://")
         .trim_end_matches('/')
