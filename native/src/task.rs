@@ -12,8 +12,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 use webtorrent_core::announce::{
-    AnnounceConfig, AnnounceEvent, Announcer, AnnouncerEvent, JobId, Scheme, SchemeSet,
-    TrackerFailure, TrackerReply,
+    AnnounceConfig, Announcer, AnnouncerEvent, JobId, Scheme, SchemeSet, TrackerFailure,
+    TrackerReply,
 };
 use webtorrent_core::metainfo::Metainfo;
 use webtorrent_core::piece::{sha1, Bitfield, PieceIndex};
@@ -22,7 +22,6 @@ use webtorrent_core::signal::{AnnounceParams as SignalAnnounce, OfferId};
 use webtorrent_core::torrent::{
     Output, PeerSource, Torrent as CoreTorrent, TorrentConfig, TorrentEvent,
 };
-use webtorrent_core::tracker::Event as TrackerEvent;
 use webtorrent_core::{InfoHash, PeerId, PeerKey, Time};
 
 use crate::client::Shared;
@@ -588,24 +587,8 @@ impl Task {
         let Some(client) = self.shared.trackers.clone() else {
             return;
         };
-        let event = match job.event {
-            AnnounceEvent::None => None,
-            AnnounceEvent::Started => Some(TrackerEvent::Started),
-            AnnounceEvent::Completed => Some(TrackerEvent::Completed),
-            AnnounceEvent::Stopped => Some(TrackerEvent::Stopped),
-        };
-        let params = AnnounceParams {
-            info_hash: self.info_hash,
-            peer_id: self.shared.peer_id,
-            port: self.shared.port,
-            uploaded: job.uploaded,
-            downloaded: job.downloaded,
-            left: job.left,
-            event,
-            numwant: Some(job.numwant),
-            key: job.key,
-            tracker_id: job.tracker_id.clone(),
-        };
+        let params =
+            AnnounceParams::from_job(&job, self.info_hash, self.shared.peer_id, self.shared.port);
         let tx = self.tx.clone();
         let url = job.url.clone();
         let id = job.id;

@@ -6,9 +6,8 @@ use js_sys::Uint8Array;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{RequestInit, RequestMode, Response};
-use webtorrent_core::announce::{AnnounceEvent, AnnounceJob, TrackerFailure, TrackerReply};
+use webtorrent_core::announce::{AnnounceJob, TrackerFailure, TrackerReply};
 use webtorrent_core::tracker::http::{AnnounceRequest, AnnounceResponse};
-use webtorrent_core::tracker::Event;
 use webtorrent_core::{InfoHash, PeerId};
 
 use crate::util::{global, js_error_message};
@@ -53,19 +52,8 @@ pub(crate) async fn announce(
     info_hash: InfoHash,
     peer_id: PeerId,
 ) -> Result<HttpOutcome, TrackerFailure> {
-    let mut req = AnnounceRequest::new(info_hash, peer_id, BROWSER_ANNOUNCE_PORT);
-    req.uploaded = job.uploaded;
-    req.downloaded = job.downloaded;
-    req.left = job.left;
-    req.event = match job.event {
-        AnnounceEvent::None => None,
-        AnnounceEvent::Started => Some(Event::Started),
-        AnnounceEvent::Completed => Some(Event::Completed),
-        AnnounceEvent::Stopped => Some(Event::Stopped),
-    };
+    let mut req = AnnounceRequest::from_job(job, info_hash, peer_id, BROWSER_ANNOUNCE_PORT);
     req.numwant = Some(0);
-    req.key = Some(format!("{:08x}", job.key).into_bytes());
-    req.trackerid = job.tracker_id.clone();
     let url = req.to_url(&job.url);
     match fetch(&url, RequestMode::Cors).await {
         Ok(resp) => {

@@ -110,6 +110,16 @@ impl AnnounceEvent {
             AnnounceEvent::Stopped => "stopped",
         }
     }
+
+    /// The `event` parameter of a tracker request; `None` for a regular announce.
+    pub const fn tracker_event(self) -> Option<crate::tracker::Event> {
+        match self {
+            AnnounceEvent::None => None,
+            AnnounceEvent::Started => Some(crate::tracker::Event::Started),
+            AnnounceEvent::Completed => Some(crate::tracker::Event::Completed),
+            AnnounceEvent::Stopped => Some(crate::tracker::Event::Stopped),
+        }
+    }
 }
 
 /// Tuning of an [`Announcer`]. Nonsensical values are raised to sane minimums by

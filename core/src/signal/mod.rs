@@ -77,7 +77,7 @@ use crate::tracker::ws::{
     OfferMessage, ScrapeReply, ScrapeRequest, SdpType, SessionDescription, TrackerMessage,
     WsAction, MAX_OFFERS,
 };
-use crate::tracker::{Event, MAX_SCRAPE_HASHES};
+use crate::tracker::MAX_SCRAPE_HASHES;
 
 /// The random 20-byte id of an offer, chosen by the peer that made it.
 pub type OfferId = Id20;
@@ -1149,12 +1149,7 @@ impl SignalMachine {
             uploaded: Some(a.stats.uploaded),
             downloaded: Some(a.stats.downloaded),
             left: Some(a.stats.left),
-            event: match event {
-                AnnounceEvent::None => None,
-                AnnounceEvent::Started => Some(Event::Started),
-                AnnounceEvent::Completed => Some(Event::Completed),
-                AnnounceEvent::Stopped => Some(Event::Stopped),
-            },
+            event: event.tracker_event(),
             offers: ready,
             trackerid: a.trackerid.clone(),
         };

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::announce::{AnnounceConfig, Announcer};
 use crate::tracker::ws::AnnounceRequest;
-use crate::tracker::ScrapeFile;
+use crate::tracker::{Event, ScrapeFile};
 
 const T0: Time = Time::ZERO;
 const ME: PeerId = Id20([1; 20]);

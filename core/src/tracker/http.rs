@@ -144,6 +144,27 @@ impl AnnounceRequest {
         }
     }
 
+    /// The request for a job of the [`Announcer`](crate::announce::Announcer): its counters,
+    /// event, `numwant`, `trackerid` and key (as 8 upper-case hex digits, as libtorrent sends
+    /// it).
+    pub fn from_job(
+        job: &crate::announce::AnnounceJob,
+        info_hash: InfoHash,
+        peer_id: PeerId,
+        port: u16,
+    ) -> Self {
+        AnnounceRequest {
+            uploaded: job.uploaded,
+            downloaded: job.downloaded,
+            left: job.left,
+            event: job.event.tracker_event(),
+            numwant: Some(job.numwant),
+            key: Some(format!("{:08X}", job.key).into_bytes()),
+            trackerid: job.tracker_id.clone(),
+            ..AnnounceRequest::new(info_hash, peer_id, port)
+        }
+    }
+
     /// The query string (without `?`), binary values percent-encoded per RFC 3986.
     pub fn to_query(&self) -> String {
         let mut q = String::with_capacity(200);
@@ -599,6 +620,28 @@ mod tests {
 
     fn id(b: u8) -> Id20 {
         Id20([b; 20])
+    }
+
+    #[test]
+    fn from_job_takes_the_announcers_figures() {
+        use crate::announce::{AnnounceConfig, Announcer};
+        use crate::time::Time;
+        let mut a = Announcer::new(
+            vec![vec!["http://tracker.example/announce".into()]],
+            AnnounceConfig::default(),
+            3,
+            Time::ZERO,
+        );
+        a.start(Time::ZERO, Some(99));
+        a.update_stats(5, 6, Some(99));
+        let job = a.poll_job(Time::ZERO).expect("started is due");
+        let r = AnnounceRequest::from_job(&job, id(1), id(2), 6881);
+        assert_eq!(
+            (r.uploaded, r.downloaded, r.left, r.event, r.numwant),
+            (5, 6, 99, Some(Event::Started), Some(50))
+        );
+        assert_eq!(r.key, Some(format!("{:08X}", a.key()).into_bytes()));
+        assert!(r.compact && r.trackerid.is_none() && r.port == 6881);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 use tracing::debug;
-use webtorrent_core::announce::{AnnounceEvent, AnnounceJob, Scheme, TrackerFailure, TrackerReply};
+use webtorrent_core::announce::{AnnounceJob, Scheme, TrackerFailure, TrackerReply};
 use webtorrent_core::tracker::{Event, MAX_PEERS};
 use webtorrent_core::{InfoHash, PeerId};
 
@@ -188,12 +188,7 @@ impl AnnounceParams {
             uploaded: job.uploaded,
             downloaded: job.downloaded,
             left: job.left,
-            event: match job.event {
-                AnnounceEvent::None => None,
-                AnnounceEvent::Started => Some(Event::Started),
-                AnnounceEvent::Completed => Some(Event::Completed),
-                AnnounceEvent::Stopped => Some(Event::Stopped),
-            },
+            event: job.event.tracker_event(),
             numwant: Some(job.numwant),
             key: job.key,
             tracker_id: job.tracker_id.clone(),
