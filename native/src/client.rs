@@ -526,6 +526,9 @@ impl WebTorrent {
         if let Some(s) = &self.shared.signals {
             s.shutdown();
         }
+        if let Some(t) = &self.shared.trackers {
+            t.close().await;
+        }
         Ok(())
     }
 }

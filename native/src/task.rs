@@ -141,6 +141,8 @@ pub(crate) struct Task {
     offers: HashMap<OfferId, rtc::PendingOffer>,
     /// WebRTC connections being set up, by remote peer id, with the task doing it.
     rtc_connecting: HashMap<PeerId, tokio::task::JoinHandle<()>>,
+    /// HTTP and UDP announces in flight.
+    announcing: tokio::task::JoinSet<()>,
 }
 
 /// Pieces hashed on the blocking pool at once; beyond that the task hashes inline.
@@ -215,6 +217,7 @@ impl Task {
             ws_trackers: HashMap::new(),
             offers: HashMap::new(),
             rtc_connecting: HashMap::new(),
+            announcing: tokio::task::JoinSet::new(),
         };
         for url in task.announcer.unsupported_trackers() {
             debug!(%url, "tracker scheme not supported by the native client yet");
@@ -307,6 +310,9 @@ impl Task {
         for (_, h) in self.rtc_connecting.drain() {
             h.abort();
         }
+        // Announces still in flight (regular ones overtaken by `stopped`, or `stopped` past
+        // the bounded wait) are abandoned.
+        self.announcing.abort_all();
         self.update_status(true);
         debug!(info_hash = %self.info_hash, "torrent task ended");
     }
@@ -594,7 +600,9 @@ impl Task {
         let id = job.id;
         self.jobs.insert(id, url.clone());
         debug!(%url, event = job.event.as_str(), "announcing");
-        tokio::spawn(async move {
+        // Reap finished announces; the rest are aborted when the task ends.
+        while self.announcing.try_join_next().is_some() {}
+        self.announcing.spawn(async move {
             let result = client
                 .announce(&url, &params)
                 .await

@@ -1021,6 +1021,33 @@ async fn udp_socket_is_released_when_the_last_clone_is_dropped() {
     }
 }
 
+#[tokio::test]
+async fn close_releases_the_udp_socket_while_clones_live() {
+    let tracker = UdpTracker::start(UdpBehavior::default()).await;
+    let c = client();
+    let c2 = c.clone();
+    c.announce(&tracker.url(""), &params(hash(1)))
+        .await
+        .expect("announce");
+    let local = tracker.log.lock().unwrap().requests[0].0;
+    c.close().await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match UdpSocket::bind(local).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() > deadline => {
+                panic!("UDP socket {local} still bound after close(): {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let err = c2
+        .announce(&tracker.url(""), &params(hash(1)))
+        .await
+        .expect_err("closed");
+    assert!(err.to_string().contains("closed"), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // URLs
 

@@ -25,7 +25,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OnceCell;
 use tracing::debug;
 use webtorrent_core::announce::{AnnounceJob, Scheme, TrackerFailure, TrackerReply};
 use webtorrent_core::tracker::{Event, MAX_PEERS};
@@ -255,14 +254,18 @@ struct Inner {
     config: TrackerClientConfig,
     http: reqwest::Client,
     /// Started on first UDP use (that needs a tokio runtime); dropping it ends the task.
-    udp: OnceCell<udp::UdpEngine>,
+    /// `Err(())` once [`TrackerClient::close`] was called.
+    udp: tokio::sync::Mutex<Result<Option<Arc<udp::UdpEngine>>, ()>>,
 }
 
 impl fmt::Debug for TrackerClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TrackerClient")
             .field("config", &self.inner.config)
-            .field("udp_started", &self.inner.udp.initialized())
+            .field(
+                "udp_started",
+                &matches!(self.inner.udp.try_lock().as_deref(), Ok(Ok(Some(_)))),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -290,7 +293,7 @@ impl TrackerClient {
             inner: Arc::new(Inner {
                 config,
                 http,
-                udp: OnceCell::new(),
+                udp: tokio::sync::Mutex::new(Ok(None)),
             }),
         })
     }
@@ -395,11 +398,26 @@ impl TrackerClient {
         result
     }
 
-    async fn udp(&self) -> Result<&udp::UdpEngine, TrackerError> {
-        self.inner
-            .udp
-            .get_or_try_init(|| udp::UdpEngine::start(&self.inner.config))
-            .await
+    async fn udp(&self) -> Result<Arc<udp::UdpEngine>, TrackerError> {
+        let mut slot = self.inner.udp.lock().await;
+        match &mut *slot {
+            Err(()) => Err(TrackerError::Network(
+                "the tracker client was closed".to_string(),
+            )),
+            Ok(Some(engine)) => Ok(engine.clone()),
+            Ok(engine @ None) => {
+                let e = Arc::new(udp::UdpEngine::start(&self.inner.config).await?);
+                *engine = Some(e.clone());
+                Ok(e)
+            }
+        }
+    }
+
+    /// Closes the UDP sockets (once the requests still using them end) and refuses further
+    /// UDP requests; HTTP requests keep working. For shutting a client down without waiting
+    /// for the last clone of this handle to be dropped.
+    pub async fn close(&self) {
+        *self.inner.udp.lock().await = Err(());
     }
 }
 
