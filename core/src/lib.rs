@@ -10,6 +10,7 @@ pub mod announce;
 pub mod bencode;
 pub mod creator;
 pub mod ext;
+pub mod fast;
 pub mod id;
 pub mod magnet;
 pub mod metainfo;

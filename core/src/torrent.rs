@@ -224,6 +224,8 @@ struct Peer {
     /// `have` messages received before the metadata.
     early_haves: Vec<u32>,
     allowed_fast: Vec<PieceIndex>,
+    /// Pieces we told this peer it may request while choked (BEP 6).
+    fast_for_peer: Vec<u32>,
     /// Accepted requests waiting for a read.
     upload_queue: VecDeque<BlockRequest>,
     /// Reads issued to the driver and not answered.
@@ -615,6 +617,7 @@ impl Torrent {
                 has: Has::Unknown,
                 early_haves: Vec::new(),
                 allowed_fast: Vec::new(),
+                fast_for_peer: Vec::new(),
                 upload_queue: VecDeque::new(),
                 reads_in_flight: Vec::new(),
                 metadata_pending: Vec::new(),
@@ -757,11 +760,29 @@ impl Torrent {
                     .as_ref()
                     .map(|c| c.meta.info_bytes.len() as u32);
                 let have = self.content.as_ref().map(|c| c.picker.have().clone());
+                let info_hash = self.info_hash;
                 let peer = self.peers.get_mut(&key).ok_or("gone")?;
                 let yourip = peer.addr.map(|a| a.ip());
                 peer.session
                     .send_extended_handshake(now, metadata_size, yourip);
                 peer.session.send_availability(now, have.as_ref());
+                // BEP 6: the canonical allowed-fast set, of the pieces we have.
+                let fast_ip = peer.addr.and_then(|a| crate::fast::fast_set_ip(a.ip()));
+                if let (Some(ip), Some(have), true) = (fast_ip, &have, peer.session.supports_fast())
+                {
+                    let set = crate::fast::allowed_fast_set(
+                        ip,
+                        &info_hash,
+                        have.len(),
+                        crate::fast::ALLOWED_FAST_COUNT,
+                    );
+                    for i in set {
+                        if have.get_raw(i) {
+                            peer.session.send_allowed_fast(now, i);
+                            peer.fast_for_peer.push(i);
+                        }
+                    }
+                }
                 let addr = peer.addr;
                 self.outputs
                     .push_back(Output::Event(TorrentEvent::PeerConnected {
@@ -998,7 +1019,7 @@ impl Torrent {
                 .ok()?;
             c.picker.have().get(b.piece).then_some(b)
         });
-        let allowed = !peer.session.am_choking();
+        let allowed = !peer.session.am_choking() || peer.fast_for_peer.contains(&r.index);
         match valid {
             Some(_) if allowed => {
                 peer.upload_queue.push_back(r);
@@ -1651,9 +1672,15 @@ impl Torrent {
                 p.session.unchoke(now);
             } else if !p.session.am_choking() {
                 p.session.choke(now);
-                // Pending requests die with the choke: reject them explicitly under BEP 6.
-                let queued: Vec<BlockRequest> = p.upload_queue.drain(..).collect();
-                for r in queued {
+                // Pending requests die with the choke (rejected explicitly under BEP 6), but
+                // for pieces in the peer's allowed-fast set.
+                let fast = &p.fast_for_peer;
+                let (keep, drop): (VecDeque<BlockRequest>, VecDeque<BlockRequest>) = p
+                    .upload_queue
+                    .drain(..)
+                    .partition(|r| fast.contains(&r.index));
+                p.upload_queue = keep;
+                for r in drop {
                     p.session.reject(now, r);
                 }
             }
@@ -1825,8 +1852,9 @@ fn serve_block(
     r: BlockRequest,
     data: Option<Bytes>,
 ) {
+    let allowed = !peer.session.am_choking() || peer.fast_for_peer.contains(&r.index);
     match data {
-        Some(d) if d.len() == r.length as usize && !peer.session.am_choking() => {
+        Some(d) if d.len() == r.length as usize && allowed => {
             let n = d.len() as u64;
             peer.session.send_block(now, r, d);
             stats.uploaded += n;
@@ -2152,25 +2180,67 @@ mod tests {
 
     #[test]
     fn serves_requests_only_when_unchoked_and_valid() {
-        let (m, data) = meta(4 * 16384);
+        let (m, data) = meta(40 * 16384);
         let mut t = Torrent::new(
             TorrentConfig::new(Id20([1; 20])),
             m.clone(),
-            Bitfield::full(4),
+            Bitfield::full(40),
             1,
             Time::ZERO,
         )
         .unwrap();
         let now = Time::ZERO;
         let mut r = connect(&mut t, now, 2, &m);
-        // Requests while choked are rejected (fast extension).
-        r.s.request(now, BlockRequest::new(0, 0, 16384));
+        // The peer (10.0.0.2) got BEP 6's allowed-fast set.
+        let fast = crate::fast::allowed_fast_set(
+            std::net::Ipv4Addr::new(10, 0, 0, 2),
+            &m.info_hash,
+            40,
+            crate::fast::ALLOWED_FAST_COUNT,
+        );
+        assert_eq!(fast.len(), 10);
+        let evs: Vec<SessionEvent> = std::iter::from_fn(|| r.s.poll_event()).collect();
+        let told: Vec<u32> = evs
+            .iter()
+            .filter_map(|e| match e {
+                SessionEvent::AllowedFast(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told, fast);
+        // Requests while choked are rejected (fast extension)...
+        let other = (0..40).find(|i| !fast.contains(i)).unwrap();
+        r.s.request(now, BlockRequest::new(other, 0, 16384));
         exchange(&mut t, now, &mut r);
         let evs: Vec<SessionEvent> = std::iter::from_fn(|| r.s.poll_event()).collect();
         assert!(
-            evs.contains(&SessionEvent::Rejected(BlockRequest::new(0, 0, 16384))),
+            evs.contains(&SessionEvent::Rejected(BlockRequest::new(other, 0, 16384))),
             "{evs:?}"
         );
+        // ...but for the allowed-fast pieces, served while choked.
+        let f = fast[0];
+        r.s.request(now, BlockRequest::new(f, 0, 16384));
+        exchange(&mut t, now, &mut r);
+        let (piece, offset, length) = std::iter::from_fn(|| t.poll_output())
+            .find_map(|o| match o {
+                Output::ReadPiece {
+                    piece,
+                    offset,
+                    length,
+                } => Some((piece, offset, length)),
+                _ => None,
+            })
+            .expect("a read");
+        assert_eq!(piece.get(), f);
+        let (o, l) = (offset as usize, length as usize);
+        t.piece_read(now, piece, Some(Bytes::copy_from_slice(&data[o..o + l])));
+        exchange(&mut t, now, &mut r);
+        assert!(r.s.peer_choking());
+        let got = std::iter::from_fn(|| r.s.poll_event()).find_map(|e| match e {
+            SessionEvent::Block { data, .. } => Some(data),
+            _ => None,
+        });
+        assert_eq!(got.as_deref(), Some(&data[o..o + 16384]));
         r.s.set_interested(now, true);
         exchange(&mut t, now, &mut r);
         assert!(!r.s.peer_choking());
@@ -2200,7 +2270,7 @@ mod tests {
         });
         assert_eq!(got.as_deref(), Some(&data[off..off + 384]));
         // A request past the end of the torrent is rejected.
-        r.s.request(now, BlockRequest::new(3, 16384, 1));
+        r.s.request(now, BlockRequest::new(40, 0, 1));
         exchange(&mut t, now, &mut r);
         let evs: Vec<SessionEvent> = std::iter::from_fn(|| r.s.poll_event()).collect();
         assert!(
