@@ -20,6 +20,7 @@
 // webtorrent browser bundle page → our binary, (f) our binary → Node (WebRTC). Rows with our
 // binary also give its CPU seconds (download: whole run; seed: during the transfer).
 // --only keeps the rows named (letters, comma-separated; --more's rows included).
+// PROFILE_OUT=FILE.cpuprofile: the seeding page's CPU profile during (a) (Chrome DevTools format).
 //
 // The binary: --bin, else $WEBTORRENT_BIN, else release/webtorrent then debug/webtorrent under
 // $CARGO_TARGET_DIR or target/. The source file is /tmp/webtorrent-browser-bench-<N>MiB.bin
@@ -50,7 +51,7 @@ const { values: opt } = parseArgs({
   }
 })
 if (opt.help) {
-  process.stdout.write(fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 28).map(l => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
+  process.stdout.write(fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 29).map(l => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
   process.exit(0)
 }
 
@@ -166,7 +167,19 @@ async function pageToBridge ({ browser, server, ws, file, sha256 }) {
   try {
     const seeded = await seedOnOurPage(page, [file], TIMEOUT)
     log(`(a) page seeds (hashing ${(seeded.ms / 1000).toFixed(2)} s); the bridge downloads`)
-    return { size, ...await bridgeDownload(seeded.magnet, file, sha256) }
+    let cdp = null
+    if (process.env.PROFILE_OUT) {
+      cdp = await ctx.newCDPSession(page)
+      await cdp.send('Profiler.enable')
+      await cdp.send('Profiler.setSamplingInterval', { interval: 200 })
+      await cdp.send('Profiler.start')
+    }
+    const r = await bridgeDownload(seeded.magnet, file, sha256)
+    if (cdp) {
+      const { profile } = await cdp.send('Profiler.stop')
+      fs.writeFileSync(process.env.PROFILE_OUT, JSON.stringify(profile))
+    }
+    return { size, ...r }
   } finally {
     await ctx.close().catch(() => {})
   }
