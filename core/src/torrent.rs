@@ -1086,7 +1086,8 @@ impl Torrent {
     }
 
     /// A piece asked for with [`Output::ReadPiece`] was read. `None` (or bytes of the wrong
-    /// length) means storage failed: the requests waiting for it are rejected.
+    /// length) means storage failed: the requests waiting for it are rejected. Drivers that
+    /// read ahead may also pass pieces not asked for: verified ones go into the cache.
     pub fn piece_read(&mut self, now: Time, piece: PieceIndex, data: Option<Bytes>) {
         self.now = self.now.max(now);
         let now = self.now;
@@ -1095,7 +1096,7 @@ impl Torrent {
             return;
         };
         let piece_len = c.meta.info.layout.piece_len(piece) as usize;
-        let data = data.filter(|d| d.len() == piece_len);
+        let data = data.filter(|d| d.len() == piece_len && c.picker.have().get(piece));
         if let Some(d) = &data {
             let budget = self
                 .config

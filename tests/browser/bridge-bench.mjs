@@ -14,11 +14,13 @@
 //
 //   cargo build --release -p webtorrent --bin webtorrent
 //   tests/netns.sh node tests/browser/bridge-bench.mjs [--mib 100] [--runs 1] [--bin PATH]
-//       [--more] [--out tests/browser/artifacts/bridge-bench.md]
+//       [--more] [--only a,d] [--out tests/browser/artifacts/bridge-bench.md]
 //
 // --more adds rows that tell where time goes: (d) Node (WebRTC) → our binary, (e) the
 // webtorrent browser bundle page → our binary, (f) our binary → Node (WebRTC). Rows with our
 // binary also give its CPU seconds (download: whole run; seed: during the transfer).
+// --only keeps the rows named (letters, comma-separated; --more's rows included).
+// PROFILE_OUT=FILE.cpuprofile: the seeding page's CPU profile during (a) (Chrome DevTools format).
 //
 // The binary: --bin, else $WEBTORRENT_BIN, else release/webtorrent then debug/webtorrent under
 // $CARGO_TARGET_DIR or target/. The source file is /tmp/webtorrent-browser-bench-<N>MiB.bin
@@ -43,12 +45,13 @@ const { values: opt } = parseArgs({
     runs: { type: 'string', default: '1' },
     bin: { type: 'string' },
     more: { type: 'boolean', default: false },
+    only: { type: 'string' },
     out: { type: 'string', default: path.join(ARTIFACTS, 'bridge-bench.md') },
     help: { type: 'boolean', short: 'h' }
   }
 })
 if (opt.help) {
-  process.stdout.write(fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 27).map(l => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
+  process.stdout.write(fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 29).map(l => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
   process.exit(0)
 }
 
@@ -164,7 +167,19 @@ async function pageToBridge ({ browser, server, ws, file, sha256 }) {
   try {
     const seeded = await seedOnOurPage(page, [file], TIMEOUT)
     log(`(a) page seeds (hashing ${(seeded.ms / 1000).toFixed(2)} s); the bridge downloads`)
-    return { size, ...await bridgeDownload(seeded.magnet, file, sha256) }
+    let cdp = null
+    if (process.env.PROFILE_OUT) {
+      cdp = await ctx.newCDPSession(page)
+      await cdp.send('Profiler.enable')
+      await cdp.send('Profiler.setSamplingInterval', { interval: 200 })
+      await cdp.send('Profiler.start')
+    }
+    const r = await bridgeDownload(seeded.magnet, file, sha256)
+    if (cdp) {
+      const { profile } = await cdp.send('Profiler.stop')
+      fs.writeFileSync(process.env.PROFILE_OUT, JSON.stringify(profile))
+    }
+    return { size, ...r }
   } finally {
     await ctx.close().catch(() => {})
   }
@@ -273,12 +288,16 @@ const ROWS = [
   { key: 'b', fn: bridgeToPage, label: '(b) bridge → browser: `webtorrent seed`, our page downloads (add → done)', target: TARGET_TO_BROWSER },
   { key: 'c', fn: nodeToNode, label: '(c) webtorrent (Node) → webtorrent (Node), WebRTC via @roamhq/wrtc (add → done)' }
 ]
-if (opt.more) {
+if (opt.more || opt.only) {
   ROWS.push(
     { key: 'd', fn: nodeToBridge, label: '(d) webtorrent (Node, WebRTC) seeds → `webtorrent download` (spawn → done)' },
     { key: 'e', fn: bundleToBridge, label: '(e) webtorrent browser bundle page seeds → `webtorrent download` (spawn → done)' },
     { key: 'f', fn: bridgeToNode, label: '(f) `webtorrent seed` → webtorrent (Node, WebRTC) downloads (add → done)' }
   )
+}
+if (opt.only) {
+  const keep = new Set(opt.only.split(',').map(k => k.trim()))
+  for (let i = ROWS.length - 1; i >= 0; i--) if (!keep.has(ROWS[i].key)) ROWS.splice(i, 1)
 }
 const results = Object.fromEntries(ROWS.map(r => [r.key, []]))
 let failed = false

@@ -63,6 +63,43 @@ pub(crate) async fn sha1_js(data: &Uint8Array) -> [u8; 20] {
     webtorrent_core::piece::sha1(&data.to_vec())
 }
 
+/// A SHA-1 digest started by [`sha1_start`].
+pub(crate) enum Sha1Pending {
+    /// `crypto.subtle.digest`, running.
+    Js(JsFuture),
+    /// Hashed already (the `sha1` crate, where `crypto.subtle` is missing).
+    Done([u8; 20]),
+}
+
+impl Sha1Pending {
+    /// The digest, or `None` if `crypto.subtle` failed.
+    pub(crate) async fn finish(self) -> Option<[u8; 20]> {
+        match self {
+            Sha1Pending::Done(h) => Some(h),
+            Sha1Pending::Js(f) => {
+                let arr = Uint8Array::new(&f.await.ok()?);
+                (arr.length() == 20).then(|| {
+                    let mut out = [0u8; 20];
+                    arr.copy_to(&mut out);
+                    out
+                })
+            }
+        }
+    }
+}
+
+/// Starts hashing `data` and returns before the digest is known. The bytes are consumed
+/// before this returns (`crypto.subtle.digest` copies its input synchronously; the `sha1`
+/// crate fallback hashes right away), so the caller may reuse or transfer the buffer at once.
+pub(crate) fn sha1_start(data: &Uint8Array) -> Sha1Pending {
+    if let Some(subtle) = crypto().map(|c| c.subtle()) {
+        if let Ok(p) = subtle.digest_with_str_and_buffer_source("SHA-1", data) {
+            return Sha1Pending::Js(JsFuture::from(p));
+        }
+    }
+    Sha1Pending::Done(webtorrent_core::piece::sha1(&data.to_vec()))
+}
+
 /// [`sha1_js`] taking its array by value (for futures that outlive the caller's borrow).
 pub(crate) async fn sha1_owned(data: Uint8Array) -> [u8; 20] {
     sha1_js(&data).await
