@@ -629,6 +629,21 @@ impl Torrent {
         self.mark_dirty(key);
     }
 
+    /// Bytes arrived from a peer, owned: like [`peer_data`](Self::peer_data) without copying
+    /// them into the decoder (drivers that read into a `BytesMut` and `split()` it).
+    pub fn peer_data_owned(&mut self, now: Time, key: PeerKey, data: BytesMut) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if let Err(e) = peer.session.receive_owned(now, data) {
+            self.drop_peer(now, key, e.to_string());
+            return;
+        }
+        self.process_events(now, key);
+        self.fill_requests(now, key);
+        self.mark_dirty(key);
+    }
+
     /// The connection closed (by the peer or the network).
     pub fn peer_closed(&mut self, now: Time, key: PeerKey) {
         if self.peers.contains_key(&key) {

@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use webtorrent_core::metainfo::Info;
 use webtorrent_core::piece::{sha1, Bitfield};
 
@@ -18,6 +18,12 @@ use webtorrent_core::piece::{sha1, Bitfield};
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Reads `len` bytes at torrent offset `offset`.
     fn read(&self, offset: u64, len: usize) -> io::Result<Bytes>;
+    /// Like [`read`](Self::read), into `spare` if it is given and the storage copies (a
+    /// buffer from an earlier read, to save allocating and zeroing a new one).
+    fn read_reusing(&self, offset: u64, len: usize, spare: Option<BytesMut>) -> io::Result<Bytes> {
+        let _ = spare;
+        self.read(offset, len)
+    }
     /// Writes `data` at torrent offset `offset`.
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Makes written data durable (no-op in memory).
@@ -205,20 +211,42 @@ impl FileStorage {
 
 impl Storage for FileStorage {
     fn read(&self, offset: u64, len: usize) -> io::Result<Bytes> {
-        let mut buf = vec![0u8; len];
+        self.read_reusing(offset, len, None)
+    }
+
+    fn read_reusing(&self, offset: u64, len: usize, spare: Option<BytesMut>) -> io::Result<Bytes> {
+        let mut buf = match spare {
+            // Only the bytes beyond its current length are zeroed (none for a piece buffer
+            // reused for a piece of the same size); all of them are overwritten below.
+            Some(mut b) if b.len() >= len => {
+                b.truncate(len);
+                b
+            }
+            Some(mut b) => {
+                b.resize(len, 0);
+                b
+            }
+            None => BytesMut::zeroed(len),
+        };
         let mut pos = 0usize;
         for (idx, file_off, n) in self.info.file_slices(offset..offset + len as u64) {
             let n = n as usize;
-            if !self.info.files[idx].padding {
+            let Some(dst) = buf.get_mut(pos..pos + n) else {
+                return Err(out_of_range());
+            };
+            if self.info.files[idx].padding {
+                // A reused buffer holds old bytes.
+                dst.fill(0);
+            } else {
                 let f = self.file(idx, false)?;
-                f.read_exact_at(&mut buf[pos..pos + n], file_off)?;
+                f.read_exact_at(dst, file_off)?;
             }
             pos += n;
         }
         if pos != len {
             return Err(out_of_range());
         }
-        Ok(Bytes::from(buf))
+        Ok(buf.freeze())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {

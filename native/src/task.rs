@@ -27,6 +27,7 @@ use webtorrent_core::{InfoHash, PeerId, PeerKey, Time};
 
 use crate::client::Shared;
 use crate::conn::Conn;
+use crate::disk::DiskThread;
 use crate::rtc;
 use crate::signal::{Cmd, SignalEvent};
 use crate::storage::{FileStorage, MemoryStorage, Storage};
@@ -50,7 +51,7 @@ pub(crate) enum TaskMsg {
     },
     PeerData {
         key: PeerKey,
-        data: Bytes,
+        data: bytes::BytesMut,
     },
     PeerClosed {
         key: PeerKey,
@@ -140,6 +141,10 @@ pub(crate) struct Task {
     /// Pieces being read, with the block requests waiting for them.
     loading: HashMap<PieceIndex, Vec<(PeerKey, Block)>>,
     verify_in_flight: Arc<AtomicUsize>,
+    /// Where disk work runs (started on first use).
+    disk: Option<DiskThread>,
+    /// Buffers of pieces dropped from `piece_cache`, reused for the next reads.
+    spare_reads: Vec<bytes::BytesMut>,
     /// WebSocket trackers this torrent is registered with.
     ws_trackers: HashMap<Arc<str>, mpsc::UnboundedSender<Cmd>>,
     /// Our WebRTC offers waiting for answers.
@@ -151,8 +156,11 @@ pub(crate) struct Task {
 /// Bytes of whole pieces kept for uploading.
 const PIECE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
-/// Pieces hashed on the blocking pool at once; beyond that the task hashes inline.
-const MAX_VERIFY_IN_FLIGHT: usize = 4;
+/// Pieces queued for hashing at once; beyond that the task hashes inline.
+const MAX_VERIFY_IN_FLIGHT: usize = 8;
+
+/// Most piece buffers kept for reuse by reads.
+const MAX_SPARE_READS: usize = 4;
 
 /// The bytes of `block` within its piece's data, if they are there.
 fn slice_block(piece: &Bytes, block: Block) -> Option<Bytes> {
@@ -229,6 +237,8 @@ impl Task {
             piece_cache: std::collections::VecDeque::new(),
             loading: HashMap::new(),
             verify_in_flight: Arc::new(AtomicUsize::new(0)),
+            disk: None,
+            spare_reads: Vec::new(),
             ws_trackers: HashMap::new(),
             offers: HashMap::new(),
             rtc_connecting: HashMap::new(),
@@ -392,7 +402,7 @@ impl Task {
                 debug!(%addr, "connection attempt failed");
                 self.core.connect_failed(now, addr)
             }
-            TaskMsg::PeerData { key, data } => self.core.peer_data(now, key, &data),
+            TaskMsg::PeerData { key, data } => self.core.peer_data_owned(now, key, data),
             TaskMsg::PeerClosed { key } => {
                 if let Some(c) = self.conns.remove(&key) {
                     c.close();
@@ -863,10 +873,32 @@ impl Task {
         let offset = meta.info.layout.piece_offset(piece);
         let len = meta.info.layout.piece_len(piece) as usize;
         let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let data = storage.read(offset, len).ok();
+        let spare = self.spare_reads.pop();
+        self.run_on_disk(move || {
+            let data = storage.read_reusing(offset, len, spare).ok();
             let _ = tx.blocking_send(TaskMsg::PieceLoaded { piece, data });
         });
+    }
+
+    /// Runs `job` on the disk thread (or, if that cannot start, on the blocking pool).
+    fn run_on_disk<F: FnOnce() + Send + 'static>(&mut self, job: F) {
+        if self.disk.is_none() {
+            match DiskThread::spawn() {
+                Ok(d) => self.disk = Some(d),
+                Err(e) => warn!("cannot start the disk thread: {e}"),
+            }
+        }
+        let job = match &self.disk {
+            Some(d) => match d.run(job) {
+                Ok(()) => return,
+                Err(job) => {
+                    self.disk = None;
+                    job
+                }
+            },
+            None => Box::new(job),
+        };
+        tokio::task::spawn_blocking(job);
     }
 
     fn on_piece_loaded(&mut self, piece: PieceIndex, data: Option<Bytes>) {
@@ -880,7 +912,15 @@ impl Task {
             let mut cached: usize = self.piece_cache.iter().map(|(_, b)| b.len()).sum();
             while cached + d.len() > PIECE_CACHE_BYTES {
                 match self.piece_cache.pop_front() {
-                    Some((_, old)) => cached -= old.len(),
+                    Some((_, old)) => {
+                        cached -= old.len();
+                        // Every block sent from it is gone by now, usually: reuse it.
+                        if self.spare_reads.len() < MAX_SPARE_READS {
+                            if let Ok(b) = old.try_into_mut() {
+                                self.spare_reads.push(b);
+                            }
+                        }
+                    }
                     None => break,
                 }
             }
@@ -927,7 +967,7 @@ impl Task {
         let tx = self.tx.clone();
         let in_flight = self.verify_in_flight.clone();
         in_flight.fetch_add(1, Ordering::AcqRel);
-        tokio::task::spawn_blocking(move || {
+        self.run_on_disk(move || {
             let outcome = work(&data);
             in_flight.fetch_sub(1, Ordering::AcqRel);
             let _ = tx.blocking_send(TaskMsg::PieceChecked {
