@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::ext::{serve_metadata_piece, MetadataAssembler, MetadataMessage, PexFlags, PexMessage};
 use crate::id::{InfoHash, PeerId, PeerKey};
@@ -102,7 +102,7 @@ pub enum Output {
     VerifyPiece {
         /// The piece.
         piece: PieceIndex,
-        /// Its bytes.
+        /// Its bytes, starting at a [`PIECE_BUF_ALIGN`] boundary.
         data: Bytes,
         /// The hash from the torrent.
         expected: [u8; 20],
@@ -310,6 +310,19 @@ pub struct Torrent {
 
 /// Most spare piece buffers kept.
 const MAX_SPARE_BUFS: usize = 16;
+
+/// Alignment of the piece buffers handed out with [`Output::VerifyPiece`]: a page, so that
+/// drivers can write whole pieces with direct I/O (`O_DIRECT`) straight from them.
+pub const PIECE_BUF_ALIGN: usize = 4096;
+
+/// A zeroed buffer of `len` bytes starting at a [`PIECE_BUF_ALIGN`] boundary.
+fn aligned_piece_buf(len: usize) -> BytesMut {
+    let mut b = BytesMut::zeroed(len + PIECE_BUF_ALIGN - 1);
+    let skip = b.as_ptr().align_offset(PIECE_BUF_ALIGN).min(PIECE_BUF_ALIGN - 1);
+    b.advance(skip);
+    b.truncate(len);
+    b
+}
 
 impl Torrent {
     fn base(config: TorrentConfig, info_hash: InfoHash, seed: u64, now: Time) -> Self {
@@ -1095,7 +1108,7 @@ impl Torrent {
                     }
                     b
                 }
-                None => BytesMut::zeroed(piece_len),
+                None => aligned_piece_buf(piece_len),
             };
             Assembly {
                 buf,
@@ -1696,7 +1709,9 @@ impl Torrent {
             return;
         };
         if let Ok(b) = data.try_into_mut() {
-            if b.capacity() >= c.meta.info.piece_length() as usize {
+            if b.capacity() >= c.meta.info.piece_length() as usize
+                && b.as_ptr().align_offset(PIECE_BUF_ALIGN) == 0
+            {
                 self.spare_bufs.push(b);
             }
         }
@@ -1797,6 +1812,19 @@ mod tests {
             .collect();
         v.sort_unstable();
         v
+    }
+
+    #[test]
+    fn piece_buffers_are_aligned_and_stay_so_when_recycled() {
+        for len in [1, 16384, 262_144, 100_003] {
+            let b = aligned_piece_buf(len);
+            assert_eq!(b.len(), len);
+            assert_eq!(b.as_ptr().align_offset(PIECE_BUF_ALIGN), 0);
+            assert!(b.iter().all(|x| *x == 0));
+            let again = b.freeze().try_into_mut().unwrap();
+            assert_eq!(again.len(), len);
+            assert_eq!(again.as_ptr().align_offset(PIECE_BUF_ALIGN), 0);
+        }
     }
 
     #[test]

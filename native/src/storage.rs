@@ -8,6 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
@@ -108,8 +109,17 @@ pub struct FileStorage {
     info: Arc<Info>,
     paths: Vec<PathBuf>,
     open: Mutex<HashMap<usize, Arc<File>>>,
+    /// Descriptors opened with `O_DIRECT` for page-aligned writes (`None`: not possible there).
+    direct: Mutex<HashMap<usize, Option<Arc<File>>>>,
+    /// Cleared when a direct write is refused: everything goes through the page cache then.
+    direct_ok: AtomicBool,
     writable: bool,
 }
+
+/// Alignment (memory address, file offset and length) that direct writes need; a page
+/// satisfies every common file system and device.
+#[cfg(target_os = "linux")]
+const DIRECT_ALIGN: usize = 4096;
 
 impl FileStorage {
     /// Storage for `info` below `folder`. Files are created on first write (and pre-sized).
@@ -132,6 +142,8 @@ impl FileStorage {
             info,
             paths,
             open: Mutex::new(HashMap::new()),
+            direct: Mutex::new(HashMap::new()),
+            direct_ok: AtomicBool::new(true),
             writable: true,
         }
     }
@@ -207,6 +219,56 @@ impl FileStorage {
         open.insert(idx, f.clone());
         Ok(f)
     }
+
+    /// Writes `chunk` at `off` of file `idx` with direct I/O if everything is page-aligned and
+    /// the file system takes it: the bytes go to the disk without a copy into the page cache,
+    /// and the final flush has nothing left to write back. `Ok(false)`: not written, use the
+    /// page cache. The file exists (and has its size) already.
+    #[cfg(target_os = "linux")]
+    fn write_direct(&self, idx: usize, chunk: &[u8], off: u64) -> io::Result<bool> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if chunk.is_empty()
+            || !self.direct_ok.load(Ordering::Relaxed)
+            || chunk.as_ptr().align_offset(DIRECT_ALIGN) != 0
+            || chunk.len() % DIRECT_ALIGN != 0
+            || off % DIRECT_ALIGN as u64 != 0
+        {
+            return Ok(false);
+        }
+        let f = {
+            let mut direct = self.direct.lock().unwrap_or_else(|e| e.into_inner());
+            if direct.len() >= 128 && !direct.contains_key(&idx) {
+                direct.clear();
+            }
+            direct
+                .entry(idx)
+                .or_insert_with(|| {
+                    OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_DIRECT)
+                        .open(&self.paths[idx])
+                        .ok()
+                        .map(Arc::new)
+                })
+                .clone()
+        };
+        let Some(f) = f else {
+            return Ok(false);
+        };
+        match f.write_all_at(chunk, off) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.direct_ok.store(false, Ordering::Relaxed);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn write_direct(&self, _idx: usize, _chunk: &[u8], _off: u64) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 impl Storage for FileStorage {
@@ -260,8 +322,11 @@ impl Storage for FileStorage {
         for (idx, file_off, n) in self.info.file_slices(offset..offset + data.len() as u64) {
             let n = n as usize;
             if !self.info.files[idx].padding {
+                let chunk = data.get(pos..pos + n).ok_or_else(out_of_range)?;
                 let f = self.file(idx, true)?;
-                f.write_all_at(&data[pos..pos + n], file_off)?;
+                if !self.write_direct(idx, chunk, file_off)? {
+                    f.write_all_at(chunk, file_off)?;
+                }
             }
             pos += n;
         }

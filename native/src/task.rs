@@ -141,7 +141,7 @@ pub(crate) struct Task {
     /// Pieces being read, with the block requests waiting for them.
     loading: HashMap<PieceIndex, Vec<(PeerKey, Block)>>,
     verify_in_flight: Arc<AtomicUsize>,
-    /// Where disk work runs (started on first use).
+    /// Where disk work runs (threads started on first use).
     disk: Option<DiskThread>,
     /// Buffers of pieces dropped from `piece_cache`, reused for the next reads.
     spare_reads: Vec<bytes::BytesMut>,
@@ -159,8 +159,9 @@ const PIECE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// Pieces queued for hashing at once; beyond that the task hashes inline.
 const MAX_VERIFY_IN_FLIGHT: usize = 8;
 
-/// Most piece buffers kept for reuse by reads.
-const MAX_SPARE_READS: usize = 4;
+/// Most piece buffers kept for reuse by reads (a peer's reads ahead take several at once);
+/// they count against [`PIECE_CACHE_BYTES`].
+const MAX_SPARE_READS: usize = 12;
 
 /// The bytes of `block` within its piece's data, if they are there.
 fn slice_block(piece: &Bytes, block: Block) -> Option<Bytes> {
@@ -909,7 +910,8 @@ impl Task {
             self.core.block_read(now, key, block, d);
         }
         if let Some(d) = data {
-            let mut cached: usize = self.piece_cache.iter().map(|(_, b)| b.len()).sum();
+            let mut cached: usize = self.piece_cache.iter().map(|(_, b)| b.len()).sum::<usize>()
+                + self.spare_reads.iter().map(|b| b.capacity()).sum::<usize>();
             while cached + d.len() > PIECE_CACHE_BYTES {
                 match self.piece_cache.pop_front() {
                     Some((_, old)) => {
