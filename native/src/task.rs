@@ -157,7 +157,7 @@ pub(crate) struct Task {
 const PIECE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Pieces queued for hashing at once; beyond that the task hashes inline.
-const MAX_VERIFY_IN_FLIGHT: usize = 8;
+const MAX_VERIFY_IN_FLIGHT: usize = 16;
 
 /// Most piece buffers kept for reuse by reads (a peer's reads ahead take several at once);
 /// they count against [`PIECE_CACHE_BYTES`].
