@@ -318,7 +318,10 @@ pub const PIECE_BUF_ALIGN: usize = 4096;
 /// A zeroed buffer of `len` bytes starting at a [`PIECE_BUF_ALIGN`] boundary.
 fn aligned_piece_buf(len: usize) -> BytesMut {
     let mut b = BytesMut::zeroed(len + PIECE_BUF_ALIGN - 1);
-    let skip = b.as_ptr().align_offset(PIECE_BUF_ALIGN).min(PIECE_BUF_ALIGN - 1);
+    let skip = b
+        .as_ptr()
+        .align_offset(PIECE_BUF_ALIGN)
+        .min(PIECE_BUF_ALIGN - 1);
     b.advance(skip);
     b.truncate(len);
     b

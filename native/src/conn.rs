@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use webtorrent_core::PeerKey;
 
@@ -23,6 +23,13 @@ const LOW_WATER: usize = 256 * 1024;
 const READ_BUF: usize = 256 * 1024;
 /// A read buffer with less room left than this is replaced (or reclaimed).
 const MIN_READ: usize = 32 * 1024;
+/// Most bytes a connection's reader sends ahead of the torrent task (at least [`READ_BUF`]).
+const MAX_UNREAD: usize = 2 * 1024 * 1024;
+/// Permits a chunk of `n` bytes takes from a connection's unread budget.
+fn unread_permits(n: usize) -> u32 {
+    n.min(MAX_UNREAD) as u32
+}
+
 /// Most chunks in one vectored write.
 const MAX_IOV: usize = 64;
 
@@ -32,6 +39,8 @@ pub(crate) struct Conn {
     tx: mpsc::UnboundedSender<Bytes>,
     pending: Arc<AtomicUsize>,
     blocked: Arc<AtomicBool>,
+    /// Received bytes the torrent task may still have to take (see [`Conn::consumed`]).
+    unread: Arc<Semaphore>,
     tasks: [JoinHandle<()>; 2],
 }
 
@@ -48,6 +57,8 @@ impl Conn {
         let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
         let pending = Arc::new(AtomicUsize::new(0));
         let blocked = Arc::new(AtomicBool::new(false));
+        let unread = Arc::new(Semaphore::new(MAX_UNREAD));
+        let budget = unread.clone();
         let ev = events.clone();
         let reader = tokio::spawn(async move {
             let mut buf = BytesMut::with_capacity(READ_BUF);
@@ -61,6 +72,12 @@ impl Conn {
                     Ok(n) => {
                         if let Some(l) = &down {
                             l.take(n).await;
+                        }
+                        // Bounds what sits in the task's queue for this connection; the
+                        // task gives the permits back once it has decoded the bytes.
+                        match budget.acquire_many(unread_permits(n)).await {
+                            Ok(p) => p.forget(),
+                            Err(_) => return,
                         }
                         // Successive chunks are contiguous in one allocation: the decoder
                         // joins them without copying.
@@ -139,8 +156,14 @@ impl Conn {
             tx,
             pending,
             blocked,
+            unread,
             tasks: [reader, writer],
         }
+    }
+
+    /// The task has taken `n` bytes that this connection's reader sent.
+    pub fn consumed(&self, n: usize) {
+        self.unread.add_permits(unread_permits(n) as usize);
     }
 
     /// Whether the queue has room for more.

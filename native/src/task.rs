@@ -403,7 +403,12 @@ impl Task {
                 debug!(%addr, "connection attempt failed");
                 self.core.connect_failed(now, addr)
             }
-            TaskMsg::PeerData { key, data } => self.core.peer_data_owned(now, key, data),
+            TaskMsg::PeerData { key, data } => {
+                if let Some(c) = self.conns.get(&key) {
+                    c.consumed(data.len());
+                }
+                self.core.peer_data_owned(now, key, data)
+            }
             TaskMsg::PeerClosed { key } => {
                 if let Some(c) = self.conns.remove(&key) {
                     c.close();
@@ -852,8 +857,8 @@ impl Task {
         }
     }
 
-    /// Serves a block: from a cached piece, or by reading the whole piece once on the blocking
-    /// pool (one read per piece instead of one per 16 KiB block).
+    /// Serves a block: from a cached piece, or by reading the whole piece once on the disk
+    /// threads (one read per piece instead of one per 16 KiB block).
     fn read_block(&mut self, key: PeerKey, block: Block) {
         let now = self.now();
         let (Some(storage), Some(meta)) = (self.storage.clone(), self.core.metainfo()) else {
@@ -881,7 +886,7 @@ impl Task {
         });
     }
 
-    /// Runs `job` on the disk thread (or, if that cannot start, on the blocking pool).
+    /// Runs `job` on the disk threads (or, if they cannot start, on the blocking pool).
     fn run_on_disk<F: FnOnce() + Send + 'static>(&mut self, job: F) {
         if self.disk.is_none() {
             match DiskThread::spawn() {
@@ -932,7 +937,7 @@ impl Task {
         }
     }
 
-    /// Hashes and stores a completed piece on the blocking pool. When several pieces are
+    /// Hashes and stores a completed piece on the disk threads. When several pieces are
     /// already being checked, the work runs right here instead: the task then stops reading
     /// its channel, the connection readers block on it, and peers are slowed down rather than
     /// piling up pieces in memory.
