@@ -433,6 +433,21 @@ impl PeerSession {
         r
     }
 
+    /// Like [`receive`](Self::receive), taking ownership of the bytes: block payloads are then
+    /// handed on as slices of `data` instead of being copied into the decoder's buffer.
+    pub fn receive_owned(&mut self, now: Time, data: BytesMut) -> Result<(), SessionError> {
+        if self.state == State::Closed {
+            return Ok(());
+        }
+        self.last_received = now;
+        self.decoder.extend_owned(data);
+        let r = self.process(now);
+        if r.is_err() {
+            self.state = State::Closed;
+        }
+        r
+    }
+
     fn process(&mut self, now: Time) -> Result<(), SessionError> {
         loop {
             let ev = match self.decoder.next_event() {

@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::ext::{serve_metadata_piece, MetadataAssembler, MetadataMessage, PexFlags, PexMessage};
 use crate::id::{InfoHash, PeerId, PeerKey};
@@ -113,7 +113,7 @@ pub enum Output {
     VerifyPiece {
         /// The piece.
         piece: PieceIndex,
-        /// Its bytes.
+        /// Its bytes, starting at a [`PIECE_BUF_ALIGN`] boundary.
         data: Bytes,
         /// The hash from the torrent.
         expected: [u8; 20],
@@ -321,6 +321,8 @@ pub struct Torrent {
     spare_bufs: Vec<BytesMut>,
     /// Whole pieces read for uploading, least recently used first.
     upload_cache: VecDeque<(PieceIndex, Bytes)>,
+    /// Buffers of pieces evicted from `upload_cache`, for the driver's next reads.
+    spare_reads: Vec<BytesMut>,
     /// Pieces asked for with [`Output::ReadPiece`] and not yet read.
     reading: HashSet<PieceIndex>,
     /// The latest time given to any call (for work done where no time is passed in).
@@ -329,6 +331,25 @@ pub struct Torrent {
 
 /// Most spare piece buffers kept.
 const MAX_SPARE_BUFS: usize = 16;
+
+/// Most buffers of evicted upload-cache pieces kept for the driver's reads.
+const MAX_SPARE_READS: usize = 4;
+
+/// Alignment of the piece buffers handed out with [`Output::VerifyPiece`]: a page, so that
+/// drivers can write whole pieces with direct I/O (`O_DIRECT`) straight from them.
+pub const PIECE_BUF_ALIGN: usize = 4096;
+
+/// A zeroed buffer of `len` bytes starting at a [`PIECE_BUF_ALIGN`] boundary.
+fn aligned_piece_buf(len: usize) -> BytesMut {
+    let mut b = BytesMut::zeroed(len + PIECE_BUF_ALIGN - 1);
+    let skip = b
+        .as_ptr()
+        .align_offset(PIECE_BUF_ALIGN)
+        .min(PIECE_BUF_ALIGN - 1);
+    b.advance(skip);
+    b.truncate(len);
+    b
+}
 
 impl Torrent {
     fn base(config: TorrentConfig, info_hash: InfoHash, seed: u64, now: Time) -> Self {
@@ -361,6 +382,7 @@ impl Torrent {
             pick_buf: Vec::new(),
             spare_bufs: Vec::new(),
             upload_cache: VecDeque::new(),
+            spare_reads: Vec::new(),
             reading: HashSet::new(),
             now,
         }
@@ -645,6 +667,21 @@ impl Torrent {
             return;
         };
         if let Err(e) = peer.session.receive(now, data) {
+            self.drop_peer(now, key, e.to_string());
+            return;
+        }
+        self.process_events(now, key);
+        self.fill_requests(now, key);
+        self.mark_dirty(key);
+    }
+
+    /// Bytes arrived from a peer, owned: like [`peer_data`](Self::peer_data) without copying
+    /// them into the decoder (drivers that read into a `BytesMut` and `split()` it).
+    pub fn peer_data_owned(&mut self, now: Time, key: PeerKey, data: BytesMut) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if let Err(e) = peer.session.receive_owned(now, data) {
             self.drop_peer(now, key, e.to_string());
             return;
         }
@@ -1106,7 +1143,15 @@ impl Torrent {
             let mut cached: usize = self.upload_cache.iter().map(|(_, b)| b.len()).sum();
             while cached + d.len() > budget {
                 match self.upload_cache.pop_front() {
-                    Some((_, old)) => cached -= old.len(),
+                    Some((_, old)) => {
+                        cached -= old.len();
+                        // Usually every block sent from it is gone by now: reuse it.
+                        if self.spare_reads.len() < MAX_SPARE_READS {
+                            if let Ok(b) = old.try_into_mut() {
+                                self.spare_reads.push(b);
+                            }
+                        }
+                    }
                     None => break,
                 }
             }
@@ -1190,7 +1235,7 @@ impl Torrent {
                     }
                     b
                 }
-                None => BytesMut::zeroed(piece_len),
+                None => aligned_piece_buf(piece_len),
             };
             Assembly {
                 buf,
@@ -1789,6 +1834,12 @@ impl Torrent {
         self.dirty.iter().copied().collect()
     }
 
+    /// A buffer that held a piece evicted from the upload cache, for reading the next
+    /// [`Output::ReadPiece`] into (optional; saves an allocation and page faults per read).
+    pub fn take_read_buffer(&mut self) -> Option<BytesMut> {
+        self.spare_reads.pop()
+    }
+
     /// Hands back the bytes of a [`Output::VerifyPiece`] once the driver is done with them, so
     /// the buffer can be reused for the next piece (optional; saves an allocation per piece).
     pub fn recycle(&mut self, data: Bytes) {
@@ -1799,7 +1850,9 @@ impl Torrent {
             return;
         };
         if let Ok(b) = data.try_into_mut() {
-            if b.capacity() >= c.meta.info.piece_length() as usize {
+            if b.capacity() >= c.meta.info.piece_length() as usize
+                && b.as_ptr().align_offset(PIECE_BUF_ALIGN) == 0
+            {
                 self.spare_bufs.push(b);
             }
         }
@@ -2045,6 +2098,19 @@ mod tests {
         exchange(&mut t, now, &mut a);
         assert_eq!(reads(&mut t), [(1, 65536, 65536)]);
         assert_eq!(blocks(&mut a).len(), 1, "piece 4 from the cache");
+    }
+
+    #[test]
+    fn piece_buffers_are_aligned_and_stay_so_when_recycled() {
+        for len in [1, 16384, 262_144, 100_003] {
+            let b = aligned_piece_buf(len);
+            assert_eq!(b.len(), len);
+            assert_eq!(b.as_ptr().align_offset(PIECE_BUF_ALIGN), 0);
+            assert!(b.iter().all(|x| *x == 0));
+            let again = b.freeze().try_into_mut().unwrap();
+            assert_eq!(again.len(), len);
+            assert_eq!(again.as_ptr().align_offset(PIECE_BUF_ALIGN), 0);
+        }
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! TCP peer connections: a reader task feeding the torrent task, a writer task draining a
 //! per-connection queue, with back-pressure and optional rate limits.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use webtorrent_core::PeerKey;
 
@@ -17,7 +19,19 @@ use crate::task::TaskMsg;
 /// Bytes queued for a connection above which the torrent task stops feeding it.
 pub(crate) const HIGH_WATER: usize = 1024 * 1024;
 const LOW_WATER: usize = 256 * 1024;
-const READ_CHUNK: usize = 64 * 1024;
+/// Size of a connection's read buffer; reads fill what is left of it.
+const READ_BUF: usize = 256 * 1024;
+/// A read buffer with less room left than this is replaced (or reclaimed).
+const MIN_READ: usize = 32 * 1024;
+/// Most bytes a connection's reader sends ahead of the torrent task (at least [`READ_BUF`]).
+const MAX_UNREAD: usize = 2 * 1024 * 1024;
+/// Permits a chunk of `n` bytes takes from a connection's unread budget.
+fn unread_permits(n: usize) -> u32 {
+    n.min(MAX_UNREAD) as u32
+}
+
+/// Most chunks in one vectored write.
+const MAX_IOV: usize = 64;
 
 /// The torrent task's handle on one connection.
 #[derive(Debug)]
@@ -25,6 +39,8 @@ pub(crate) struct Conn {
     tx: mpsc::UnboundedSender<Bytes>,
     pending: Arc<AtomicUsize>,
     blocked: Arc<AtomicBool>,
+    /// Received bytes the torrent task may still have to take (see [`Conn::consumed`]).
+    unread: Arc<Semaphore>,
     tasks: [JoinHandle<()>; 2],
 }
 
@@ -41,12 +57,15 @@ impl Conn {
         let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
         let pending = Arc::new(AtomicUsize::new(0));
         let blocked = Arc::new(AtomicBool::new(false));
+        let unread = Arc::new(Semaphore::new(MAX_UNREAD));
+        let budget = unread.clone();
         let ev = events.clone();
         let reader = tokio::spawn(async move {
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            let mut buf = BytesMut::with_capacity(READ_BUF);
             loop {
-                if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                    buf.reserve(READ_CHUNK);
+                if buf.capacity() < MIN_READ {
+                    // Reuses the allocation when every chunk cut from it is gone.
+                    buf.reserve(READ_BUF);
                 }
                 match rd.read_buf(&mut buf).await {
                     Ok(0) | Err(_) => break,
@@ -54,7 +73,15 @@ impl Conn {
                         if let Some(l) = &down {
                             l.take(n).await;
                         }
-                        let data = buf.split().freeze();
+                        // Bounds what sits in the task's queue for this connection; the
+                        // task gives the permits back once it has decoded the bytes.
+                        match budget.acquire_many(unread_permits(n)).await {
+                            Ok(p) => p.forget(),
+                            Err(_) => return,
+                        }
+                        // Successive chunks are contiguous in one allocation: the decoder
+                        // joins them without copying.
+                        let data = buf.split();
                         if ev.send(TaskMsg::PeerData { key, data }).await.is_err() {
                             return;
                         }
@@ -65,36 +92,54 @@ impl Conn {
         });
         let (p, b) = (pending.clone(), blocked.clone());
         let writer = tokio::spawn(async move {
-            let mut staging = BytesMut::new();
-            while let Some(first) = rx.recv().await {
-                let mut n = first.len();
-                let result = if let Ok(second) = rx.try_recv() {
-                    // Several chunks are waiting: coalesce them into one write.
-                    staging.clear();
-                    staging.extend_from_slice(&first);
-                    staging.extend_from_slice(&second);
-                    n += second.len();
-                    while staging.len() < 256 * 1024 {
-                        match rx.try_recv() {
-                            Ok(c) => {
-                                n += c.len();
-                                staging.extend_from_slice(&c);
-                            }
-                            Err(_) => break,
-                        }
+            let mut queue: VecDeque<Bytes> = VecDeque::new();
+            let mut open = true;
+            loop {
+                if queue.is_empty() {
+                    if !open {
+                        break;
                     }
-                    if let Some(l) = &up {
-                        l.take(n).await;
+                    match rx.recv().await {
+                        Some(c) => queue.push_back(c),
+                        None => break,
                     }
-                    wr.write_all(&staging).await
-                } else {
-                    if let Some(l) = &up {
-                        l.take(n).await;
+                }
+                while open && queue.len() < MAX_IOV {
+                    match rx.try_recv() {
+                        Ok(c) => queue.push_back(c),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => open = false,
                     }
-                    wr.write_all(&first).await
+                }
+                // One vectored write for everything queued (headers and block payloads are
+                // separate chunks): no staging copy.
+                let n = {
+                    let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                    let mut k = 0;
+                    for (slot, c) in iov.iter_mut().zip(queue.iter()) {
+                        *slot = IoSlice::new(c);
+                        k += 1;
+                    }
+                    match wr.write_vectored(&iov[..k]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    }
                 };
-                if result.is_err() {
-                    break;
+                let mut left = n;
+                while left > 0 {
+                    let Some(front) = queue.front_mut() else {
+                        break;
+                    };
+                    if front.len() <= left {
+                        left -= front.len();
+                        queue.pop_front();
+                    } else {
+                        front.advance(left);
+                        left = 0;
+                    }
+                }
+                if let Some(l) = &up {
+                    l.take(n).await;
                 }
                 let left = p.fetch_sub(n, Ordering::AcqRel) - n;
                 if left < LOW_WATER
@@ -104,14 +149,21 @@ impl Conn {
                     break;
                 }
             }
+            let _ = wr.flush().await;
             let _ = wr.shutdown().await;
         });
         Conn {
             tx,
             pending,
             blocked,
+            unread,
             tasks: [reader, writer],
         }
+    }
+
+    /// The task has taken `n` bytes that this connection's reader sent.
+    pub fn consumed(&self, n: usize) {
+        self.unread.add_permits(unread_permits(n) as usize);
     }
 
     /// Whether the queue has room for more.

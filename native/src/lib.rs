@@ -26,6 +26,7 @@
 mod client;
 mod conn;
 pub mod creator;
+mod disk;
 mod error;
 mod limit;
 mod options;

@@ -8,9 +8,10 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use webtorrent_core::metainfo::Info;
 use webtorrent_core::piece::{sha1, Bitfield};
 
@@ -18,6 +19,12 @@ use webtorrent_core::piece::{sha1, Bitfield};
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Reads `len` bytes at torrent offset `offset`.
     fn read(&self, offset: u64, len: usize) -> io::Result<Bytes>;
+    /// Like [`read`](Self::read), into `spare` if it is given and the storage copies (a
+    /// buffer from an earlier read, to save allocating and zeroing a new one).
+    fn read_reusing(&self, offset: u64, len: usize, spare: Option<BytesMut>) -> io::Result<Bytes> {
+        let _ = spare;
+        self.read(offset, len)
+    }
     /// Writes `data` at torrent offset `offset`.
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Makes written data durable (no-op in memory).
@@ -102,8 +109,17 @@ pub struct FileStorage {
     info: Arc<Info>,
     paths: Vec<PathBuf>,
     open: Mutex<HashMap<usize, Arc<File>>>,
+    /// Descriptors opened with `O_DIRECT` for page-aligned writes (`None`: not possible there).
+    direct: Mutex<HashMap<usize, Option<Arc<File>>>>,
+    /// Cleared when a direct write is refused: everything goes through the page cache then.
+    direct_ok: AtomicBool,
     writable: bool,
 }
+
+/// Alignment (memory address, file offset and length) that direct writes need; a page
+/// satisfies every common file system and device.
+#[cfg(target_os = "linux")]
+const DIRECT_ALIGN: usize = 4096;
 
 impl FileStorage {
     /// Storage for `info` below `folder`. Files are created on first write (and pre-sized).
@@ -126,6 +142,8 @@ impl FileStorage {
             info,
             paths,
             open: Mutex::new(HashMap::new()),
+            direct: Mutex::new(HashMap::new()),
+            direct_ok: AtomicBool::new(true),
             writable: true,
         }
     }
@@ -201,24 +219,96 @@ impl FileStorage {
         open.insert(idx, f.clone());
         Ok(f)
     }
+
+    /// Writes `chunk` at `off` of file `idx` with direct I/O if everything is page-aligned and
+    /// the file system takes it: the bytes go to the disk without a copy into the page cache,
+    /// and the final flush has nothing left to write back. `Ok(false)`: not written, use the
+    /// page cache. The file exists (and has its size) already.
+    #[cfg(target_os = "linux")]
+    fn write_direct(&self, idx: usize, chunk: &[u8], off: u64) -> io::Result<bool> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if chunk.is_empty()
+            || !self.direct_ok.load(Ordering::Relaxed)
+            || chunk.as_ptr().align_offset(DIRECT_ALIGN) != 0
+            || chunk.len() % DIRECT_ALIGN != 0
+            || off % DIRECT_ALIGN as u64 != 0
+        {
+            return Ok(false);
+        }
+        let f = {
+            let mut direct = self.direct.lock().unwrap_or_else(|e| e.into_inner());
+            if direct.len() >= 128 && !direct.contains_key(&idx) {
+                direct.clear();
+            }
+            direct
+                .entry(idx)
+                .or_insert_with(|| {
+                    OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_DIRECT)
+                        .open(&self.paths[idx])
+                        .ok()
+                        .map(Arc::new)
+                })
+                .clone()
+        };
+        let Some(f) = f else {
+            return Ok(false);
+        };
+        match f.write_all_at(chunk, off) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.direct_ok.store(false, Ordering::Relaxed);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn write_direct(&self, _idx: usize, _chunk: &[u8], _off: u64) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 impl Storage for FileStorage {
     fn read(&self, offset: u64, len: usize) -> io::Result<Bytes> {
-        let mut buf = vec![0u8; len];
+        self.read_reusing(offset, len, None)
+    }
+
+    fn read_reusing(&self, offset: u64, len: usize, spare: Option<BytesMut>) -> io::Result<Bytes> {
+        let mut buf = match spare {
+            // Only the bytes beyond its current length are zeroed (none for a piece buffer
+            // reused for a piece of the same size); all of them are overwritten below.
+            Some(mut b) if b.len() >= len => {
+                b.truncate(len);
+                b
+            }
+            Some(mut b) => {
+                b.resize(len, 0);
+                b
+            }
+            None => BytesMut::zeroed(len),
+        };
         let mut pos = 0usize;
         for (idx, file_off, n) in self.info.file_slices(offset..offset + len as u64) {
             let n = n as usize;
-            if !self.info.files[idx].padding {
+            let Some(dst) = buf.get_mut(pos..pos + n) else {
+                return Err(out_of_range());
+            };
+            if self.info.files[idx].padding {
+                // A reused buffer holds old bytes.
+                dst.fill(0);
+            } else {
                 let f = self.file(idx, false)?;
-                f.read_exact_at(&mut buf[pos..pos + n], file_off)?;
+                f.read_exact_at(dst, file_off)?;
             }
             pos += n;
         }
         if pos != len {
             return Err(out_of_range());
         }
-        Ok(Bytes::from(buf))
+        Ok(buf.freeze())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
@@ -232,8 +322,11 @@ impl Storage for FileStorage {
         for (idx, file_off, n) in self.info.file_slices(offset..offset + data.len() as u64) {
             let n = n as usize;
             if !self.info.files[idx].padding {
+                let chunk = data.get(pos..pos + n).ok_or_else(out_of_range)?;
                 let f = self.file(idx, true)?;
-                f.write_all_at(&data[pos..pos + n], file_off)?;
+                if !self.write_direct(idx, chunk, file_off)? {
+                    f.write_all_at(chunk, file_off)?;
+                }
             }
             pos += n;
         }
@@ -329,6 +422,34 @@ mod tests {
         );
         assert_eq!(st.read(29_000, 2000).unwrap(), &data[29_000..31_000]);
         assert!(dir.path().join("multi/d/b").exists());
+    }
+
+    #[test]
+    fn aligned_writes_read_back_whatever_path_they_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..65_536u32 + 5000).map(|i| (i % 251) as u8).collect();
+        let t = TorrentCreator::new()
+            .with_piece_length(16384)
+            .create_single_from_reader("f", data.len() as u64, &data[..])
+            .unwrap();
+        let info = Arc::new(t.metainfo.info.clone());
+        let st = FileStorage::new(dir.path(), info.clone());
+        st.prepare().unwrap();
+        // Page-aligned copies of each piece (direct I/O where the file system allows it);
+        // the short last piece goes through the page cache.
+        let mut backing = vec![0u8; 16384 + 4096];
+        let skip = backing.as_ptr().align_offset(4096);
+        for p in info.layout.pieces() {
+            let off = info.layout.piece_offset(p) as usize;
+            let len = info.layout.piece_len(p) as usize;
+            let buf = &mut backing[skip..skip + len];
+            buf.copy_from_slice(&data[off..off + len]);
+            st.write(off as u64, buf).unwrap();
+        }
+        st.flush().unwrap();
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), data);
+        assert_eq!(st.read(16000, 1000).unwrap(), &data[16000..17000]);
+        assert_eq!(verify_existing(&info, &st).count(), info.num_pieces());
     }
 
     #[test]

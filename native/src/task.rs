@@ -26,6 +26,7 @@ use webtorrent_core::{InfoHash, PeerId, PeerKey, Time};
 
 use crate::client::Shared;
 use crate::conn::Conn;
+use crate::disk::DiskThread;
 use crate::rtc;
 use crate::signal::{Cmd, SignalEvent};
 use crate::storage::{FileStorage, MemoryStorage, Storage};
@@ -49,7 +50,7 @@ pub(crate) enum TaskMsg {
     },
     PeerData {
         key: PeerKey,
-        data: Bytes,
+        data: bytes::BytesMut,
     },
     PeerClosed {
         key: PeerKey,
@@ -135,6 +136,8 @@ pub(crate) struct Task {
     jobs: HashMap<JobId, String>,
     last_status: Instant,
     verify_in_flight: Arc<AtomicUsize>,
+    /// Where disk work runs (threads started on first use).
+    disk: Option<DiskThread>,
     /// WebSocket trackers this torrent is registered with.
     ws_trackers: HashMap<Arc<str>, mpsc::UnboundedSender<Cmd>>,
     /// Our WebRTC offers waiting for answers.
@@ -145,8 +148,8 @@ pub(crate) struct Task {
     announcing: tokio::task::JoinSet<()>,
 }
 
-/// Pieces hashed on the blocking pool at once; beyond that the task hashes inline.
-const MAX_VERIFY_IN_FLIGHT: usize = 4;
+/// Pieces queued for hashing at once; beyond that the task hashes inline.
+const MAX_VERIFY_IN_FLIGHT: usize = 16;
 
 fn tracker_failure(e: TrackerError) -> TrackerFailure {
     match e {
@@ -214,6 +217,7 @@ impl Task {
             jobs: HashMap::new(),
             last_status: Instant::now(),
             verify_in_flight: Arc::new(AtomicUsize::new(0)),
+            disk: None,
             ws_trackers: HashMap::new(),
             offers: HashMap::new(),
             rtc_connecting: HashMap::new(),
@@ -381,7 +385,12 @@ impl Task {
                 debug!(%addr, "connection attempt failed");
                 self.core.connect_failed(now, addr)
             }
-            TaskMsg::PeerData { key, data } => self.core.peer_data(now, key, &data),
+            TaskMsg::PeerData { key, data } => {
+                if let Some(c) = self.conns.get(&key) {
+                    c.consumed(data.len());
+                }
+                self.core.peer_data_owned(now, key, data)
+            }
             TaskMsg::PeerClosed { key } => {
                 if let Some(c) = self.conns.remove(&key) {
                     c.close();
@@ -823,8 +832,8 @@ impl Task {
         }
     }
 
-    /// Reads a whole piece for uploading on the blocking pool (the core serves its blocks and
-    /// keeps it for further requests).
+    /// Reads a whole piece for uploading on the disk threads (the core serves its blocks and
+    /// keeps it for further requests), into a buffer the core's cache let go of if it has one.
     fn read_piece(&mut self, piece: PieceIndex, offset: u64, length: u32) {
         let Some(storage) = self.storage.clone() else {
             let now = self.now();
@@ -832,8 +841,9 @@ impl Task {
             return;
         };
         let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let data = match storage.read(offset, length as usize) {
+        let spare = self.core.take_read_buffer();
+        self.run_on_disk(move || {
+            let data = match storage.read_reusing(offset, length as usize, spare) {
                 Ok(d) => Some(d),
                 Err(e) => {
                     warn!("reading piece {piece} for upload: {e}");
@@ -844,7 +854,28 @@ impl Task {
         });
     }
 
-    /// Hashes and stores a completed piece on the blocking pool. When several pieces are
+    /// Runs `job` on the disk threads (or, if they cannot start, on the blocking pool).
+    fn run_on_disk<F: FnOnce() + Send + 'static>(&mut self, job: F) {
+        if self.disk.is_none() {
+            match DiskThread::spawn() {
+                Ok(d) => self.disk = Some(d),
+                Err(e) => warn!("cannot start the disk thread: {e}"),
+            }
+        }
+        let job = match &self.disk {
+            Some(d) => match d.run(job) {
+                Ok(()) => return,
+                Err(job) => {
+                    self.disk = None;
+                    job
+                }
+            },
+            None => Box::new(job),
+        };
+        tokio::task::spawn_blocking(job);
+    }
+
+    /// Hashes and stores a completed piece on the disk threads. When several pieces are
     /// already being checked, the work runs right here instead: the task then stops reading
     /// its channel, the connection readers block on it, and peers are slowed down rather than
     /// piling up pieces in memory.
@@ -881,7 +912,7 @@ impl Task {
         let tx = self.tx.clone();
         let in_flight = self.verify_in_flight.clone();
         in_flight.fetch_add(1, Ordering::AcqRel);
-        tokio::task::spawn_blocking(move || {
+        self.run_on_disk(move || {
             let outcome = work(&data);
             in_flight.fetch_sub(1, Ordering::AcqRel);
             let _ = tx.blocking_send(TaskMsg::PieceChecked {

@@ -1,5 +1,7 @@
 //! The incremental, zero-copy wire decoder.
 
+use std::collections::VecDeque;
+
 use bytes::{Buf, BytesMut};
 
 use super::handshake::{Handshake, HandshakeHeader, HANDSHAKE_HEADER_LEN, HANDSHAKE_LEN};
@@ -66,6 +68,14 @@ enum State {
 ///   sharing its allocation: no copy.
 pub struct Decoder {
     buf: BytesMut,
+    /// Chunks given with [`extend_owned`](Self::extend_owned) that could not be joined to
+    /// `buf` without a copy, in order; moved over as decoding needs them.
+    queued: VecDeque<BytesMut>,
+    /// Total length of `queued`.
+    queued_len: usize,
+    /// Input comes as owned chunks: incomplete frames are not pre-reserved (the next chunk
+    /// usually continues the same allocation and is joined without a copy).
+    owned_input: bool,
     state: State,
     max_frame_len: u32,
 }
@@ -75,7 +85,7 @@ impl std::fmt::Debug for Decoder {
         // The buffer itself may be large: show its length only.
         f.debug_struct("Decoder")
             .field("phase", &self.phase())
-            .field("buffered", &self.buf.len())
+            .field("buffered", &self.buffered())
             .field("max_frame_len", &self.max_frame_len)
             .finish()
     }
@@ -92,6 +102,9 @@ impl Decoder {
     pub fn new() -> Self {
         Decoder {
             buf: BytesMut::new(),
+            queued: VecDeque::new(),
+            queued_len: 0,
+            owned_input: false,
             state: State::Header,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
         }
@@ -129,7 +142,67 @@ impl Decoder {
 
     /// Appends received bytes.
     pub fn extend(&mut self, data: &[u8]) {
+        self.merge_queued();
         self.buf.extend_from_slice(data);
+    }
+
+    /// Appends received bytes without copying them where possible: the chunk becomes the
+    /// buffer when nothing is buffered, and is joined in place when it continues the buffer's
+    /// allocation (successive `split()`s of one read buffer). Otherwise it is queued, and only
+    /// the bytes needed to complete a frame that straddles the two are copied.
+    pub fn extend_owned(&mut self, data: BytesMut) {
+        self.owned_input = true;
+        if data.is_empty() {
+            return;
+        }
+        if self.queued.is_empty() {
+            if self.buf.is_empty() {
+                self.buf = data;
+                return;
+            }
+            if contiguous(&self.buf, &data) {
+                self.buf.unsplit(data);
+                return;
+            }
+        }
+        self.queued_len += data.len();
+        self.queued.push_back(data);
+    }
+
+    /// Moves every queued chunk into `buf` (copying).
+    fn merge_queued(&mut self) {
+        while let Some(c) = self.queued.pop_front() {
+            self.buf.unsplit(c);
+        }
+        self.queued_len = 0;
+    }
+
+    /// Moves queued bytes into `buf` until a frame (or handshake part) is complete there or
+    /// nothing is queued.
+    fn refill(&mut self) {
+        loop {
+            let need = self.needed_in_buf();
+            let Some(front) = self.queued.front_mut() else {
+                return;
+            };
+            if self.buf.is_empty() || contiguous(&self.buf, front) {
+                let c = self.queued.pop_front().unwrap_or_default();
+                self.queued_len -= c.len();
+                self.buf.unsplit(c);
+                continue;
+            }
+            if need == 0 {
+                return;
+            }
+            let k = need.min(front.len());
+            self.buf.reserve(need);
+            self.buf.extend_from_slice(&front[..k]);
+            front.advance(k);
+            self.queued_len -= k;
+            if front.is_empty() {
+                self.queued.pop_front();
+            }
+        }
     }
 
     /// The receive buffer, for reading from a socket straight into it (e.g.
@@ -139,17 +212,44 @@ impl Decoder {
     /// tells how much more is needed to make progress. The decoder keeps no offsets into the
     /// buffer, so the only effect of other changes is to corrupt the stream.
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        self.merge_queued();
         &mut self.buf
     }
 
     /// Bytes received but not yet decoded.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.queued_len
     }
 
     /// How many more bytes must arrive before the next call can yield something (0 when it can
     /// already, including when it would return an error).
     pub fn bytes_needed(&self) -> usize {
+        if self.queued.is_empty() {
+            return self.needed_in_buf();
+        }
+        let mut head = [0u8; 4];
+        let mut n = 0;
+        for c in std::iter::once(&self.buf).chain(self.queued.iter()) {
+            for b in c.iter().take(4 - n) {
+                head[n] = *b;
+                n += 1;
+            }
+        }
+        let want = match self.state {
+            State::Header => HANDSHAKE_HEADER_LEN,
+            State::PeerId(_) => HANDSHAKE_LEN - HANDSHAKE_HEADER_LEN,
+            State::Failed(_) => 0,
+            State::Messages if n < 4 => 4,
+            State::Messages => match u32::from_be_bytes(head) {
+                len if len > self.max_frame_len => 0,
+                len => 4 + len as usize,
+            },
+        };
+        want.saturating_sub(self.buffered())
+    }
+
+    /// [`bytes_needed`](Self::bytes_needed) counting `buf` only.
+    fn needed_in_buf(&self) -> usize {
         let want = match self.state {
             State::Header => HANDSHAKE_HEADER_LEN,
             State::PeerId(_) => HANDSHAKE_LEN - HANDSHAKE_HEADER_LEN,
@@ -164,7 +264,8 @@ impl Decoder {
     }
 
     /// Gives back the undecoded bytes.
-    pub fn into_buffer(self) -> BytesMut {
+    pub fn into_buffer(mut self) -> BytesMut {
+        self.merge_queued();
         self.buf
     }
 
@@ -185,6 +286,7 @@ impl Decoder {
     /// After a fatal error ([`WireError::is_fatal`]) the same error is returned forever;
     /// after a non-fatal one the bad frame has been skipped.
     pub fn next_event(&mut self) -> Result<Option<Event>, WireError> {
+        self.refill();
         match &self.state {
             State::Failed(err) => Err(err.clone()),
             State::Messages => Ok(self.decode_message()?.map(Event::Message)),
@@ -224,6 +326,7 @@ impl Decoder {
     /// [`messages_only`](Self::messages_only) decoder); before that it returns
     /// [`WireError::HandshakePending`] and changes nothing.
     pub fn next_message(&mut self) -> Result<Option<Message>, WireError> {
+        self.refill();
         match &self.state {
             State::Messages => self.decode_message(),
             State::Failed(err) => Err(err.clone()),
@@ -245,7 +348,7 @@ impl Decoder {
         let total = 4 + len;
         if self.buf.len() < total {
             let missing = total - self.buf.len();
-            if total <= MAX_PRERESERVE {
+            if total <= MAX_PRERESERVE && !self.owned_input {
                 self.buf.reserve(missing);
             }
             return Ok(None);
@@ -268,6 +371,12 @@ impl Decoder {
             }
         }
     }
+}
+
+/// Whether `next` starts right where `buf` ends (so `unsplit` joins them without a copy when
+/// they share an allocation; it copies otherwise, which is still correct).
+fn contiguous(buf: &BytesMut, next: &BytesMut) -> bool {
+    std::ptr::eq(buf.as_ptr().wrapping_add(buf.len()), next.as_ptr())
 }
 
 #[cfg(test)]

@@ -107,6 +107,56 @@ proptest! {
     }
 
     #[test]
+    fn owned_chunks_decode_like_copied_ones(
+        h in arb_handshake(),
+        msgs in proptest::collection::vec(arb_message(), 0..40),
+        cuts in proptest::collection::vec(any::<usize>(), 0..60),
+        alloc in 1usize..2000,
+        drain_every in 1usize..4,
+    ) {
+        let mut stream = BytesMut::new();
+        h.encode(&mut stream);
+        for m in &msgs {
+            m.encode(&mut stream);
+        }
+        let mut expected = vec![Event::HandshakeHeader(h.header()), Event::Handshake(h)];
+        expected.extend(msgs.iter().cloned().map(Event::Message));
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+        cuts.push(0);
+        cuts.push(stream.len());
+        cuts.sort_unstable();
+        cuts.dedup();
+        // A reader filling one allocation and cutting chunks off it (contiguous), moving to a
+        // new one when it is full (not contiguous); events taken every `drain_every` chunks.
+        let mut reader = BytesMut::with_capacity(alloc);
+        let mut d = Decoder::new();
+        let mut reference = Decoder::new();
+        let mut got = Vec::new();
+        for (i, w) in cuts.windows(2).enumerate() {
+            let part = &stream[w[0]..w[1]];
+            if reader.capacity() < part.len() {
+                reader = BytesMut::with_capacity(alloc.max(part.len()));
+            }
+            reader.extend_from_slice(part);
+            d.extend_owned(reader.split());
+            reference.extend(part);
+            prop_assert_eq!(d.buffered(), reference.buffered());
+            prop_assert_eq!(d.bytes_needed(), reference.bytes_needed());
+            if i % drain_every == 0 {
+                while let Some(e) = d.next_event().expect("valid stream") {
+                    got.push(e);
+                }
+                while reference.next_event().expect("valid stream").is_some() {}
+            }
+        }
+        while let Some(e) = d.next_event().expect("valid stream") {
+            got.push(e);
+        }
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(
         data in proptest::collection::vec(any::<u8>(), 0..600),
         cuts in proptest::collection::vec(any::<usize>(), 0..8),
