@@ -40,12 +40,7 @@ const CHANNEL_HIGH_WATER: u32 = 1024 * 1024;
 /// `bufferedamountlow` fires below this.
 const CHANNEL_LOW_WATER: u32 = 256 * 1024;
 /// Whole pieces kept for uploading from blob or OPFS storage.
-const PIECE_CACHE_BYTES: usize = 16 * 1024 * 1024;
-/// Bytes read from the seeded files at once when a peer asks for a piece that is not cached:
-/// the pieces around it (aligned windows) come along into the cache. Each `Blob.slice` and
-/// read costs a round trip to the browser process (1–2 ms of the page's thread when the
-/// machine is busy), which one read per piece made the limit of uploads.
-const READ_WINDOW: u64 = 2 * 1024 * 1024;
+const PIECE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// A data channel that has not opened after this long is abandoned.
 const CHANNEL_OPEN_TIMEOUT_MS: u32 = 30_000;
 /// Pieces being hashed at once before new ones wait.
@@ -397,13 +392,10 @@ fn spawn_ticker(h: &Handle) {
 /// Async work a drive pass decided on, started once the borrow is released.
 enum Work {
     Load {
-        /// The piece asked for (what an OPFS read opens).
         piece: PieceIndex,
         reader: Reader,
         start: u64,
         len: u64,
-        /// The pieces the read fills: index, offset in the read, length.
-        pieces: Vec<(PieceIndex, usize, usize)>,
     },
     Verify {
         piece: PieceIndex,
@@ -587,41 +579,12 @@ fn read_block(t: &mut Inner, key: PeerKey, block: Block, work: &mut Vec<Work>) {
         return;
     };
     let reader = store.reader();
-    // Blobs read any range: take the piece's whole window. OPFS files hold one piece each.
-    let per_window = match reader {
-        Reader::Blobs(_) => (READ_WINDOW / u64::from(meta.info.piece_length()).max(1)).max(1),
-        _ => 1,
-    } as u32;
-    let first = block.piece.get() - block.piece.get() % per_window;
-    let last = first
-        .saturating_add(per_window)
-        .min(layout.num_pieces())
-        .saturating_sub(1);
-    let start = layout
-        .piece_offset(block.piece)
-        .min(layout.piece_offset(layout.piece(first).unwrap_or(block.piece)));
-    let mut pieces = Vec::new();
-    let mut end = start;
-    for i in first..=last {
-        let Ok(p) = layout.piece(i) else { break };
-        let cached = t.piece_cache.iter().any(|(c, _)| *c == p);
-        if p != block.piece && (cached || t.loading.contains_key(&p)) {
-            continue;
-        }
-        let off = layout.piece_offset(p);
-        let len = layout.piece_len(p) as u64;
-        pieces.push((p, (off - start) as usize, len as usize));
-        end = end.max(off + len);
-        t.loading.insert(p, Vec::new());
-    }
-    // Only what is needed: from the window's start to the last piece not at hand.
-    t.loading.entry(block.piece).or_default().push((key, block));
+    t.loading.insert(block.piece, vec![(key, block)]);
     work.push(Work::Load {
         piece: block.piece,
         reader,
-        start,
-        len: end - start,
-        pieces,
+        start: layout.piece_offset(block.piece),
+        len: layout.piece_len(block.piece) as u64,
     });
 }
 
@@ -659,7 +622,6 @@ fn run_work(h: &Handle, w: Work) {
             reader,
             start,
             len,
-            pieces,
         } => spawn_local(async move {
             let res = reader.read(piece, start, len).await;
             let Some(h) = weak.upgrade() else { return };
@@ -673,28 +635,23 @@ fn run_work(h: &Handle, w: Work) {
                         None
                     }
                 };
-                for (p, off, plen) in pieces {
-                    let pd = data
+                for (key, block) in t.loading.remove(&piece).unwrap_or_default() {
+                    let s = block.begin as usize;
+                    let e = s + block.length as usize;
+                    let d = data
                         .as_ref()
-                        .and_then(|d| (off + plen <= d.len()).then(|| d.slice(off..off + plen)));
-                    for (key, block) in t.loading.remove(&p).unwrap_or_default() {
-                        let s = block.begin as usize;
-                        let e = s + block.length as usize;
-                        let d = pd
-                            .as_ref()
-                            .and_then(|d| (e <= d.len()).then(|| d.slice(s..e)));
-                        t.core.block_read(n, key, block, d);
-                    }
-                    if let Some(d) = pd {
-                        let mut cached: usize = t.piece_cache.iter().map(|(_, b)| b.len()).sum();
-                        while cached + d.len() > PIECE_CACHE_BYTES {
-                            match t.piece_cache.pop_front() {
-                                Some((_, old)) => cached -= old.len(),
-                                None => break,
-                            }
+                        .and_then(|d| (e <= d.len()).then(|| d.slice(s..e)));
+                    t.core.block_read(n, key, block, d);
+                }
+                if let Some(d) = data {
+                    let mut cached: usize = t.piece_cache.iter().map(|(_, b)| b.len()).sum();
+                    while cached + d.len() > PIECE_CACHE_BYTES {
+                        match t.piece_cache.pop_front() {
+                            Some((_, old)) => cached -= old.len(),
+                            None => break,
                         }
-                        t.piece_cache.push_back((p, d));
                     }
+                    t.piece_cache.push_back((piece, d));
                 }
             }
             drive(&h);
