@@ -7,7 +7,7 @@
 //! (reads, hashing, WebRTC, fetch) is spawned and re-enters through [`drive`].
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
@@ -39,13 +39,6 @@ use crate::util::{self, now};
 const CHANNEL_HIGH_WATER: u32 = 1024 * 1024;
 /// `bufferedamountlow` fires below this.
 const CHANNEL_LOW_WATER: u32 = 256 * 1024;
-/// Whole pieces the core keeps for uploading (it reads each piece once through us).
-const UPLOAD_CACHE_BYTES: usize = 16 * 1024 * 1024;
-/// Bytes read from the seeded files at once when the core asks for a piece: the pieces around
-/// it (an aligned window) come along and are handed to the core's cache. Each `Blob.slice` and
-/// read costs a round trip to the browser process (1–2 ms of the page's thread when the
-/// machine is busy), which one read per piece made the limit of uploads.
-const READ_WINDOW: u64 = 2 * 1024 * 1024;
 /// A data channel that has not opened after this long is abandoned.
 const CHANNEL_OPEN_TIMEOUT_MS: u32 = 30_000;
 /// Pieces being hashed at once before new ones wait.
@@ -99,8 +92,6 @@ pub(crate) struct Inner {
     listeners: HashMap<String, Vec<Function>>,
     queued: Vec<(&'static str, JsValue)>,
     verifying: usize,
-    /// Read-ahead windows being read from the seeded files (by first piece).
-    windows: HashSet<u32>,
     verify_queue: VecDeque<(PieceIndex, Bytes, [u8; 20])>,
     last_uploaded: u64,
     pub(crate) destroyed: bool,
@@ -190,7 +181,6 @@ pub(crate) fn start(
     cfg.max_peers = client.max_conns;
     // Browsers cannot dial addresses: peers come from WebSocket trackers only.
     cfg.max_connecting = 0;
-    cfg.upload_cache_bytes = UPLOAD_CACHE_BYTES;
     let seed = util::random_u64();
     let (core, store, torrent_file, trackers, name_hint, info_hash) = match source {
         Source::Seed {
@@ -269,7 +259,6 @@ pub(crate) fn start(
         listeners: HashMap::new(),
         queued: Vec::new(),
         verifying: 0,
-        windows: HashSet::new(),
         verify_queue: VecDeque::new(),
         last_uploaded: 0,
         destroyed: false,
@@ -397,15 +386,10 @@ fn spawn_ticker(h: &Handle) {
 /// Async work a drive pass decided on, started once the borrow is released.
 enum Work {
     Load {
-        /// The piece asked for (what an OPFS read opens).
         piece: PieceIndex,
         reader: Reader,
         start: u64,
         len: u64,
-        /// The read-ahead window this is, if any.
-        window: Option<u32>,
-        /// The pieces the read holds: index, offset in the read, length.
-        pieces: Vec<(PieceIndex, usize, usize)>,
     },
     Verify {
         piece: PieceIndex,
@@ -570,55 +554,12 @@ fn read_piece(t: &mut Inner, piece: PieceIndex, offset: u64, length: u32, work: 
             let data = buf.get(s..s + length as usize).map(Bytes::copy_from_slice);
             t.core.piece_read(n, piece, data);
         }
-        Some(store) => {
-            let reader = store.reader();
-            let Some(layout) = t.core.metainfo().map(|m| m.info.layout) else {
-                return;
-            };
-            // Blobs read any range: the piece's whole window. OPFS files hold a piece each.
-            let per_window = match reader {
-                Reader::Blobs(_) => {
-                    (READ_WINDOW / u64::from(layout.piece_length()).max(1)).max(1) as u32
-                }
-                _ => 1,
-            };
-            let first = piece.get() - piece.get() % per_window;
-            if per_window > 1 && !t.windows.insert(first) {
-                return; // that window is being read: the piece comes with it
-            }
-            let last = first
-                .saturating_add(per_window)
-                .min(layout.num_pieces())
-                .saturating_sub(1);
-            let mut pieces = Vec::new();
-            let mut start = offset;
-            let mut end = offset + u64::from(length);
-            if per_window > 1 {
-                for p in (first..=last).filter_map(|i| layout.piece(i).ok()) {
-                    let off = layout.piece_offset(p);
-                    start = start.min(off);
-                    end = end.max(off + u64::from(layout.piece_len(p)));
-                    pieces.push(p);
-                }
-            } else {
-                pieces.push(piece);
-            }
-            let pieces = pieces
-                .into_iter()
-                .map(|p| {
-                    let off = (layout.piece_offset(p) - start) as usize;
-                    (p, off, layout.piece_len(p) as usize)
-                })
-                .collect();
-            work.push(Work::Load {
-                piece,
-                reader,
-                start,
-                len: end - start,
-                window: (per_window > 1).then_some(first),
-                pieces,
-            });
-        }
+        Some(store) => work.push(Work::Load {
+            piece,
+            reader: store.reader(),
+            start: offset,
+            len: u64::from(length),
+        }),
         None => t.core.piece_read(n, piece, None),
     }
 }
@@ -657,8 +598,6 @@ fn run_work(h: &Handle, w: Work) {
             reader,
             start,
             len,
-            window,
-            pieces,
         } => spawn_local(async move {
             let res = reader.read(piece, start, len).await;
             let Some(h) = weak.upgrade() else { return };
@@ -672,18 +611,7 @@ fn run_work(h: &Handle, w: Work) {
                         None
                     }
                 };
-                if let Some(w) = window {
-                    t.windows.remove(&w);
-                }
-                // The piece asked for, and its neighbours for the core's cache.
-                for (p, off, plen) in pieces {
-                    let pd = data
-                        .as_ref()
-                        .and_then(|d| (off + plen <= d.len()).then(|| d.slice(off..off + plen)));
-                    if p == piece || pd.is_some() {
-                        t.core.piece_read(n, p, pd);
-                    }
-                }
+                t.core.piece_read(n, piece, data);
             }
             drive(&h);
         }),
