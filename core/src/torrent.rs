@@ -2288,19 +2288,14 @@ mod tests {
         let f = fast[0];
         r.s.request(now, BlockRequest::new(f, 0, 16384));
         exchange(&mut t, now, &mut r);
-        let (piece, offset, length) = std::iter::from_fn(|| t.poll_output())
-            .find_map(|o| match o {
-                Output::ReadPiece {
-                    piece,
-                    offset,
-                    length,
-                } => Some((piece, offset, length)),
-                _ => None,
-            })
-            .expect("a read");
-        assert_eq!(piece.get(), f);
-        let (o, l) = (offset as usize, length as usize);
-        t.piece_read(now, piece, Some(Bytes::copy_from_slice(&data[o..o + l])));
+        let o = f as usize * 16384;
+        assert_eq!(reads(&mut t), [(f, o as u64, 16384)]);
+        let piece = m.info.layout.piece(f).unwrap();
+        t.piece_read(
+            now,
+            piece,
+            Some(Bytes::copy_from_slice(&data[o..o + 16384])),
+        );
         exchange(&mut t, now, &mut r);
         assert!(r.s.peer_choking());
         let got = std::iter::from_fn(|| r.s.poll_event()).find_map(|e| match e {
@@ -2313,17 +2308,8 @@ mod tests {
         assert!(!r.s.peer_choking());
         r.s.request(now, BlockRequest::new(1, 16000, 384));
         exchange(&mut t, now, &mut r);
-        let (piece, offset, length) = std::iter::from_fn(|| t.poll_output())
-            .find_map(|o| match o {
-                Output::ReadPiece {
-                    piece,
-                    offset,
-                    length,
-                } => Some((piece, offset, length)),
-                _ => None,
-            })
-            .expect("a read");
-        assert_eq!((piece.get(), offset, length), (1, 16384, 16384));
+        assert_eq!(reads(&mut t), [(1, 16384, 16384)]);
+        let piece = m.info.layout.piece(1).unwrap();
         let off = 16384 + 16000;
         t.piece_read(
             now,

@@ -990,6 +990,20 @@ async fn udp_hostnames_are_resolved() {
     }
 }
 
+/// Waits (up to 3 s) until `local` can be bound again, i.e. our socket on it is closed.
+async fn wait_until_released(local: SocketAddr, after: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match UdpSocket::bind(local).await {
+            Ok(_) => return,
+            Err(e) if Instant::now() > deadline => {
+                panic!("UDP socket {local} still bound after {after}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
 #[tokio::test]
 async fn udp_socket_is_released_when_the_last_clone_is_dropped() {
     let tracker = UdpTracker::start(UdpBehavior::default()).await;
@@ -1009,16 +1023,7 @@ async fn udp_socket_is_released_when_the_last_clone_is_dropped() {
         "socket closed too early"
     );
     drop(c2);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        match UdpSocket::bind(local).await {
-            Ok(_) => break,
-            Err(e) if Instant::now() > deadline => {
-                panic!("UDP socket {local} still bound after the client was dropped: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
+    wait_until_released(local, "the client was dropped").await;
 }
 
 #[tokio::test]
@@ -1031,16 +1036,7 @@ async fn close_releases_the_udp_socket_while_clones_live() {
         .expect("announce");
     let local = tracker.log.lock().unwrap().requests[0].0;
     c.close().await;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        match UdpSocket::bind(local).await {
-            Ok(_) => break,
-            Err(e) if Instant::now() > deadline => {
-                panic!("UDP socket {local} still bound after close(): {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
+    wait_until_released(local, "close()").await;
     let err = c2
         .announce(&tracker.url(""), &params(hash(1)))
         .await
