@@ -421,26 +421,26 @@ impl PeerSession {
     /// Feeds bytes received from the peer. On error the session is closed; the caller drops
     /// the connection.
     pub fn receive(&mut self, now: Time, data: &[u8]) -> Result<(), SessionError> {
-        if self.state == State::Closed {
-            return Ok(());
-        }
-        self.last_received = now;
-        self.decoder.extend(data);
-        let r = self.process(now);
-        if r.is_err() {
-            self.state = State::Closed;
-        }
-        r
+        self.receive_with(now, |d| d.extend(data))
     }
 
     /// Like [`receive`](Self::receive), taking ownership of the bytes: block payloads are then
     /// handed on as slices of `data` instead of being copied into the decoder's buffer.
     pub fn receive_owned(&mut self, now: Time, data: BytesMut) -> Result<(), SessionError> {
+        self.receive_with(now, |d| d.extend_owned(data))
+    }
+
+    /// Adds bytes to the decoder with `add` and processes what it can decode.
+    fn receive_with(
+        &mut self,
+        now: Time,
+        add: impl FnOnce(&mut Decoder),
+    ) -> Result<(), SessionError> {
         if self.state == State::Closed {
             return Ok(());
         }
         self.last_received = now;
-        self.decoder.extend_owned(data);
+        add(&mut self.decoder);
         let r = self.process(now);
         if r.is_err() {
             self.state = State::Closed;

@@ -662,26 +662,27 @@ impl Torrent {
 
     /// Bytes arrived from a peer.
     pub fn peer_data(&mut self, now: Time, key: PeerKey, data: &[u8]) {
-        self.now = self.now.max(now);
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        if let Err(e) = peer.session.receive(now, data) {
-            self.drop_peer(now, key, e.to_string());
-            return;
-        }
-        self.process_events(now, key);
-        self.fill_requests(now, key);
-        self.mark_dirty(key);
+        self.feed_peer(now, key, |s| s.receive(now, data));
     }
 
     /// Bytes arrived from a peer, owned: like [`peer_data`](Self::peer_data) without copying
     /// them into the decoder (drivers that read into a `BytesMut` and `split()` it).
     pub fn peer_data_owned(&mut self, now: Time, key: PeerKey, data: BytesMut) {
+        self.feed_peer(now, key, |s| s.receive_owned(now, data));
+    }
+
+    /// Hands received bytes to the peer's session with `feed`, then acts on what it decoded.
+    fn feed_peer(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        feed: impl FnOnce(&mut PeerSession) -> Result<(), crate::session::SessionError>,
+    ) {
+        self.now = self.now.max(now);
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        if let Err(e) = peer.session.receive_owned(now, data) {
+        if let Err(e) = feed(&mut peer.session) {
             self.drop_peer(now, key, e.to_string());
             return;
         }
