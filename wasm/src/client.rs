@@ -6,10 +6,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::stream::{FuturesOrdered, StreamExt};
 use js_sys::{Array, Uint8Array};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, JsFuture};
+use wasm_bindgen_futures::future_to_promise;
 use webtorrent_core::creator::{auto_piece_length, FileSpec, TorrentCreator};
 use webtorrent_core::magnet::Magnet;
 use webtorrent_core::metainfo::Metainfo;
@@ -18,22 +17,6 @@ use webtorrent_core::{InfoHash, PeerId, PeerKey};
 use crate::store::Store;
 use crate::torrent::{self, Handle, Source, Torrent};
 use crate::util::{self, prop, string_list};
-
-/// Streams reading the files at once while hashing for seeding (each with one reused piece
-/// buffer): two keep the browser's file reads and our hashing overlapped.
-const HASH_LANES: usize = 2;
-
-/// Bytes of the torrent each hashing stream covers (whole pieces; at least one).
-const HASH_REGION: u64 = 64 * 1024 * 1024;
-
-/// Digests started but unfinished per hashing stream before it reads on.
-const HASH_PENDING: usize = 2;
-
-/// Without byte streams (`Blob.stream()` with BYOB readers): blob slices read at once...
-const HASH_CONCURRENCY: usize = 3;
-
-/// ... of this many bytes each (whole pieces; at least one).
-const HASH_CHUNK: u64 = 8 * 1024 * 1024;
 
 /// Downloads up to this size stay in memory by default; larger ones go to the OPFS.
 const DEFAULT_MEMORY_LIMIT: u64 = 256 * 1024 * 1024;
@@ -80,7 +63,7 @@ pub struct WebTorrent {
     shared: Rc<ClientShared>,
 }
 
-fn js_err(msg: impl std::fmt::Display) -> JsValue {
+pub(crate) fn js_err(msg: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&msg.to_string()).into()
 }
 
@@ -269,7 +252,7 @@ impl WebTorrent {
                 blobs.push((f.blob.clone(), off, f.len));
                 off += f.len;
             }
-            let pieces = hash_blobs(&blobs, total, piece_length).await?;
+            let pieces = crate::hash::hash_blobs(&blobs, total, piece_length).await?;
             let created = if files.len() == 1 {
                 creator.create_single_with_hashes(&name, total, piece_length, pieces)
             } else {
@@ -382,194 +365,4 @@ impl WebTorrent {
         }
         crate::ws::close_all(&self.shared);
     }
-}
-
-/// SHA-1 of every piece of the blobs, in torrent order. Streams the files into a few reused
-/// piece buffers where the browser's blob streams are byte streams (memory stays flat, no
-/// garbage per read), else reads them in slices.
-async fn hash_blobs(
-    blobs: &[(web_sys::Blob, u64, u64)],
-    total: u64,
-    piece_length: u32,
-) -> Result<Vec<u8>, JsValue> {
-    if piece_length == 0 {
-        return Err(js_err("piece length must not be 0"));
-    }
-    if byte_streams(blobs) {
-        hash_streams(blobs, total, piece_length).await
-    } else {
-        hash_slices(blobs, total, piece_length).await
-    }
-}
-
-/// Whether the blobs can be read with BYOB readers (`Blob.stream()` is a byte stream).
-fn byte_streams(blobs: &[(web_sys::Blob, u64, u64)]) -> bool {
-    let Some((blob, _, _)) = blobs.first() else {
-        return false;
-    };
-    let has_stream = js_sys::Reflect::get(blob, &"stream".into())
-        .map(|f| f.is_function())
-        .unwrap_or(false);
-    if !has_stream {
-        return false;
-    }
-    let Ok(empty) = blob.slice_with_f64_and_f64(0.0, 0.0) else {
-        return false;
-    };
-    match web_sys::ReadableStreamByobReader::new(&empty.stream()) {
-        Ok(r) => {
-            let _ = r.cancel();
-            true
-        }
-        Err(_) => false,
-    }
-}
-
-/// [`hash_blobs`] with byte streams: [`HASH_LANES`] streams, each taking the next region of
-/// [`HASH_REGION`] bytes and reading it piece by piece into its own piece buffer with a BYOB
-/// reader; each full piece goes to `crypto.subtle.digest` (which copies it), so the buffer is
-/// refilled at once. Memory: per stream one piece plus [`HASH_PENDING`] pieces being hashed.
-async fn hash_streams(
-    blobs: &[(web_sys::Blob, u64, u64)],
-    total: u64,
-    piece_length: u32,
-) -> Result<Vec<u8>, JsValue> {
-    let pl = piece_length as u64;
-    let count = total.div_ceil(pl);
-    let per_region = (HASH_REGION / pl).max(1);
-    let regions = count.div_ceil(per_region);
-    let next = Cell::new(0u64);
-    let out = RefCell::new(vec![0u8; count as usize * 20]);
-    let piece_len = |p: u64| (total - p * pl).min(pl) as u32;
-    let store = |p: u64, h: Option<[u8; 20]>| -> Result<(), JsValue> {
-        let h = h.ok_or_else(|| js_err("crypto.subtle.digest failed"))?;
-        let at = p as usize * 20;
-        out.borrow_mut()[at..at + 20].copy_from_slice(&h);
-        Ok(())
-    };
-    let lane = || async {
-        let mut buf = js_sys::ArrayBuffer::new(piece_length);
-        let mut pending: std::collections::VecDeque<(u64, util::Sha1Pending)> =
-            std::collections::VecDeque::new();
-        loop {
-            let region = next.get();
-            if region >= regions {
-                break;
-            }
-            next.set(region + 1);
-            let mut piece = region * per_region;
-            let start = piece * pl;
-            let end = (start + per_region * pl).min(total);
-            let mut fill = 0u32;
-            for (blob, off, blen) in blobs {
-                if off + blen <= start || *off >= end || *blen == 0 {
-                    continue;
-                }
-                let s = start.max(*off) - off;
-                let e = end.min(off + blen) - off;
-                let part = blob.slice_with_f64_and_f64(s as f64, e as f64)?;
-                let reader = web_sys::ReadableStreamByobReader::new(&part.stream())?;
-                let mut got = 0u64;
-                while got < e - s {
-                    let want = piece_len(piece) - fill;
-                    let view = Uint8Array::new_with_byte_offset_and_length(&buf, fill, want);
-                    let res = JsFuture::from(reader.read_with_array_buffer_view(&view))
-                        .await
-                        .map_err(|e| {
-                            js_err(format!("reading the file: {}", util::js_error_message(&e)))
-                        })?;
-                    // The buffer was transferred to the stream and comes back in `value`.
-                    let mut n = 0;
-                    if let Some(v) =
-                        prop(&res, "value").and_then(|v| v.dyn_into::<Uint8Array>().ok())
-                    {
-                        buf = v.buffer();
-                        n = v.length();
-                    }
-                    if prop(&res, "done").and_then(|d| d.as_bool()).unwrap_or(true) {
-                        break;
-                    }
-                    got += n as u64;
-                    fill += n;
-                    if got > e - s || fill > piece_len(piece) {
-                        return Err(js_err("reading the file: more bytes than asked for"));
-                    }
-                    if fill == piece_len(piece) {
-                        let data = Uint8Array::new_with_byte_offset_and_length(&buf, 0, fill);
-                        pending.push_back((piece, util::sha1_start(&data)));
-                        piece += 1;
-                        fill = 0;
-                        while pending.len() > HASH_PENDING {
-                            if let Some((p, h)) = pending.pop_front() {
-                                store(p, h.finish().await)?;
-                            }
-                        }
-                    }
-                }
-                // Every byte asked for arrived: let the stream go without waiting for its end.
-                let _ = reader.cancel();
-                if got != e - s {
-                    return Err(js_err(
-                        "reading the file: it is shorter than when it was added",
-                    ));
-                }
-            }
-            if fill != 0 {
-                return Err(js_err("reading the file: a piece ended early"));
-            }
-        }
-        while let Some((p, h)) = pending.pop_front() {
-            store(p, h.finish().await)?;
-        }
-        Ok::<(), JsValue>(())
-    };
-    futures::future::try_join_all((0..HASH_LANES).map(|_| lane())).await?;
-    Ok(out.into_inner())
-}
-
-/// [`hash_blobs`] without byte streams: several pieces per `Blob.slice` read (fewer, larger
-/// reads), the pieces of a read hashed concurrently with `crypto.subtle`, a bounded number of
-/// reads in flight.
-async fn hash_slices(
-    blobs: &[(web_sys::Blob, u64, u64)],
-    total: u64,
-    piece_length: u32,
-) -> Result<Vec<u8>, JsValue> {
-    let pl = piece_length as u64;
-    let count = total.div_ceil(pl);
-    let per_chunk = (HASH_CHUNK / pl).max(1);
-    let chunks = count.div_ceil(per_chunk);
-    let mut out = Vec::with_capacity(count as usize * 20);
-    let mut inflight = FuturesOrdered::new();
-    let mut next = 0u64;
-    loop {
-        while next < chunks && inflight.len() < HASH_CONCURRENCY {
-            let start = next * per_chunk * pl;
-            let len = (total - start).min(per_chunk * pl);
-            let blobs = blobs.to_vec();
-            inflight.push_back(async move {
-                let data = Store::read_js(&blobs, start, len).await?;
-                let mut digests = Vec::new();
-                let mut at = 0u32;
-                while (at as u64) < len {
-                    let end = (at as u64 + pl).min(len) as u32;
-                    digests.push(util::sha1_owned(data.subarray(at, end)));
-                    at = end;
-                }
-                let hashes = futures::future::join_all(digests).await;
-                Ok::<_, crate::store::StoreError>(hashes)
-            });
-            next += 1;
-        }
-        match inflight.next().await {
-            Some(Ok(hs)) => {
-                for h in hs {
-                    out.extend_from_slice(&h);
-                }
-            }
-            Some(Err(e)) => return Err(js_err(format!("reading the file: {e}"))),
-            None => break,
-        }
-    }
-    Ok(out)
 }

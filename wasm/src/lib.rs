@@ -6,6 +6,7 @@
 //! trackers are announced to with `fetch`.
 
 mod client;
+mod hash;
 mod http;
 mod rtc;
 mod store;
