@@ -52,11 +52,16 @@ const errorMessage = e => (typeof e === 'string' ? e : (e && e.message) ? e.mess
 
 // ---------------------------------------------------------------- trackers
 
-/** The page's own WebSocket tracker: ws(s)://<page host> (served by the webtorrent binary). */
+/**
+ * The page's own WebSocket tracker (served by the webtorrent binary): ws(s)://<page host>, plus
+ * the page's folder when it is not at the root (a reverse proxy serving it under /some/path/
+ * forwards that path, WebSocket upgrades included).
+ */
 function originTracker () {
-  if (location.protocol === 'https:') return `wss://${location.host}`
-  if (location.protocol === 'http:') return `ws://${location.host}`
-  return null
+  const scheme = location.protocol === 'https:' ? 'wss:' : location.protocol === 'http:' ? 'ws:' : null
+  if (!scheme) return null
+  const dir = location.pathname.slice(0, location.pathname.lastIndexOf('/') + 1)
+  return `${scheme}//${location.host}${dir === '/' ? '' : dir}`
 }
 
 const defaultTrackers = () => (originTracker() ? [originTracker()] : [])

@@ -12,6 +12,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import path from 'node:path'
+import { PREFIX } from './server.mjs'
 import {
   requireLoopbackOnly, startTracker, startServer, launchChromium, checkPkg, fetchWithTimeout,
   Scenario, makeFileSet, ourPageUrl, seedOnOurPage, waitDoneOnOurPage, checkSameFiles, card,
@@ -64,6 +65,13 @@ test('the page: tracker defaults, ?announce= override, remembered field, phone w
     const page = await s.openPage('plain', server.url)
     await s.step('default tracker is the page origin\'s WebSocket tracker', async () => {
       assert.equal(await page.locator('#trackers').inputValue(), `ws://127.0.0.1:${server.port}`)
+    })
+    await s.step('served under a folder, the default tracker keeps the folder', async () => {
+      await page.goto(`${server.url}${PREFIX.slice(1)}`)
+      await page.waitForFunction(() => document.documentElement.dataset.ready)
+      assert.equal(await page.locator('#trackers').inputValue(), `ws://127.0.0.1:${server.port}${PREFIX}`)
+      await page.goto(server.url)
+      await page.waitForFunction(() => document.documentElement.dataset.ready)
     })
     await s.step('the field is remembered across reloads', async () => {
       await page.locator('#settings summary').click({ timeout: 5000 })

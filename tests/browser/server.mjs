@@ -57,7 +57,12 @@ function inside (dir, rel) {
   return p === dir || p.startsWith(dir + path.sep) ? p : null
 }
 
+/** A path prefix the whole site is also served under. */
+export const PREFIX = '/under/a/prefix/'
+
 function route (pathname, pkgDir) {
+  // The page again under a folder, as a reverse proxy might serve it.
+  if (pathname.startsWith(PREFIX)) return route(pathname.slice(PREFIX.length - 1), pkgDir)
   if (pathname === '/') return path.join(WWW_DIR, 'index.html')
   if (pathname.startsWith('/pkg/')) return inside(pkgDir, pathname.slice('/pkg/'.length))
   if (pathname.startsWith('/wt/')) return inside(WT_DIST_DIR, pathname.slice('/wt/'.length))
