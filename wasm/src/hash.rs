@@ -127,7 +127,7 @@ pub(crate) async fn hash_blobs(
     if total >= WORKER_MIN_BYTES {
         match hash_workers(blobs, total, piece_length).await? {
             Some(pieces) => return Ok(pieces),
-            None => tracing_note("hashing on the page's thread: workers are not available"),
+            None => debug_note("hashing on the page's thread: workers are not available"),
         }
     }
     if byte_streams(blobs) {
@@ -310,7 +310,7 @@ async fn hash_slices(
 }
 
 /// Logs why hashing took a slower path (debug output only: it is not the user's problem).
-fn tracing_note(msg: &str) {
+fn debug_note(msg: &str) {
     web_sys::console::debug_1(&JsValue::from_str(msg));
 }
 
@@ -457,13 +457,13 @@ async fn hash_workers(
         };
         let data = match event {
             WorkerEvent::Failed(msg) => {
-                tracing_note(&format!("hashing worker failed: {msg}"));
+                debug_note(&format!("hashing worker failed: {msg}"));
                 return Ok(None);
             }
             WorkerEvent::Message(data) => data,
         };
         if let Some(why) = prop(&data, "unsupported").and_then(|v| v.as_string()) {
-            tracing_note(&format!("hashing workers: {why}"));
+            debug_note(&format!("hashing workers: {why}"));
             return Ok(None);
         }
         if let Some(err) = prop(&data, "error") {
