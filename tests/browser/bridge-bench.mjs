@@ -21,6 +21,10 @@
 // binary also give its CPU seconds (download: whole run; seed: during the transfer).
 // --only keeps the rows named (letters, comma-separated; --more's rows included).
 // PROFILE_OUT=FILE.cpuprofile: the seeding page's CPU profile during (a) (Chrome DevTools format).
+//   The sampling profiler itself slows (a) by about a fifth: take figures from runs without it.
+// DC_STATS=FILE.json: during (a), how full the seeding page's data channels were (bufferedAmount
+//   every 5 ms: median, share of samples under 64 KiB and at 0) and how many send() calls.
+// BRIDGE_RUST_LOG: RUST_LOG for the binary (default warn,webtorrent::task=debug for downloads).
 //
 // The binary: --bin, else $WEBTORRENT_BIN, else release/webtorrent then debug/webtorrent under
 // $CARGO_TARGET_DIR or target/. The source file is /tmp/webtorrent-browser-bench-<N>MiB.bin
@@ -51,7 +55,7 @@ const { values: opt } = parseArgs({
   }
 })
 if (opt.help) {
-  process.stdout.write(fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 29).map(l => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
+  process.stdout.write(fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 31).map(l => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
   process.exit(0)
 }
 
@@ -89,8 +93,41 @@ function benchFile (sizeMiB) {
   return file
 }
 
-async function newPage (browser, url, label) {
+/**
+ * Page script for DC_STATS: wraps RTCDataChannel.send and samples every open channel's
+ * bufferedAmount every 5 ms; `window.__dcStats()` summarises.
+ */
+function dcStatsScript () {
+  const chans = new Set()
+  const samples = []
+  let sends = 0
+  let bytes = 0
+  const send = RTCDataChannel.prototype.send
+  RTCDataChannel.prototype.send = function (x) {
+    chans.add(this)
+    sends++
+    bytes += x.byteLength ?? x.size ?? x.length ?? 0
+    return send.call(this, x)
+  }
+  setInterval(() => {
+    for (const c of chans) if (c.readyState === 'open') samples.push(c.bufferedAmount)
+  }, 5)
+  window.__dcStats = () => {
+    const v = samples.slice().sort((a, b) => a - b)
+    return {
+      sends,
+      bytes,
+      samples: v.length,
+      medianBuffered: v.length ? v[v.length >> 1] : null,
+      shareUnder64KiB: v.length ? v.filter(b => b < 65536).length / v.length : null,
+      shareEmpty: v.length ? v.filter(b => b === 0).length / v.length : null
+    }
+  }
+}
+
+async function newPage (browser, url, label, { dcStats = false } = {}) {
   const ctx = await browser.newContext({ permissions: ['camera', 'microphone'] })
+  if (dcStats) await ctx.addInitScript(dcStatsScript)
   const page = await ctx.newPage()
   page.on('pageerror', e => log(`${label}: pageerror ${e.message}`))
   await page.goto(url)
@@ -117,7 +154,7 @@ async function bridgeDownload (magnet, file, sha256) {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'wt-bridge-bench-'))
   const t0 = Date.now()
   // webtorrent::task at debug says when the first peer connected: the transfer alone is timed too.
-  const proc = startWebtorrent('bridge-download', ['download', magnet, '-o', out, '--seed', '--quiet'], { env: { RUST_LOG: 'warn,webtorrent::task=debug' } })
+  const proc = startWebtorrent('bridge-download', ['download', magnet, '-o', out, '--seed', '--quiet'], { env: { RUST_LOG: process.env.BRIDGE_RUST_LOG || 'warn,webtorrent::task=debug' } })
   try {
     const done = await proc.waitLine((l, st) => st === 'out' && /^[0-9a-f]{40}$/.test(l.trim()), TIMEOUT, 'the info hash (done)')
     const ms = done.t - t0
@@ -163,7 +200,7 @@ function tailOf (proc) {
 /** (a) our page seeds, our binary downloads over WebRTC (ws:// tracker only). */
 async function pageToBridge ({ browser, server, ws, file, sha256 }) {
   const size = fs.statSync(file).size
-  const { page, ctx } = await newPage(browser, ourPageUrl(server, [ws]), 'page A')
+  const { page, ctx } = await newPage(browser, ourPageUrl(server, [ws]), 'page A', { dcStats: !!process.env.DC_STATS })
   try {
     const seeded = await seedOnOurPage(page, [file], TIMEOUT)
     log(`(a) page seeds (hashing ${(seeded.ms / 1000).toFixed(2)} s); the bridge downloads`)
@@ -175,6 +212,11 @@ async function pageToBridge ({ browser, server, ws, file, sha256 }) {
       await cdp.send('Profiler.start')
     }
     const r = await bridgeDownload(seeded.magnet, file, sha256)
+    if (process.env.DC_STATS) {
+      const stats = await page.evaluate(() => window.__dcStats())
+      fs.writeFileSync(process.env.DC_STATS, JSON.stringify(stats, null, 2) + '\n')
+      log(`(a) data channels: ${JSON.stringify(stats)}`)
+    }
     if (cdp) {
       const { profile } = await cdp.send('Profiler.stop')
       fs.writeFileSync(process.env.PROFILE_OUT, JSON.stringify(profile))
