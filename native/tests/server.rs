@@ -1321,11 +1321,12 @@ async fn the_repository_page_is_served_by_default() {
     let (status, _, body) = get(server.local_addr(), "/").await;
     assert_eq!(status, 200);
     assert_eq!(body, std::fs::read(www.join("index.html")).unwrap());
-    // The page's default tracker is its own origin's WebSocket, which this server is.
+    // The page's default tracker is its own origin's WebSocket, which this server is (the
+    // browser tests check the page's behaviour; this checks the page we serve is that one).
     let app = std::fs::read_to_string(www.join("app.js")).unwrap();
     assert!(
-        app.contains("`ws://${location.host}`"),
-        "www/app.js defaults to ws://<page host>"
+        app.contains("`${scheme}//${location.host}"),
+        "www/app.js defaults to ws(s)://<page host>"
     );
     server.shutdown().await;
 }
