@@ -127,7 +127,7 @@ pub(crate) async fn hash_blobs(
     if total >= WORKER_MIN_BYTES {
         match hash_workers(blobs, total, piece_length).await? {
             Some(pieces) => return Ok(pieces),
-            None => debug_note("hashing on the page's thread: workers are not available"),
+            None => util::debug("hashing on the page's thread: workers are not available"),
         }
     }
     if byte_streams(blobs) {
@@ -309,11 +309,6 @@ async fn hash_slices(
     Ok(out)
 }
 
-/// Logs why hashing took a slower path (debug output only: it is not the user's problem).
-fn debug_note(msg: &str) {
-    web_sys::console::debug_1(&JsValue::from_str(msg));
-}
-
 /// What a hashing worker reported.
 enum WorkerEvent {
     /// A message from the script.
@@ -457,13 +452,13 @@ async fn hash_workers(
         };
         let data = match event {
             WorkerEvent::Failed(msg) => {
-                debug_note(&format!("hashing worker failed: {msg}"));
+                util::debug(&format!("hashing worker failed: {msg}"));
                 return Ok(None);
             }
             WorkerEvent::Message(data) => data,
         };
         if let Some(why) = prop(&data, "unsupported").and_then(|v| v.as_string()) {
-            debug_note(&format!("hashing workers: {why}"));
+            util::debug(&format!("hashing workers: {why}"));
             return Ok(None);
         }
         if let Some(err) = prop(&data, "error") {

@@ -122,6 +122,12 @@ pub(crate) fn log(msg: &str) {
     web_sys::console::log_1(&JsValue::from_str(msg));
 }
 
+/// Logs to the browser console at debug level (shown only when asked for: details such as
+/// why a slower path was taken, which are not the user's problem).
+pub(crate) fn debug(msg: &str) {
+    web_sys::console::debug_1(&JsValue::from_str(msg));
+}
+
 /// Logs a warning to the browser console.
 pub(crate) fn warn(msg: &str) {
     web_sys::console::warn_1(&JsValue::from_str(msg));
