@@ -69,7 +69,7 @@ tests/netns.sh node --test tests/interop/harness.test.mjs
 
 step "WebRTC: native peers, the bridge between TCP and WebRTC swarms (loopback-only netns)"
 tests/netns.sh env CARGO_NET_OFFLINE=true \
-  cargo test -p webtorrent --test webrtc_swarm --test rtc --test wss --offline --locked -- --ignored --test-threads=1
+  cargo test -p webtorrent --test webrtc_swarm --test rtc --test wss --test bridge_service --offline --locked -- --ignored --test-threads=1
 
 step "wasm client unit tests in headless Chromium (loopback-only netns)"
 cargo test -p webtorrent-wasm --target wasm32-unknown-unknown --locked --no-run

@@ -1551,8 +1551,21 @@ impl Torrent {
                                     .map_err(|e| e.to_string())?;
                                 self.outputs
                                     .push_back(Output::Event(TorrentEvent::MetadataReceived));
+                                let size = self
+                                    .content
+                                    .as_ref()
+                                    .map(|c| c.meta.info_bytes.len() as u32);
                                 let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
                                 for k in keys {
+                                    // BEP 10 lets a handshake be sent again: peers that met us
+                                    // before we had the metadata learn they can fetch it from
+                                    // us now (a bridge between two magnet-only swarms).
+                                    if let Some(p) = self.peers.get_mut(&k) {
+                                        if p.session.is_active() {
+                                            let yourip = p.addr.map(|a| a.ip());
+                                            p.session.send_extended_handshake(now, size, yourip);
+                                        }
+                                    }
                                     let _ = self.peer_has_changed(now, k);
                                     self.fill_requests(now, k);
                                 }

@@ -105,6 +105,36 @@ pub struct AddOptions {
     pub download_dir: Option<PathBuf>,
     /// Peers to connect to directly.
     pub peers: Vec<SocketAddr>,
+    /// For magnet links and info hashes: asked when the metadata arrives, before anything is
+    /// stored. A refusal stops the torrent ([`Event::Refused`](crate::Event)).
+    pub admit: Option<Admit>,
+}
+
+type AdmitFn = dyn Fn(&Metainfo) -> std::result::Result<(), String> + Send + Sync;
+
+/// A check on a torrent's metadata before its storage is set up ([`AddOptions::admit`]): a
+/// disk quota, say. `Err` gives the reason for refusing.
+#[derive(Clone)]
+pub struct Admit(Arc<AdmitFn>);
+
+impl Admit {
+    /// Wraps the check.
+    pub fn new(
+        f: impl Fn(&Metainfo) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        Admit(Arc::new(f))
+    }
+
+    /// Runs the check.
+    pub fn check(&self, meta: &Metainfo) -> std::result::Result<(), String> {
+        (self.0)(meta)
+    }
+}
+
+impl std::fmt::Debug for Admit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admit(..)")
+    }
 }
 
 /// Client-wide state shared with torrent tasks.
@@ -360,10 +390,11 @@ impl WebTorrent {
                 let tiers = extra_tier(m.trackers.iter().map(|t| vec![t.clone()]).collect());
                 let mut peers = opts.peers.clone();
                 peers.extend(m.peers.iter().filter_map(|p| p.parse::<SocketAddr>().ok()));
-                return self.start_magnet(m.info_hash, m.name, tiers, peers, folder);
+                return self.start_magnet(m.info_hash, m.name, tiers, peers, folder, opts.admit);
             }
             TorrentSource::InfoHash(h) => {
-                return self.start_magnet(h, None, extra_tier(Vec::new()), opts.peers, folder)
+                let tiers = extra_tier(Vec::new());
+                return self.start_magnet(h, None, tiers, opts.peers, folder, opts.admit);
             }
         };
         let mut meta = meta;
@@ -400,6 +431,7 @@ impl WebTorrent {
         trackers: Vec<Vec<String>>,
         peers: Vec<SocketAddr>,
         folder: Option<PathBuf>,
+        admit: Option<Admit>,
     ) -> Result<Torrent> {
         let status = Arc::new(Mutex::new(Status::default()));
         self.spawn(
@@ -413,6 +445,8 @@ impl WebTorrent {
                 status,
                 events: broadcast::channel(1024).0,
                 done: watch::channel(false).0,
+                folder: folder.clone(),
+                admit,
             },
             name.unwrap_or_else(|| info_hash.to_hex()),
             folder,
@@ -444,6 +478,8 @@ impl WebTorrent {
                 status,
                 events: broadcast::channel(1024).0,
                 done: watch::channel(false).0,
+                folder: folder.clone(),
+                admit: None,
             },
             name,
             folder,
@@ -492,6 +528,22 @@ impl WebTorrent {
             .ok_or_else(|| Error::Options("trackers are disabled".into()))?;
         client
             .scrape(tracker_url, info_hashes)
+            .await
+            .map_err(|e| Error::Tracker(e.to_string()))
+    }
+
+    /// Asks an HTTP(S) tracker for every torrent it lists (a scrape without `info_hash`).
+    pub async fn scrape_all(
+        &self,
+        tracker_url: &str,
+    ) -> Result<Vec<(InfoHash, crate::tracker::ScrapeStats)>> {
+        let client = self
+            .shared
+            .trackers
+            .as_ref()
+            .ok_or_else(|| Error::Options("trackers are disabled".into()))?;
+        client
+            .scrape_all(tracker_url)
             .await
             .map_err(|e| Error::Tracker(e.to_string()))
     }

@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bridge;
 mod client;
 mod conn;
 pub mod creator;
@@ -38,7 +39,7 @@ mod task;
 mod torrent;
 pub mod tracker;
 
-pub use client::{AddOptions, TorrentSource, WebTorrent};
+pub use client::{AddOptions, Admit, TorrentSource, WebTorrent};
 pub use creator::TorrentCreator;
 pub use error::{Error, Result};
 pub use options::WebTorrentOptions;

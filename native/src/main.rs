@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use webtorrent::bridge::{Bridge, BridgeConfig, BridgeSource};
 use webtorrent::core::magnet::Magnet;
 use webtorrent::core::metainfo::Metainfo;
 use webtorrent::{
@@ -155,7 +156,103 @@ enum Cmd {
         /// Piece length for the seeded files.
         #[arg(long)]
         piece_length: Option<u32>,
+        /// Do not bridge: browsers and desktop clients then share no torrent unless someone
+        /// seeds it on both sides.
+        #[arg(long)]
+        no_bridge: bool,
+        #[command(flatten)]
+        bridge: BridgeArgs,
     },
+    /// Bridge the WebRTC swarm (browsers) and the TCP swarm (desktop clients) of trackers
+    /// run elsewhere, e.g. a bittorrent-tracker server, until interrupted.
+    Bridge {
+        /// A tracker of the server to bridge (repeatable): its HTTP announce URL and/or its
+        /// WebSocket URL (the other is derived when only one is given).
+        #[arg(long = "tracker", short = 't', value_name = "URL", required = true)]
+        trackers: Vec<String>,
+        /// Address the bridge's peers listen on.
+        #[arg(long, default_value = "0.0.0.0")]
+        host: IpAddr,
+        /// TCP listen port of the bridge's peers.
+        #[arg(long)]
+        port: Option<u16>,
+        /// How often to ask the tracker for its torrents, in seconds.
+        #[arg(long, default_value_t = 10)]
+        scan_interval: u64,
+        #[command(flatten)]
+        bridge: BridgeArgs,
+    },
+}
+
+/// The bridge's bounds, shared by `serve` and `bridge`.
+#[derive(clap::Args)]
+struct BridgeArgs {
+    /// Where bridged torrents live (default: the user's cache folder, webtorrent/bridge).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Most torrents bridged at once.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        visible_alias = "max-torrents"
+    )]
+    bridge_max_torrents: usize,
+    /// Disk for all bridged torrents together: bytes, or with a unit (500M, 10G, 2TiB).
+    #[arg(long, value_name = "BYTES", default_value = "10G", value_parser = parse_size, visible_alias = "max-bytes")]
+    bridge_max_bytes: u64,
+    /// Drop a bridged torrent nobody has wanted for this many seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 600,
+        visible_alias = "idle"
+    )]
+    bridge_idle: u64,
+}
+
+impl BridgeArgs {
+    fn config(&self) -> AnyResult<BridgeConfig> {
+        let data_dir = match &self.data {
+            Some(d) if d.is_file() => {
+                return Err(format!(
+                    "--data {} is a file; the bridge needs a folder to keep torrents in (pass a folder, it is created when missing)",
+                    d.display()
+                )
+                .into())
+            }
+            Some(d) => d.clone(),
+            None => webtorrent::bridge::default_data_dir(),
+        };
+        Ok(BridgeConfig {
+            data_dir,
+            max_torrents: self.bridge_max_torrents.max(1),
+            max_bytes: self.bridge_max_bytes,
+            idle: Duration::from_secs(self.bridge_idle.max(1)),
+            ..BridgeConfig::default()
+        })
+    }
+}
+
+/// A byte count: digits, optionally followed by a unit (K, M, G, T, with or without `iB`/`B`,
+/// all binary).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; write e.g. 1073741824, 500M or 10G"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("{s:?}: unknown unit; use K, M, G or T (e.g. 10G)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Keeps glibc from returning the 256 KiB connection read buffers and piece buffers to the
@@ -338,6 +435,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                         announce,
                         download_dir: Some(out.clone()),
                         peers,
+                        ..AddOptions::default()
                     },
                 )
                 .await?;
@@ -390,7 +488,14 @@ async fn run(cli: Cli) -> AnyResult<()> {
             max_peers,
             seed_port,
             piece_length,
+            no_bridge,
+            bridge,
         } => {
+            let bridge = if no_bridge {
+                None
+            } else {
+                Some(bridge.config()?)
+            };
             serve(ServeArgs {
                 files,
                 listen: SocketAddr::new(host, port),
@@ -403,8 +508,40 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 seed_port,
                 piece_length,
                 quiet,
+                bridge,
             })
             .await?
+        }
+        Cmd::Bridge {
+            trackers,
+            host,
+            port,
+            scan_interval,
+            bridge,
+        } => {
+            let source = BridgeSource::remote(&trackers)?;
+            let config = BridgeConfig {
+                scan_interval: Duration::from_secs(scan_interval.max(1)),
+                ..bridge.config()?
+            };
+            let client = WebTorrent::new(WebTorrentOptions {
+                listen_address: host,
+                ..options(port, None)
+            })
+            .await?;
+            let data = config.data_dir.clone();
+            let b = Bridge::start(client.clone(), source, config)?;
+            if !quiet {
+                eprintln!(
+                    "bridging {} (peers on TCP port {}, data in {}; Ctrl+C to stop)",
+                    trackers.join(" "),
+                    client.port(),
+                    data.display()
+                );
+            }
+            wait_for_signal().await;
+            b.shutdown().await;
+            client.destroy().await?;
         }
     }
     Ok(())
@@ -422,6 +559,7 @@ struct ServeArgs {
     seed_port: Option<u16>,
     piece_length: Option<u32>,
     quiet: bool,
+    bridge: Option<BridgeConfig>,
 }
 
 /// `webtorrent serve`: the tracker and page server, plus a seeding client when files are given.
@@ -473,13 +611,27 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
         }
     }
     let mut client = None;
-    if !a.files.is_empty() {
+    let mut bridge = None;
+    if !a.files.is_empty() || a.bridge.is_some() {
         let ip = a.listen.ip();
         let c = WebTorrent::new(WebTorrentOptions {
             listen_address: ip,
             ..options(a.seed_port, None)
         })
         .await?;
+        if let Some(config) = a.bridge.clone() {
+            let data = config.data_dir.clone();
+            let b = Bridge::start(c.clone(), BridgeSource::Local(srv.handle()), config)?;
+            srv.set_bridge(b.hooks());
+            if !a.quiet {
+                eprintln!(
+                    "bridge:            browsers ⇄ desktop clients, peers on TCP port {}, data in {}",
+                    c.port(),
+                    data.display()
+                );
+            }
+            bridge = Some(b);
+        }
         let announce = vec![srv.http_announce_url(), srv.ws_url()];
         for f in &a.files {
             let mut creator = TorrentCreator::new().with_announce(announce.clone());
@@ -492,7 +644,7 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
                 eprintln!("seeding {} ({})", t.name(), t.info_hash().to_hex());
             }
         }
-        if !a.quiet {
+        if !a.quiet && !a.files.is_empty() {
             eprintln!("seeding client on TCP port {}", c.port());
         }
         client = Some(c);
@@ -501,6 +653,9 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
         eprintln!("serving (Ctrl+C to stop)");
     }
     wait_for_signal().await;
+    if let Some(b) = bridge {
+        b.shutdown().await;
+    }
     if let Some(c) = client {
         c.destroy().await?;
     }

@@ -1,8 +1,9 @@
 //! The per-torrent actor: owns the core [`Torrent`](CoreTorrent) and [`Announcer`] state
 //! machines and carries out what they ask — connections, storage, tracker requests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ use webtorrent_core::torrent::{
 };
 use webtorrent_core::{InfoHash, PeerId, PeerKey, Time};
 
-use crate::client::Shared;
+use crate::client::{Admit, Shared};
 use crate::conn::Conn;
 use crate::disk::DiskThread;
 use crate::rtc;
@@ -117,6 +118,10 @@ pub(crate) struct TaskInit {
     pub status: Arc<Mutex<Status>>,
     pub events: broadcast::Sender<Event>,
     pub done: watch::Sender<bool>,
+    /// Where a magnet's files go once its metadata arrives (`None`: memory).
+    pub folder: Option<PathBuf>,
+    /// Asked before a magnet's storage is set up.
+    pub admit: Option<Admit>,
 }
 
 pub(crate) struct Task {
@@ -146,6 +151,15 @@ pub(crate) struct Task {
     rtc_connecting: HashMap<PeerId, tokio::task::JoinHandle<()>>,
     /// HTTP and UDP announces in flight.
     announcing: tokio::task::JoinSet<()>,
+    folder: Option<PathBuf>,
+    admit: Option<Admit>,
+    /// Connections that are WebRTC data channels (the rest are TCP).
+    rtc_keys: HashSet<PeerKey>,
+    /// Bytes sent over WebRTC and over TCP.
+    sent_rtc: u64,
+    sent_tcp: u64,
+    /// Why the torrent was refused, if it was.
+    refused: Option<String>,
 }
 
 /// Pieces queued for hashing at once; beyond that the task hashes inline.
@@ -222,6 +236,12 @@ impl Task {
             offers: HashMap::new(),
             rtc_connecting: HashMap::new(),
             announcing: tokio::task::JoinSet::new(),
+            folder: init.folder,
+            admit: init.admit,
+            rtc_keys: HashSet::new(),
+            sent_rtc: 0,
+            sent_tcp: 0,
+            refused: None,
         };
         for url in task.announcer.unsupported_trackers() {
             debug!(%url, "tracker scheme not supported by the native client yet");
@@ -392,6 +412,7 @@ impl Task {
                 self.core.peer_data_owned(now, key, data)
             }
             TaskMsg::PeerClosed { key } => {
+                self.rtc_keys.remove(&key);
                 if let Some(c) = self.conns.remove(&key) {
                     c.close();
                 }
@@ -438,6 +459,7 @@ impl Task {
                 match self.core.add_peer(now, key, None, Direction::Outgoing) {
                     Ok(()) => {
                         debug!(?addr, %peer_id, "WebRTC peer connected");
+                        self.rtc_keys.insert(key);
                         self.spawn_conn(key, stream);
                     }
                     Err(e) => debug!(%peer_id, "dropped WebRTC peer: {e}"),
@@ -454,7 +476,7 @@ impl Task {
                 }
             }
             TaskMsg::Resume => {
-                if self.paused {
+                if self.paused && self.refused.is_none() {
                     self.paused = false;
                     self.announcer.resume(now);
                 }
@@ -504,9 +526,17 @@ impl Task {
         let Some(conn) = self.conns.get(&key) else {
             return;
         };
+        let rtc = self.rtc_keys.contains(&key);
         while conn.has_room() {
             match self.core.poll_transmit_to(key) {
-                Some(b) => conn.send(b),
+                Some(b) => {
+                    if rtc {
+                        self.sent_rtc += b.len() as u64;
+                    } else {
+                        self.sent_tcp += b.len() as u64;
+                    }
+                    conn.send(b)
+                }
                 None => break,
             }
         }
@@ -814,6 +844,7 @@ impl Task {
                 });
             }
             Output::Disconnect(key) => {
+                self.rtc_keys.remove(&key);
                 if let Some(c) = self.conns.remove(&key) {
                     tokio::spawn(c.close_gracefully());
                 }
@@ -949,7 +980,13 @@ impl Task {
             TorrentEvent::MetadataReceived => {
                 if let Some(meta) = self.core.metainfo().cloned() {
                     info!(name = %meta.info.name, "metadata received");
-                    let storage: Arc<dyn Storage> = match &self.shared.opts.download_dir {
+                    if let Some(admit) = &self.admit {
+                        if let Err(reason) = admit.check(&meta) {
+                            self.refuse(now, reason);
+                            return;
+                        }
+                    }
+                    let storage: Arc<dyn Storage> = match &self.folder {
                         Some(dir) => {
                             let fs = FileStorage::new(dir, Arc::new(meta.info.clone()));
                             if let Err(e) = fs.prepare() {
@@ -993,6 +1030,20 @@ impl Task {
         }
     }
 
+    /// Refuses the torrent (its metadata was not admitted): no storage is set up, every peer
+    /// is dropped and `stopped` announced; the torrent stays until removed.
+    fn refuse(&mut self, now: Time, reason: String) {
+        info!(info_hash = %self.info_hash, "torrent refused: {reason}");
+        self.refused = Some(reason.clone());
+        if !self.paused {
+            self.paused = true;
+            self.announcer.pause(now);
+            self.core.shutdown(now);
+        }
+        let _ = self.events.send(Event::Refused(reason));
+        self.update_status(true);
+    }
+
     fn update_status(&mut self, force: bool) {
         if !force && self.last_status.elapsed() < Duration::from_millis(100) {
             return;
@@ -1010,6 +1061,11 @@ impl Task {
         s.peers = stats.peers;
         s.done = self.core.is_complete();
         s.paused = self.paused;
+        s.sent_webrtc = self.sent_rtc;
+        s.sent_tcp = self.sent_tcp;
+        if s.refused.is_none() {
+            s.refused = self.refused.clone();
+        }
         if s.meta.is_none() {
             s.meta = self.core.metainfo().cloned();
         }

@@ -67,6 +67,9 @@ pub enum Event {
     },
     /// Something worth telling the user.
     Warning(String),
+    /// The torrent's metadata was not admitted ([`AddOptions::admit`](crate::AddOptions)):
+    /// nothing is stored, peers are dropped, `stopped` is announced.
+    Refused(String),
 }
 
 /// Figures shared between the torrent task and its handles.
@@ -83,6 +86,9 @@ pub(crate) struct Status {
     pub peers: usize,
     pub done: bool,
     pub paused: bool,
+    pub sent_webrtc: u64,
+    pub sent_tcp: u64,
+    pub refused: Option<String>,
 }
 
 /// One file of a torrent.
@@ -198,6 +204,21 @@ impl Torrent {
     /// Payload bytes sent.
     pub fn uploaded(&self) -> u64 {
         self.status().uploaded
+    }
+
+    /// Bytes sent to peers over WebRTC data channels (browsers), messages included.
+    pub fn uploaded_webrtc(&self) -> u64 {
+        self.status().sent_webrtc
+    }
+
+    /// Bytes sent to peers over TCP (desktop clients), messages included.
+    pub fn uploaded_tcp(&self) -> u64 {
+        self.status().sent_tcp
+    }
+
+    /// Why the torrent was refused ([`AddOptions::admit`](crate::AddOptions)), if it was.
+    pub fn refused(&self) -> Option<String> {
+        self.status().refused.clone()
     }
 
     /// Receive rate in bytes per second.

@@ -777,6 +777,7 @@ fn stats_figures_match_bittorrent_trackers() {
             peers_ipv4: 3,
             peers_ipv6: 1,
             clients,
+            bridge: None,
         }
     );
 }

@@ -115,6 +115,8 @@ async fn handle(req: Request<Incoming>, remote: SocketAddr, shared: Arc<Shared>)
                     .is_some_and(|a| a.as_bytes() == b"application/json");
             stats(&shared, wants_json).await
         }
+        "/bridge.json" if readable => bridge_info(&shared),
+        _ if path.starts_with("/bridge/") => bridge_endpoint(&shared, method, path),
         _ if readable => static_file(&shared, path).await,
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
     }
@@ -154,7 +156,7 @@ fn preflight() -> Response<Body> {
     let h = r.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -260,11 +262,68 @@ async fn current_stats(shared: &Shared) -> Arc<Stats> {
 }
 
 async fn stats(shared: &Shared, json: bool) -> Response<Body> {
-    let stats = current_stats(shared).await;
+    let mut stats = current_stats(shared).await;
+    if let Some(b) = shared.bridge.get() {
+        Arc::make_mut(&mut stats).bridge = Some(b.stats());
+    }
     if json {
         response(StatusCode::OK, "application/json", stats.to_json())
     } else {
         response(StatusCode::OK, "text/html; charset=utf-8", stats.to_html())
+    }
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut r = response(status, "application/json", v.to_string());
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `/bridge.json`: the trackers this server gives out, and what its bridge offers pages.
+fn bridge_info(shared: &Shared) -> Response<Body> {
+    let urls = &shared.urls;
+    let bridge = shared.bridge.get().map(|b| b.describe());
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "bridge": bridge.is_some(),
+            "announce": { "http": urls.http, "ws": urls.ws, "udp": urls.udp },
+            "settings": bridge,
+        }),
+    )
+}
+
+/// `GET /bridge/torrents/<info-hash>` (what the bridge holds of a torrent) and
+/// `POST /bridge/keep/<info-hash>` (keep seeding it on the server).
+fn bridge_endpoint(shared: &Shared, method: &Method, path: &str) -> Response<Body> {
+    let err = |status, msg: &str| json(status, &serde_json::json!({ "error": msg }));
+    let Some(bridge) = shared.bridge.get() else {
+        return err(StatusCode::NOT_FOUND, "this server runs no bridge");
+    };
+    let (what, hex) = match path
+        .strip_prefix("/bridge/")
+        .and_then(|r| r.split_once('/'))
+    {
+        Some(x) => x,
+        None => return err(StatusCode::NOT_FOUND, "unknown bridge endpoint"),
+    };
+    let Ok(info_hash) = webtorrent_core::Id20::from_hex_or_base32(hex) else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "not an info hash (40 hex digits or 32 base32 characters)",
+        );
+    };
+    match (what, method) {
+        ("torrents", &Method::GET | &Method::HEAD) => {
+            json(StatusCode::OK, &bridge.status(info_hash))
+        }
+        ("keep", &Method::POST) => match bridge.keep(info_hash) {
+            Ok(v) => json(StatusCode::OK, &v),
+            Err(e) => err(StatusCode::INSUFFICIENT_STORAGE, &e),
+        },
+        ("torrents" | "keep", _) => err(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => err(StatusCode::NOT_FOUND, "unknown bridge endpoint"),
     }
 }
 

@@ -35,17 +35,17 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
-use webtorrent_core::Time;
+use webtorrent_core::{InfoHash, PeerId, Time};
 
-pub use stats::Stats;
-pub use swarm::{ConnId, Tracker, TrackerConfig};
+pub use stats::{BridgeStats, Stats};
+pub use swarm::{ConnId, SwarmSides, Tracker, TrackerConfig};
 pub use www::Www;
 
 /// Default port: 8000, as bittorrent-tracker's CLI.
@@ -177,6 +177,30 @@ impl PublicUrl {
     }
 }
 
+/// What the server asks of a bridge running beside it: the page's `/bridge.json` and
+/// `/bridge/...` endpoints and the bridge's part of `/stats`. The bridge
+/// ([`crate::bridge::Bridge`]) implements it; [`Server::set_bridge`] plugs it in.
+pub trait BridgeHooks: Send + Sync + std::fmt::Debug {
+    /// The bridge's settings for `/bridge.json` (quota, whether pages may ask to keep).
+    fn describe(&self) -> serde_json::Value;
+    /// What the bridge holds of a torrent, for `/bridge/torrents/<info-hash>`.
+    fn status(&self, info_hash: InfoHash) -> serde_json::Value;
+    /// A page asks the bridge to keep seeding a torrent (`POST /bridge/keep/<info-hash>`); the
+    /// bridge joins it soon after. An error says why not (bridge full, torrent refused).
+    fn keep(&self, info_hash: InfoHash) -> Result<serde_json::Value, String>;
+    /// The bridge's figures for `/stats`.
+    fn stats(&self) -> BridgeStats;
+}
+
+/// The URLs the server gives out.
+#[derive(Debug, Clone)]
+struct Urls {
+    page: String,
+    http: String,
+    ws: String,
+    udp: Option<String>,
+}
+
 /// A WebSocket connection's outbox, as other connections see it.
 #[derive(Debug)]
 struct WsOutbox {
@@ -199,6 +223,8 @@ struct Shared {
     shutdown: watch::Receiver<bool>,
     /// The last `/stats` figures, kept for a while when they were expensive to compute.
     stats_cache: tokio::sync::Mutex<Option<CachedStats>>,
+    urls: Urls,
+    bridge: OnceLock<Arc<dyn BridgeHooks>>,
 }
 
 #[derive(Debug)]
@@ -245,6 +271,7 @@ impl Server {
         let local_addr = tcp.local_addr()?;
         let udp_addr = udp.as_ref().map(UdpSocket::local_addr).transpose()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let urls = make_urls(public.as_ref(), local_addr, udp_addr);
         let www = config.www.clone().map(Www::new);
         let shared = Arc::new(Shared {
             tracker: Mutex::new(Tracker::new(config.tracker.clone(), rand::random())),
@@ -258,6 +285,8 @@ impl Server {
             udp_ids: udp::ConnectionIds::new(),
             shutdown: shutdown_rx,
             stats_cache: tokio::sync::Mutex::new(None),
+            urls,
+            bridge: OnceLock::new(),
         });
         let mut tasks = vec![tokio::spawn(http::accept_loop(tcp, shared.clone()))];
         if let Some(udp) = udp {
@@ -283,43 +312,38 @@ impl Server {
         self.udp_addr
     }
 
-    /// `(secure, host:port, path)` for URLs: the public URL's, or the listening address
-    /// (a wildcard address given as loopback).
-    fn base(&self) -> (bool, String, String) {
-        match &self.public {
-            Some(p) => (p.secure, p.authority.clone(), p.path.clone()),
-            None => (false, authority(self.shared.local_addr), String::new()),
-        }
-    }
-
     /// The page: `http://HOST:PORT/` (or the public URL).
     pub fn page_url(&self) -> String {
-        let (secure, auth, path) = self.base();
-        let scheme = if secure { "https" } else { "http" };
-        format!("{scheme}://{auth}{path}/")
+        self.shared.urls.page.clone()
     }
 
     /// The HTTP tracker: `http://HOST:PORT/announce`.
     pub fn http_announce_url(&self) -> String {
-        let (secure, auth, path) = self.base();
-        let scheme = if secure { "https" } else { "http" };
-        format!("{scheme}://{auth}{path}/announce")
+        self.shared.urls.http.clone()
     }
 
     /// The WebSocket tracker: `ws://HOST:PORT` (`wss://` behind an `https://` public URL).
     pub fn ws_url(&self) -> String {
-        let (secure, auth, path) = self.base();
-        let scheme = if secure { "wss" } else { "ws" };
-        format!("{scheme}://{auth}{path}")
+        self.shared.urls.ws.clone()
     }
 
     /// The UDP tracker, `udp://HOST:PORT`, when it runs (the public URL's host with the UDP
     /// port bound).
     pub fn udp_announce_url(&self) -> Option<String> {
-        self.udp_addr.map(|a| match &self.public {
-            Some(p) => format!("udp://{}:{}", p.host, a.port()),
-            None => format!("udp://{}", authority(a)),
-        })
+        self.shared.urls.udp.clone()
+    }
+
+    /// A handle on the tracker's swarms for a bridge in the same process.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Plugs in the bridge that answers `/bridge.json`, `/bridge/...` and the bridge part of
+    /// `/stats`. Only the first call counts.
+    pub fn set_bridge(&self, bridge: Arc<dyn BridgeHooks>) {
+        let _ = self.shared.bridge.set(bridge);
     }
 
     /// Whether URLs given out point at loopback only because the server listens on every
@@ -330,7 +354,9 @@ impl Server {
 
     /// The current `/stats` figures.
     pub fn stats(&self) -> Stats {
-        self.shared.tracker().stats()
+        let mut s = self.shared.tracker().stats();
+        s.bridge = self.shared.bridge.get().map(|b| b.stats());
+        s
     }
 
     /// Stops listening and closes every connection (WebSockets get a close frame).
@@ -355,6 +381,55 @@ impl Drop for Server {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// A cheap handle on a running [`Server`]'s tracker, for a bridge in the same process.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    /// The swarms announced in (or left) since the last call.
+    pub fn take_changed(&self) -> Vec<InfoHash> {
+        self.shared.tracker().take_changed()
+    }
+
+    /// Each side's seeders and leechers of a swarm, leaving out the peer `exclude`.
+    pub fn sides(&self, info_hash: &InfoHash, exclude: PeerId) -> Option<SwarmSides> {
+        self.shared.tracker().sides(info_hash, exclude)
+    }
+
+    /// The HTTP tracker URL the server gives out.
+    pub fn http_announce_url(&self) -> String {
+        self.shared.urls.http.clone()
+    }
+
+    /// The WebSocket tracker URL the server gives out.
+    pub fn ws_url(&self) -> String {
+        self.shared.urls.ws.clone()
+    }
+}
+
+fn make_urls(public: Option<&PublicUrl>, local: SocketAddr, udp: Option<SocketAddr>) -> Urls {
+    let (secure, auth, path) = match public {
+        Some(p) => (p.secure, p.authority.clone(), p.path.clone()),
+        None => (false, authority(local), String::new()),
+    };
+    let (http, ws) = if secure {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    Urls {
+        page: format!("{http}://{auth}{path}/"),
+        http: format!("{http}://{auth}{path}/announce"),
+        ws: format!("{ws}://{auth}{path}"),
+        udp: udp.map(|a| match public {
+            Some(p) => format!("udp://{}:{}", p.host, a.port()),
+            None => format!("udp://{}", authority(a)),
+        }),
     }
 }
 

@@ -37,6 +37,36 @@ pub struct Stats {
     pub peers_ipv6: u64,
     /// Peers per client name and version (see [`identify`](super::peerid::identify)).
     pub clients: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The bridge's figures, when a bridge runs beside the tracker (a field bittorrent-tracker
+    /// does not have; its own fields keep their names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<BridgeStats>,
+}
+
+/// What the bridge between the WebRTC and TCP swarms has done, for `/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BridgeStats {
+    /// Torrents bridged now.
+    pub torrents: u64,
+    /// Of those, kept on request of a page.
+    pub kept: u64,
+    /// Torrents joined since the start.
+    pub bridged: u64,
+    /// Torrents refused (over the disk quota or the torrent limit).
+    pub refused: u64,
+    /// Torrents dropped to make room for others.
+    pub evicted: u64,
+    /// Torrents dropped because nobody wanted them any more.
+    pub idle_dropped: u64,
+    /// Disk reserved by bridged torrents, in bytes.
+    pub bytes_reserved: u64,
+    /// The disk quota, in bytes.
+    pub max_bytes: u64,
+    /// Bytes the bridge sent to desktop clients (TCP): what browsers have, moved to desktops.
+    pub bytes_browser_to_desktop: u64,
+    /// Bytes the bridge sent to browsers (WebRTC): what desktops have, moved to browsers.
+    pub bytes_desktop_to_browser: u64,
 }
 
 impl Stats {
@@ -82,6 +112,18 @@ impl Stats {
             }
         }
         h.push_str("</ul>\n");
+        if let Some(b) = &self.bridge {
+            let _ = writeln!(
+                h,
+                "<h3>Bridge: {} torrents ({} kept), {} bridged, {} refused, {} evicted, {} dropped when idle</h3>",
+                b.torrents, b.kept, b.bridged, b.refused, b.evicted, b.idle_dropped
+            );
+            let _ = writeln!(
+                h,
+                "<h3>Bridge bytes: {} browser to desktop, {} desktop to browser; disk {} of {}</h3>",
+                b.bytes_browser_to_desktop, b.bytes_desktop_to_browser, b.bytes_reserved, b.max_bytes
+            );
+        }
         h
     }
 }
@@ -118,6 +160,7 @@ mod tests {
             peers_ipv4: 3,
             peers_ipv6: 1,
             clients: BTreeMap::new(),
+            bridge: None,
         };
         s.clients
             .entry("WebTorrent".into())

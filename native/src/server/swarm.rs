@@ -22,7 +22,7 @@
 //! all (peers of the least recently announced swarms go first), and at most
 //! [`TrackerConfig::max_torrents_per_socket`] swarms per WebSocket.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -89,6 +89,38 @@ impl TrackerConfig {
     /// [`interval_secs`]: TrackerConfig::interval_secs
     pub fn ws_interval_secs(&self) -> u32 {
         self.interval_secs().div_ceil(5)
+    }
+}
+
+/// Most swarms remembered as changed between two [`Tracker::take_changed`] calls; announces
+/// beyond that are not remembered (the swarm is seen again at its peers' next announce).
+pub const MAX_CHANGED: usize = 4096;
+
+/// Seeders and leechers of one swarm on each side: HTTP/UDP peers (desktop clients, TCP) and
+/// WebSocket peers (browsers, WebRTC), as the bridge needs them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SwarmSides {
+    /// HTTP/UDP seeders.
+    pub net_seeders: u32,
+    /// HTTP/UDP leechers.
+    pub net_leechers: u32,
+    /// WebSocket seeders.
+    pub ws_seeders: u32,
+    /// WebSocket leechers.
+    pub ws_leechers: u32,
+}
+
+impl SwarmSides {
+    /// Whether one side has a seeder while the other side has a leecher: the swarm needs a
+    /// peer on both sides to move the data across.
+    pub fn one_sided(&self) -> bool {
+        (self.ws_seeders > 0 && self.net_leechers > 0)
+            || (self.net_seeders > 0 && self.ws_leechers > 0)
+    }
+
+    /// Whether anybody still wants the torrent (a leecher on either side).
+    pub fn wanted(&self) -> bool {
+        self.net_leechers > 0 || self.ws_leechers > 0
     }
 }
 
@@ -205,6 +237,7 @@ impl StatsSnapshot {
             peers_ipv4: count(IPV4, 0),
             peers_ipv6: count(IPV6, 0),
             clients,
+            bridge: None,
         }
     }
 }
@@ -324,6 +357,8 @@ pub struct Tracker {
     total_peers: usize,
     stamp: u64,
     rng: Rng,
+    /// Swarms announced in since the last [`Tracker::take_changed`] (at most [`MAX_CHANGED`]).
+    changed: HashSet<InfoHash>,
 }
 
 impl Tracker {
@@ -336,7 +371,42 @@ impl Tracker {
             total_peers: 0,
             stamp: 0,
             rng: Rng::new(seed),
+            changed: HashSet::new(),
         }
+    }
+
+    /// The swarms announced in (or left) since the last call, in no particular order.
+    pub fn take_changed(&mut self) -> Vec<InfoHash> {
+        self.changed.drain().collect()
+    }
+
+    /// Each side's seeders and leechers of a swarm, leaving out `exclude` (the bridge's own
+    /// peer id). A client that announced on both sides (a page that also announces over HTTP,
+    /// from a port nobody can connect to) counts on the WebSocket side only.
+    pub fn sides(&self, info_hash: &InfoHash, exclude: PeerId) -> Option<SwarmSides> {
+        let swarm = self.swarms.get(info_hash)?;
+        let mut s = SwarmSides::default();
+        for (p, e) in swarm.ws.iter() {
+            if *p == exclude {
+                continue;
+            }
+            if e.complete {
+                s.ws_seeders += 1;
+            } else {
+                s.ws_leechers += 1;
+            }
+        }
+        for (_, e) in swarm.net.iter() {
+            if e.peer_id == exclude || swarm.ws.get(&e.peer_id).is_some() {
+                continue;
+            }
+            if e.complete {
+                s.net_seeders += 1;
+            } else {
+                s.net_leechers += 1;
+            }
+        }
+        Some(s)
     }
 
     /// The settings.
@@ -444,6 +514,9 @@ impl Tracker {
             if swarm.get(&key).is_some_and(|e| e.conn == Some(conn)) {
                 swarm.remove(&key);
                 self.total_peers = self.total_peers.saturating_sub(1);
+                if self.changed.len() < MAX_CHANGED {
+                    self.changed.insert(info_hash);
+                }
             }
         }
     }
@@ -682,6 +755,9 @@ impl Tracker {
         left: Option<u64>,
         event: Option<Event>,
     ) -> bool {
+        if self.changed.len() < MAX_CHANGED {
+            self.changed.insert(info_hash);
+        }
         if !self.swarms.touch(&info_hash) {
             while self.swarms.len() >= self.config.max_torrents.max(1) {
                 let Some((old_hash, old)) = self.swarms.pop_oldest() else {

@@ -106,6 +106,32 @@ pub(super) async fn scrape(
     Ok(out)
 }
 
+/// A scrape without `info_hash`: every torrent the tracker is willing to list (a
+/// `bittorrent-tracker` server lists all it knows).
+pub(super) async fn scrape_all(
+    client: &reqwest::Client,
+    max_body: usize,
+    url: &str,
+) -> Result<Vec<(InfoHash, ScrapeStats)>, TrackerError> {
+    let scrape = scrape_url(url).ok_or(TrackerError::ScrapeUnsupported)?;
+    let body = get(client, &scrape, max_body).await?;
+    let resp = ScrapeResponse::decode(&body).map_err(decode_error)?;
+    Ok(resp
+        .files
+        .iter()
+        .map(|(h, f)| {
+            (
+                *h,
+                ScrapeStats {
+                    complete: f.complete,
+                    downloaded: f.downloaded,
+                    incomplete: f.incomplete,
+                },
+            )
+        })
+        .collect())
+}
+
 /// `GET url`: the body of a 2xx reply, at most `max_body` bytes.
 async fn get(
     client: &reqwest::Client,

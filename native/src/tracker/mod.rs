@@ -398,6 +398,20 @@ impl TrackerClient {
         result
     }
 
+    /// Asks an HTTP(S) tracker for every torrent it lists (a scrape without `info_hash`).
+    pub async fn scrape_all(
+        &self,
+        url: &str,
+    ) -> Result<Vec<(InfoHash, ScrapeStats)>, TrackerError> {
+        let url = url.trim();
+        match scheme_of(url)? {
+            Scheme::Http | Scheme::Https => {
+                http::scrape_all(&self.inner.http, self.inner.config.max_response_bytes, url).await
+            }
+            other => Err(TrackerError::UnsupportedScheme(other.as_str().to_string())),
+        }
+    }
+
     async fn udp(&self) -> Result<Arc<udp::UdpEngine>, TrackerError> {
         let mut slot = self.inner.udp.lock().await;
         match &mut *slot {
