@@ -134,7 +134,7 @@ enum Cmd {
         /// Port for HTTP, WebSocket and UDP.
         #[arg(long, short = 'p', default_value_t = webtorrent::server::DEFAULT_PORT)]
         port: u16,
-        /// Folder served at / (default: the repository's www/).
+        /// Folder served at / (default: the page built into this binary).
         #[arg(long)]
         www: Option<PathBuf>,
         /// Do not run the UDP tracker.
@@ -426,18 +426,28 @@ struct ServeArgs {
 
 /// `webtorrent serve`: the tracker and page server, plus a seeding client when files are given.
 async fn serve(a: ServeArgs) -> AnyResult<()> {
-    let www = a.www.unwrap_or_else(server::default_www_dir);
+    let www = a.www.map_or_else(server::Www::embedded, server::Www::new);
     if !a.quiet {
-        if !www.join("index.html").is_file() {
-            eprintln!(
+        match www.root() {
+            Some(dir) if !www.has_index() => eprintln!(
                 "warning: no index.html in {}; serving a plain page at /",
-                www.display()
-            );
-        } else if !www.join("pkg").is_dir() {
-            eprintln!(
-                "warning: {} has no pkg/ (the wasm client); build it with wasm/build.sh",
-                www.display()
-            );
+                dir.display()
+            ),
+            Some(dir) if !www.has_wasm_client() => eprintln!(
+                "warning: {} has no pkg/webtorrent_wasm_bg.wasm (the page's wasm client); \
+                 build it with `bash wasm/build.sh`",
+                dir.display()
+            ),
+            None if !www.has_index() => eprintln!(
+                "warning: this binary was built without the page (no www/ beside native/); \
+                 serving a plain page at /"
+            ),
+            None if !www.has_wasm_client() => eprintln!(
+                "warning: the page's wasm client is missing: this binary was built before \
+                 www/pkg/ existed; run `bash wasm/build.sh`, then rebuild webtorrent \
+                 (or pass --www DIR)"
+            ),
+            _ => {}
         }
     }
     let config = server::ServerConfig {
