@@ -176,11 +176,13 @@ fn tune_allocator() {}
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
+    // Our crates' warnings, not those of dependencies (webrtc-rs warns about routine ICE and
+    // SCTP events); RUST_LOG overrides it all.
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
         if cli.quiet {
             "error".into()
         } else {
-            "warn".into()
+            "error,webtorrent=warn,webtorrent_core=warn".into()
         }
     });
     tracing_subscriber::fmt()
