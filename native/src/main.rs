@@ -71,7 +71,8 @@ enum Cmd {
     Seed {
         /// A file or folder to share, or a .torrent whose data is given with --data.
         path: PathBuf,
-        /// Where the data of a .torrent lives (the folder containing the torrent's name).
+        /// Where the data of a .torrent lives: the folder containing the torrent's name, or
+        /// for a single-file torrent the file itself.
         #[arg(long)]
         data: Option<PathBuf>,
         /// Tracker URL (repeatable).
@@ -259,28 +260,32 @@ async fn run(cli: Cli) -> AnyResult<()> {
             .await?;
             let is_torrent = path.extension().is_some_and(|e| e == "torrent");
             let torrent = if is_torrent {
-                let folder = data
-                    .or_else(|| path.parent().map(Path::to_path_buf))
+                // The folder holding the torrent's content, or a single-file torrent's file.
+                let given = data.is_some();
+                let data = data
+                    .or_else(|| {
+                        path.parent()
+                            .filter(|p| !p.as_os_str().is_empty())
+                            .map(Path::to_path_buf)
+                    })
                     .unwrap_or_else(|| PathBuf::from("."));
-                let t = client
-                    .add_with(
+                client
+                    .seed_existing(
                         TorrentSource::Path(path.clone()),
+                        &data,
                         AddOptions {
                             announce,
-                            download_dir: Some(folder),
                             ..AddOptions::default()
                         },
                     )
-                    .await?;
-                if !t.is_done() {
-                    return Err(format!(
-                        "the data for {} is incomplete ({:.1} % verified); give its folder with --data",
-                        path.display(),
-                        t.progress() * 100.0
-                    )
-                    .into());
-                }
-                t
+                    .await
+                    .map_err(|e| match e {
+                        webtorrent::Error::Data(m) if given => format!("--data: {m}"),
+                        webtorrent::Error::Data(m) => {
+                            format!("{m}; give the data's folder (or file) with --data")
+                        }
+                        e => e.to_string(),
+                    })?
             } else {
                 let mut c = TorrentCreator::new().with_announce(announce);
                 if let Some(pl) = piece_length {
