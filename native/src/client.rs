@@ -350,6 +350,91 @@ impl WebTorrent {
         .await
     }
 
+    /// Seeds a torrent from data already on disk, opened read-only: nothing is created,
+    /// written or truncated. `data` is the folder that holds the torrent's content
+    /// (`data/NAME`), or for a single-file torrent the file itself, whatever its name.
+    /// `source` must carry the metadata (a `.torrent`, not a magnet link). Every piece is
+    /// verified first; fails with [`Error::Data`] when `data` is missing, is a file for a
+    /// multi-file torrent, or does not hold the whole torrent.
+    pub async fn seed_existing(
+        &self,
+        source: impl Into<TorrentSource>,
+        data: &Path,
+        opts: AddOptions,
+    ) -> Result<Torrent> {
+        let mut meta = match source.into() {
+            TorrentSource::TorrentFile(b) => Metainfo::from_bytes(&b)?,
+            TorrentSource::Path(p) => read_torrent_file(&p).await?,
+            TorrentSource::Magnet(_) | TorrentSource::InfoHash(_) => {
+                return Err(Error::Options(
+                    "seeding needs the torrent's metadata: a .torrent, not a magnet link".into(),
+                ))
+            }
+        };
+        let name = meta.info.name.clone();
+        let kind = tokio::fs::metadata(data).await.map_err(|e| {
+            Error::Data(if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "{} does not exist: give the folder that contains {name}{}",
+                    data.display(),
+                    if meta.info.single_file {
+                        " (or that file itself, under any name)"
+                    } else {
+                        "/"
+                    }
+                )
+            } else {
+                format!("{}: {e}", data.display())
+            })
+        })?;
+        let info = Arc::new(meta.info.clone());
+        let (storage, folder) = if kind.is_dir() {
+            (
+                FileStorage::read_only(data, info.clone()),
+                data.to_path_buf(),
+            )
+        } else if !meta.info.single_file {
+            return Err(Error::Data(format!(
+                "{} is a file, but {name} is a multi-file torrent: give the folder that \
+                 contains its top folder {name}/",
+                data.display()
+            )));
+        } else {
+            let folder = data
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            (FileStorage::read_only_file(data, info.clone())?, folder)
+        };
+        let (storage, have) = tokio::task::spawn_blocking(move || {
+            let have = verify_existing(&info, &storage);
+            (storage, have)
+        })
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?;
+        let pieces = meta.info.num_pieces();
+        if have.count() < pieces {
+            return Err(Error::Data(format!(
+                "the data in {} does not match {name}: {} of {pieces} pieces verified",
+                data.display(),
+                have.count()
+            )));
+        }
+        if !opts.announce.is_empty() {
+            let mut tiers = meta.trackers();
+            tiers.push(opts.announce);
+            meta.announce_list = tiers;
+        }
+        let storage: Arc<dyn Storage> = Arc::new(storage);
+        self.start(
+            Arc::new(meta),
+            Some(storage),
+            Some(have),
+            opts.peers,
+            Some(folder),
+        )
+    }
+
     /// Adds a torrent: a `.torrent` file (bytes or path), a magnet link or an info hash.
     /// Downloads go to the client's `download_dir`, or to memory.
     pub async fn add(&self, source: impl Into<TorrentSource>) -> Result<Torrent> {
@@ -375,16 +460,7 @@ impl WebTorrent {
         let source = source.into();
         let meta = match source {
             TorrentSource::TorrentFile(b) => Metainfo::from_bytes(&b)?,
-            TorrentSource::Path(p) => {
-                let bytes = tokio::fs::read(&p).await.map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        Error::UnknownSource(p.display().to_string())
-                    } else {
-                        Error::Io(e)
-                    }
-                })?;
-                Metainfo::from_bytes(&bytes)?
-            }
+            TorrentSource::Path(p) => read_torrent_file(&p).await?,
             TorrentSource::Magnet(uri) => {
                 let m = Magnet::parse(&uri)?;
                 let tiers = extra_tier(m.trackers.iter().map(|t| vec![t.clone()]).collect());
@@ -636,4 +712,16 @@ async fn route_incoming(
         }
         None => Err(Error::UnknownSource(header.info_hash.to_hex())),
     }
+}
+
+/// Reads and parses the `.torrent` file at `p`.
+async fn read_torrent_file(p: &Path) -> Result<Metainfo> {
+    let bytes = tokio::fs::read(p).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::UnknownSource(p.display().to_string())
+        } else {
+            Error::Io(e)
+        }
+    })?;
+    Ok(Metainfo::from_bytes(&bytes)?)
 }

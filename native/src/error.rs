@@ -31,6 +31,10 @@ pub enum Error {
     /// Data on disk or in memory does not fit the torrent.
     #[error("storage: {0}")]
     Storage(String),
+    /// The data given to seed a torrent from does not fit it: missing, a file for a
+    /// multi-file torrent, or pieces that do not verify.
+    #[error("{0}")]
+    Data(String),
     /// A tracker request failed.
     #[error("tracker: {0}")]
     Tracker(String),

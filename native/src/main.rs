@@ -72,7 +72,8 @@ enum Cmd {
     Seed {
         /// A file or folder to share, or a .torrent whose data is given with --data.
         path: PathBuf,
-        /// Where the data of a .torrent lives (the folder containing the torrent's name).
+        /// Where the data of a .torrent lives: the folder containing the torrent's name, or
+        /// for a single-file torrent the file itself.
         #[arg(long)]
         data: Option<PathBuf>,
         /// Tracker URL (repeatable).
@@ -135,7 +136,7 @@ enum Cmd {
         /// Port for HTTP, WebSocket and UDP.
         #[arg(long, short = 'p', default_value_t = webtorrent::server::DEFAULT_PORT)]
         port: u16,
-        /// Folder served at / (default: the repository's www/).
+        /// Folder served at / (default: the page built into this binary).
         #[arg(long)]
         www: Option<PathBuf>,
         /// Do not run the UDP tracker.
@@ -273,11 +274,13 @@ fn tune_allocator() {}
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
+    // Our crates' warnings, not those of dependencies (webrtc-rs warns about routine ICE and
+    // SCTP events); RUST_LOG overrides it all.
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
         if cli.quiet {
             "error".into()
         } else {
-            "warn".into()
+            "error,webtorrent=warn,webtorrent_core=warn".into()
         }
     });
     tracing_subscriber::fmt()
@@ -354,28 +357,32 @@ async fn run(cli: Cli) -> AnyResult<()> {
             .await?;
             let is_torrent = path.extension().is_some_and(|e| e == "torrent");
             let torrent = if is_torrent {
-                let folder = data
-                    .or_else(|| path.parent().map(Path::to_path_buf))
+                // The folder holding the torrent's content, or a single-file torrent's file.
+                let given = data.is_some();
+                let data = data
+                    .or_else(|| {
+                        path.parent()
+                            .filter(|p| !p.as_os_str().is_empty())
+                            .map(Path::to_path_buf)
+                    })
                     .unwrap_or_else(|| PathBuf::from("."));
-                let t = client
-                    .add_with(
+                client
+                    .seed_existing(
                         TorrentSource::Path(path.clone()),
+                        &data,
                         AddOptions {
                             announce,
-                            download_dir: Some(folder),
                             ..AddOptions::default()
                         },
                     )
-                    .await?;
-                if !t.is_done() {
-                    return Err(format!(
-                        "the data for {} is incomplete ({:.1} % verified); give its folder with --data",
-                        path.display(),
-                        t.progress() * 100.0
-                    )
-                    .into());
-                }
-                t
+                    .await
+                    .map_err(|e| match e {
+                        webtorrent::Error::Data(m) if given => format!("--data: {m}"),
+                        webtorrent::Error::Data(m) => {
+                            format!("{m}; give the data's folder (or file) with --data")
+                        }
+                        e => e.to_string(),
+                    })?
             } else {
                 let mut c = TorrentCreator::new().with_announce(announce);
                 if let Some(pl) = piece_length {
@@ -564,18 +571,28 @@ struct ServeArgs {
 
 /// `webtorrent serve`: the tracker and page server, plus a seeding client when files are given.
 async fn serve(a: ServeArgs) -> AnyResult<()> {
-    let www = a.www.unwrap_or_else(server::default_www_dir);
+    let www = a.www.map_or_else(server::Www::embedded, server::Www::new);
     if !a.quiet {
-        if !www.join("index.html").is_file() {
-            eprintln!(
+        match www.root() {
+            Some(dir) if !www.has_index() => eprintln!(
                 "warning: no index.html in {}; serving a plain page at /",
-                www.display()
-            );
-        } else if !www.join("pkg").is_dir() {
-            eprintln!(
-                "warning: {} has no pkg/ (the wasm client); build it with wasm/build.sh",
-                www.display()
-            );
+                dir.display()
+            ),
+            Some(dir) if !www.has_wasm_client() => eprintln!(
+                "warning: {} has no pkg/webtorrent_wasm_bg.wasm (the page's wasm client); \
+                 build it with `bash wasm/build.sh`",
+                dir.display()
+            ),
+            None if !www.has_index() => eprintln!(
+                "warning: this binary was built without the page (no www/ beside native/); \
+                 serving a plain page at /"
+            ),
+            None if !www.has_wasm_client() => eprintln!(
+                "warning: the page's wasm client is missing: this binary was built before \
+                 www/pkg/ existed; run `bash wasm/build.sh`, then rebuild webtorrent \
+                 (or pass --www DIR)"
+            ),
+            _ => {}
         }
     }
     let config = server::ServerConfig {

@@ -155,6 +155,26 @@ impl FileStorage {
         s
     }
 
+    /// Read-only storage for a single-file torrent whose content is the file at `file`,
+    /// whatever its name. Fails with `InvalidInput` for a multi-file torrent.
+    pub fn read_only_file(file: &Path, info: Arc<Info>) -> io::Result<Self> {
+        if !info.single_file {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a multi-file torrent is stored in a folder, not in one file",
+            ));
+        }
+        let paths = info.files.iter().map(|_| file.to_path_buf()).collect();
+        Ok(FileStorage {
+            info,
+            paths,
+            open: Mutex::new(HashMap::new()),
+            direct: Mutex::new(HashMap::new()),
+            direct_ok: AtomicBool::new(true),
+            writable: false,
+        })
+    }
+
     /// Creates the folders and every empty file (files with data are created on first write).
     pub fn prepare(&self) -> io::Result<()> {
         for (i, f) in self.info.files.iter().enumerate() {
@@ -422,6 +442,41 @@ mod tests {
         );
         assert_eq!(st.read(29_000, 2000).unwrap(), &data[29_000..31_000]);
         assert!(dir.path().join("multi/d/b").exists());
+    }
+
+    #[test]
+    fn a_single_file_torrent_reads_from_a_file_of_any_name_and_never_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        let t = TorrentCreator::new()
+            .with_piece_length(16384)
+            .create_single_from_reader("name.bin", data.len() as u64, &data[..])
+            .unwrap();
+        let info = Arc::new(t.metainfo.info.clone());
+        let file = dir.path().join("other name.dat");
+        std::fs::write(&file, &data).unwrap();
+        let st = FileStorage::read_only_file(&file, info.clone()).unwrap();
+        assert_eq!(st.paths(), std::slice::from_ref(&file));
+        assert_eq!(verify_existing(&info, &st).count(), info.num_pieces());
+        assert_eq!(st.read(40_000, 100).unwrap(), &data[40_000..40_100]);
+        assert_eq!(
+            st.write(0, b"x").unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), data);
+        assert!(!dir.path().join("name.bin").exists());
+
+        // A missing file verifies nothing and is not created.
+        let gone = dir.path().join("gone.bin");
+        let st = FileStorage::read_only_file(&gone, info.clone()).unwrap();
+        assert_eq!(verify_existing(&info, &st).count(), 0);
+        assert!(!gone.exists());
+
+        let multi = TorrentCreator::new()
+            .create_multi("multi", vec![(vec!["a".to_string()], 1u64, &b"a"[..])])
+            .unwrap();
+        let err = FileStorage::read_only_file(&file, Arc::new(multi.metainfo.info.clone()));
+        assert_eq!(err.unwrap_err().kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

@@ -1233,7 +1233,7 @@ async fn the_page_is_served_with_the_right_types_and_nothing_outside() {
     common::write_file(&www, ".hidden", b"secret");
     common::write_file(dir.path(), "outside.txt", b"secret");
     let server = start(ServerConfig {
-        www: Some(www.clone()),
+        www: Some(webtorrent::server::Www::new(www.clone())),
         ..ServerConfig::default()
     })
     .await;

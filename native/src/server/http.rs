@@ -362,11 +362,12 @@ fn fallback_page(shared: &Shared) -> String {
     let folder = shared
         .www
         .as_ref()
-        .map(|w| {
-            format!(
+        .map(|w| match w.root() {
+            Some(root) => format!(
                 "<p>No page found in <code>{}</code>.</p>",
-                escape(&w.root().display().to_string())
-            )
+                escape(&root.display().to_string())
+            ),
+            None => "<p>No page was built into this binary.</p>".to_string(),
         })
         .unwrap_or_default();
     let udp = if shared.config.udp {

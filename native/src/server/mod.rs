@@ -57,9 +57,9 @@ pub struct ServerConfig {
     /// Where to listen (TCP for HTTP and WebSocket, UDP on the same port number). Default
     /// `127.0.0.1:8000`; port 0 picks a port free for both.
     pub listen: SocketAddr,
-    /// The folder served at `/`; `None` serves a small built-in page instead. Default:
-    /// [`default_www_dir`].
-    pub www: Option<PathBuf>,
+    /// The page served at `/`; `None` serves a small page naming the trackers instead.
+    /// Default: [`Www::embedded`], the page built into the binary.
+    pub www: Option<Www>,
     /// Run the UDP tracker. Default true.
     pub udp: bool,
     /// Swarm settings and bounds.
@@ -86,7 +86,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
-            www: Some(default_www_dir()),
+            www: Some(Www::embedded()),
             udp: true,
             tracker: TrackerConfig::default(),
             max_connections: 1024,
@@ -98,7 +98,8 @@ impl Default for ServerConfig {
     }
 }
 
-/// The repository's `www/` folder, found from where this crate was compiled.
+/// The repository's `www/` folder, found from where this crate was compiled (the source of
+/// [`Www::embedded`]; only useful where that checkout is).
 pub fn default_www_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../www"))
 }
@@ -272,7 +273,7 @@ impl Server {
         let udp_addr = udp.as_ref().map(UdpSocket::local_addr).transpose()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let urls = make_urls(public.as_ref(), local_addr, udp_addr);
-        let www = config.www.clone().map(Www::new);
+        let www = config.www.clone();
         let shared = Arc::new(Shared {
             tracker: Mutex::new(Tracker::new(config.tracker.clone(), rand::random())),
             outboxes: Mutex::new(HashMap::new()),
