@@ -10,6 +10,11 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # Fresh builds gain nothing from incremental state, and it costs gigabytes of disk.
 export CARGO_INCREMENTAL=0
+# `webtorrent serve` and `webtorrent bridge` keep bridged torrents under the user's cache
+# folder by default: tests get a throwaway one.
+XDG_CACHE_HOME=$(mktemp -d)
+export XDG_CACHE_HOME
+trap 'rm -rf "$XDG_CACHE_HOME"' EXIT
 df -h . | tail -1
 
 step "toolchain components"

@@ -283,3 +283,169 @@ async fn over_quota_is_refused_and_a_restart_resumes_without_fetching_again() {
     bridge_client.destroy().await.unwrap();
     srv.shutdown().await;
 }
+
+/// Twenty torrents at once, half from browsers to desktops and half the other way, beside a
+/// torrent larger than the bridge's whole quota: that one is refused, the rest complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a loopback-only netns (tests/run.sh)"]
+async fn twenty_torrents_half_each_way_and_one_over_quota() {
+    let srv = server().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let config = BridgeConfig {
+        max_bytes: 16 * 1024 * 1024,
+        ..BridgeConfig::default()
+    };
+    let (bridge_client, b) = bridge(&srv, data_dir.path(), config.clone()).await;
+    let browser = WebTorrent::new(browser_options()).await.unwrap();
+    let desktop = WebTorrent::new(tcp_only_options()).await.unwrap();
+    let mut expected = Vec::new();
+    let mut downloads = Vec::new();
+    for i in 0..20u64 {
+        let data = content(400 * 1024 + i as usize * 1000, 100 + i);
+        let name = format!("t{i}.bin");
+        // Even ones go browser → desktop, odd ones desktop → browser.
+        let (seeder, leecher, seed_tracker, leech_tracker) = if i % 2 == 0 {
+            (&browser, &desktop, srv.ws_url(), srv.http_announce_url())
+        } else {
+            (&desktop, &browser, srv.http_announce_url(), srv.ws_url())
+        };
+        let t = seeder
+            .seed(name, Bytes::from(data.clone()), Some(vec![seed_tracker]))
+            .await
+            .unwrap();
+        let d = leecher
+            .add(common::magnet(
+                &hex::encode(t.info_hash()),
+                &[&leech_tracker],
+            ))
+            .await
+            .unwrap();
+        expected.push(sha256_hex(&data));
+        downloads.push(d);
+    }
+    let huge = content(17 * 1024 * 1024, 999);
+    let th = browser
+        .seed(
+            "huge.bin".into(),
+            Bytes::from(huge),
+            Some(vec![srv.ws_url()]),
+        )
+        .await
+        .unwrap();
+    let huge_leecher = desktop
+        .add(common::magnet(
+            &hex::encode(th.info_hash()),
+            &[&srv.http_announce_url()],
+        ))
+        .await
+        .unwrap();
+    for (i, (d, sha)) in downloads.iter().zip(&expected).enumerate() {
+        tokio::time::timeout(Duration::from_secs(120), d.wait_done())
+            .await
+            .unwrap_or_else(|_| panic!("torrent {i} not done: {:?}", srv.stats().bridge))
+            .unwrap();
+        assert_eq!(&sha256_hex(&d.bytes().await.unwrap()), sha, "torrent {i}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = srv.stats().bridge.unwrap();
+        if s.refused >= 1 || tokio::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(s.refused, 1, "{s:?}");
+    assert_eq!(s.evicted, 0, "{s:?}");
+    assert!(s.bridged >= 21, "{s:?}");
+    assert!(s.bytes_reserved <= config.max_bytes, "{s:?}");
+    assert!(!huge_leecher.is_done());
+    let st = b.hooks().status(th.info_hash());
+    assert_eq!(st["state"], "refused", "{st}");
+    desktop.destroy().await.unwrap();
+    browser.destroy().await.unwrap();
+    b.shutdown().await;
+    bridge_client.destroy().await.unwrap();
+    srv.shutdown().await;
+}
+
+/// `webtorrent bridge --tracker URL` (the standalone bridge, on a tracker it does not run) is
+/// killed with SIGKILL mid-transfer and restarted on the same `--data`: the transfer
+/// finishes, and the seeder does not send again what the bridge had verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a loopback-only netns (tests/run.sh)"]
+async fn a_killed_standalone_bridge_resumes_from_its_data_folder() {
+    let srv = server().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let total = 6 * 1024 * 1024;
+    let data = content(total, 31);
+    // The browser sends at 1 MiB/s, so the transfer takes about 6 s.
+    let browser = WebTorrent::new(WebTorrentOptions {
+        upload_limit: Some(1024 * 1024),
+        ..browser_options()
+    })
+    .await
+    .unwrap();
+    let t = browser
+        .seed(
+            "slow.bin".into(),
+            Bytes::from(data.clone()),
+            Some(vec![srv.ws_url()]),
+        )
+        .await
+        .unwrap();
+    let desktop = WebTorrent::new(tcp_only_options()).await.unwrap();
+    let d = desktop
+        .add(common::magnet(
+            &hex::encode(t.info_hash()),
+            &[&srv.http_announce_url()],
+        ))
+        .await
+        .unwrap();
+    let start_bridge = || {
+        common::cli()
+            .args([
+                "bridge",
+                "--quiet",
+                "--tracker",
+                &srv.http_announce_url(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--scan-interval",
+                "1",
+                "--data",
+            ])
+            .arg(data_dir.path())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start webtorrent bridge")
+    };
+    let mut first = start_bridge();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while d.progress() < 0.3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the desktop client got nothing through the bridge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().expect("SIGKILL the bridge");
+    let _ = first.wait();
+    let sent_before = t.uploaded();
+    let mut second = start_bridge();
+    let done = tokio::time::timeout(Duration::from_secs(90), d.wait_done()).await;
+    let _ = second.kill();
+    let _ = second.wait();
+    done.expect("not finished after the restart").unwrap();
+    assert_eq!(sha256_hex(&d.bytes().await.unwrap()), sha256_hex(&data));
+    // Only what was in flight when the bridge died may be sent twice.
+    let sent = t.uploaded();
+    assert!(
+        sent <= total as u64 + total as u64 / 5,
+        "the seeder sent {sent} bytes for {total} ({sent_before} before the restart)"
+    );
+    desktop.destroy().await.unwrap();
+    browser.destroy().await.unwrap();
+    srv.shutdown().await;
+}

@@ -7,6 +7,7 @@
 
 import fs from 'node:fs'
 import net from 'node:net'
+import os from 'node:os'
 import path from 'node:path'
 import { spawn, spawnSync } from 'node:child_process'
 import { createInterface } from 'node:readline'
@@ -174,11 +175,31 @@ export function startBridge ({ label = 'bridge', source, out, announce = [], por
 }
 
 /**
- * `webtorrent serve --port 0 --www ROOT/www --no-udp`: the tracker and page server. Resolves
- * with the process plus { url, port, ws, http, announceUrl } once it printed the page URL.
+ * `webtorrent serve --port 0 --www ROOT/www --no-udp`: the tracker and page server, and the
+ * bridge unless `bridge` is false (`--no-bridge`), keeping its torrents in `data` (a fresh
+ * temporary folder by default, removed when the process is stopped). Resolves with the process
+ * plus { url, port, ws, http, announceUrl, data } once it printed the page URL.
  */
-export async function startServe ({ label = 'serve', extra = [], env } = {}) {
-  const proc = startWebtorrent(label, ['serve', '--port', '0', '--www', path.join(ROOT, 'www'), '--no-udp', ...extra], { env })
+export async function startServe ({ label = 'serve', extra = [], env, bridge = true, data, port = 0 } = {}) {
+  const args = ['serve', '--port', String(port), '--www', path.join(ROOT, 'www'), '--no-udp']
+  let ownData = false
+  if (!bridge) {
+    args.push('--no-bridge')
+  } else {
+    if (!data) {
+      data = fs.mkdtempSync(path.join(os.tmpdir(), 'wt-serve-data-'))
+      ownData = true
+    }
+    args.push('--data', data)
+  }
+  const proc = startWebtorrent(label, [...args, ...extra], { env })
+  proc.data = data
+  if (ownData) {
+    const stop = proc.stop.bind(proc)
+    proc.stop = async (...a) => {
+      try { return await stop(...a) } finally { fs.rmSync(data, { recursive: true, force: true }) }
+    }
+  }
   const { line } = await proc.waitLine((l, s) => s === 'out' && /^http:\/\/\S+\/$/.test(l.trim()), 30_000, 'the page URL on stdout')
   const url = line.trim()
   const u = new URL(url)

@@ -122,7 +122,7 @@ async function trackerFor (s, kind, trackerArgs = []) {
       pageUrl: (trackers, fragment) => ourPageUrl(server, trackers, fragment)
     }
   }
-  const srv = s.own(await startServe())
+  const srv = s.own(await startServe({ bridge: false }))
   return {
     kind,
     proc: srv,
