@@ -97,5 +97,8 @@ step "browser and desktop through the bridge (Chromium, our CLI, npm webtorrent)
 cargo build -p webtorrent --bin webtorrent --locked
 tests/netns.sh node --test tests/browser/bridge.test.mjs
 
+step "the bridge as a service: webtorrent serve alone links pages, the bundle and desktop clients"
+tests/netns.sh node --test tests/browser/service.test.mjs
+
 step "done"
 du -sh target

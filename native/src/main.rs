@@ -192,23 +192,13 @@ struct BridgeArgs {
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// Most torrents bridged at once.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 100,
-        visible_alias = "max-torrents"
-    )]
+    #[arg(long, value_name = "N", default_value_t = 100)]
     bridge_max_torrents: usize,
     /// Disk for all bridged torrents together: bytes, or with a unit (500M, 10G, 2TiB).
-    #[arg(long, value_name = "BYTES", default_value = "10G", value_parser = parse_size, visible_alias = "max-bytes")]
+    #[arg(long, value_name = "BYTES", default_value = "10G", value_parser = parse_size)]
     bridge_max_bytes: u64,
     /// Drop a bridged torrent nobody has wanted for this many seconds.
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value_t = 600,
-        visible_alias = "idle"
-    )]
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
     bridge_idle: u64,
 }
 
@@ -850,5 +840,28 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("2 TiB"), Ok(2 << 40));
+        assert_eq!(parse_size("7kb"), Ok(7 << 10));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 }
