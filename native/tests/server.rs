@@ -22,7 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use webtorrent::server::swarm::{
-    http_numwant, AnnounceResult, ConnId, PeerAnnounce, Tracker, TrackerConfig, WsSend,
+    http_numwant, AnnounceResult, ConnId, PeerAnnounce, SwarmSides, Tracker, TrackerConfig, WsSend,
+    MAX_CHANGED,
 };
 use webtorrent::server::{Server, ServerConfig, Stats};
 use webtorrent::tracker::{AnnounceParams, TrackerClient, TrackerClientConfig};
@@ -782,8 +783,169 @@ fn stats_figures_match_bittorrent_trackers() {
     );
 }
 
+/// What the bridge reads: each side's seeders and leechers, leaving out the bridge itself and
+/// counting a page that also announced over HTTP on the WebSocket side only; and the swarms
+/// changed since the last look, bounded.
+#[test]
+fn sides_and_changed_swarms_for_the_bridge() {
+    let mut t = Tracker::new(TrackerConfig::default(), 9);
+    let h = ih(1);
+    let bridge = pid(b"-WR0001-", 1);
+    let page = pid(b"-WW0208-", 2);
+    let desktop = pid(b"-qB4650-", 3);
+    assert!(t.take_changed().is_empty());
+    t.ws_open(ConnId(1), addr("127.0.0.1:5000"));
+    t.ws_message(secs(0), ConnId(1), ws_announce(h, page, vec![], Some(0)));
+    // The page's HTTP announce from a port nobody can connect to.
+    t.announce(
+        secs(0),
+        &ann(h, page, "127.0.0.1:9", Some(0), Some(Event::Started)),
+    );
+    assert_eq!(t.take_changed(), vec![h]);
+    assert!(t.take_changed().is_empty(), "changes are taken once");
+    let sides = t.sides(&h, bridge).unwrap();
+    assert_eq!(
+        sides,
+        SwarmSides {
+            ws_seeders: 1,
+            ..SwarmSides::default()
+        }
+    );
+    assert!(!sides.one_sided() && !sides.wanted());
+    t.announce(
+        secs(1),
+        &ann(h, desktop, "127.0.0.1:6881", Some(5), Some(Event::Started)),
+    );
+    let sides = t.sides(&h, bridge).unwrap();
+    assert_eq!((sides.net_leechers, sides.net_seeders), (1, 0));
+    assert!(sides.one_sided() && sides.wanted());
+    // The bridge itself, on both sides, is left out.
+    t.announce(
+        secs(2),
+        &ann(h, bridge, "127.0.0.1:7000", Some(5), Some(Event::Started)),
+    );
+    t.ws_open(ConnId(2), addr("127.0.0.1:5001"));
+    t.ws_message(secs(2), ConnId(2), ws_announce(h, bridge, vec![], Some(5)));
+    assert_eq!(t.sides(&h, bridge).unwrap(), sides);
+    // The page leaves (its socket closes): the swarm changed, and only the desktop is left.
+    t.take_changed();
+    t.ws_close(ConnId(1));
+    assert_eq!(t.take_changed(), vec![h]);
+    let sides = t.sides(&h, bridge).unwrap();
+    assert!(!sides.one_sided());
+    assert_eq!(
+        sides.net_seeders, 1,
+        "the page's HTTP entry now counts as a desktop seeder"
+    );
+    assert!(t.sides(&ih(2), bridge).is_none());
+    // Bounded: announces in more swarms than MAX_CHANGED are not all remembered.
+    for n in 0..(MAX_CHANGED + 10) {
+        let mut b = [0u8; 20];
+        b[..8].copy_from_slice(&(n as u64).to_le_bytes());
+        t.announce(
+            secs(3),
+            &ann(Id20(b), desktop, "127.0.0.1:6881", Some(1), None),
+        );
+    }
+    assert_eq!(t.take_changed().len(), MAX_CHANGED);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Over loopback
+
+/// A raw HTTP/1.0 request on loopback: `(status, body)`.
+async fn http_request(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    (status, body.unwrap_or_default())
+}
+
+/// `/bridge.json` and `/bridge/...`: what the page asks the server, without and with a bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_endpoints() {
+    let server = start(ServerConfig::default()).await;
+    let port = server.local_addr().port();
+    let (st, body) = http_request(port, "GET", "/bridge.json").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(v["bridge"], false, "{v}");
+    assert_eq!(v["announce"]["http"], server.http_announce_url(), "{v}");
+    assert_eq!(v["announce"]["ws"], server.ws_url(), "{v}");
+    let hex = "ab".repeat(20);
+    let (st, _) = http_request(port, "GET", &format!("/bridge/torrents/{hex}")).await;
+    assert_eq!(st, 404);
+
+    let data = tempfile::tempdir().unwrap();
+    let client = WebTorrent::new(WebTorrentOptions {
+        port: Some(0),
+        listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        webrtc: false,
+        ..WebTorrentOptions::default()
+    })
+    .await
+    .unwrap();
+    let bridge = webtorrent::bridge::Bridge::start(
+        client.clone(),
+        webtorrent::bridge::BridgeSource::Local(server.handle()),
+        webtorrent::bridge::BridgeConfig {
+            data_dir: data.path().to_path_buf(),
+            max_torrents: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    server.set_bridge(bridge.hooks());
+    let (_, body) = http_request(port, "GET", "/bridge.json").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["bridge"], true, "{v}");
+    assert_eq!(v["settings"]["maxTorrents"], 1, "{v}");
+    let (st, body) = http_request(port, "GET", &format!("/bridge/torrents/{hex}")).await;
+    assert_eq!(st, 200);
+    assert!(body.contains(r#""state":"absent""#), "{body}");
+    assert_eq!(
+        http_request(port, "GET", "/bridge/torrents/xyz").await.0,
+        400
+    );
+    assert_eq!(
+        http_request(port, "GET", &format!("/bridge/keep/{hex}"))
+            .await
+            .0,
+        405
+    );
+    assert_eq!(http_request(port, "GET", "/bridge/other/x").await.0, 404);
+    let (st, body) = http_request(port, "POST", &format!("/bridge/keep/{hex}")).await;
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains(r#""state":"queued""#), "{body}");
+    // The bridge joins it (by magnet; nobody has it here).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = http_request(port, "GET", &format!("/bridge/torrents/{hex}")).await;
+        if body.contains(r#""state":"joining""#) && body.contains(r#""kept":true"#) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Full (one torrent, and it is kept): another keep request is refused with a reason.
+    let (st, body) = http_request(port, "POST", &format!("/bridge/keep/{}", "cd".repeat(20))).await;
+    assert_eq!(st, 507, "{body}");
+    assert!(body.contains("full"), "{body}");
+    let stats = stats_json(server.local_addr()).await;
+    let b = stats.bridge.expect("bridge figures");
+    assert_eq!((b.torrents, b.kept, b.bridged), (1, 1, 1), "{b:?}");
+    bridge.shutdown().await;
+    client.destroy().await.unwrap();
+    server.shutdown().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_http_client_announces_and_scrapes() {

@@ -308,6 +308,9 @@ fn bridge_endpoint(shared: &Shared, method: &Method, path: &str) -> Response<Bod
         Some(x) => x,
         None => return err(StatusCode::NOT_FOUND, "unknown bridge endpoint"),
     };
+    if !matches!(what, "torrents" | "keep") {
+        return err(StatusCode::NOT_FOUND, "unknown bridge endpoint");
+    }
     let Ok(info_hash) = webtorrent_core::Id20::from_hex_or_base32(hex) else {
         return err(
             StatusCode::BAD_REQUEST,
