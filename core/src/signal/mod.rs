@@ -393,6 +393,9 @@ struct PendingAnnounce {
     trackerid: Option<String>,
     deadline: Time,
     stage: Stage,
+    /// The offers the announce carried, in order (trackers forward the first ones, one per
+    /// other peer).
+    sent_offers: Vec<OfferId>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1108,6 +1111,7 @@ impl SignalMachine {
                 ready: Vec::new(),
                 until: self.now + self.config.offer_gather_timeout,
             },
+            sent_offers: Vec::new(),
         });
         self.progress_gathering();
     }
@@ -1136,6 +1140,7 @@ impl SignalMachine {
         };
         let info_hash = a.info_hash;
         let event = a.event;
+        a.sent_offers = ready.iter().map(|o| o.offer_id).collect();
         let message = AnnounceRequest {
             info_hash,
             peer_id: self.peer_id,
@@ -1396,6 +1401,26 @@ impl SignalMachine {
             return;
         };
         let a = self.announces.remove(i);
+        // A tracker forwards an announce's offers in order, one to each other peer of the
+        // swarm, and drops the rest: offers past the swarm's size (it counts us too) can never
+        // be answered, so their connections are closed now rather than after the timeout.
+        if let (Some(c), Some(n)) = (r.complete, r.incomplete) {
+            let others =
+                usize::try_from(c.saturating_add(n).saturating_sub(1)).unwrap_or(usize::MAX);
+            for offer_id in a.sent_offers.iter().skip(others) {
+                if self
+                    .offers
+                    .get(offer_id)
+                    .is_some_and(|o| matches!(o.state, OfferState::Announced))
+                {
+                    self.offers.remove(offer_id);
+                    self.push(Output::DropOffer {
+                        info_hash: a.info_hash,
+                        offer_id: *offer_id,
+                    });
+                }
+            }
+        }
         let secs = |s: u32| Duration::from_secs(u64::from(s));
         self.push(Output::AnnounceDone {
             job: a.job,

@@ -147,8 +147,8 @@ fn reply_msg(info_hash: InfoHash) -> String {
         info_hash,
         interval: Some(120),
         min_interval: None,
-        complete: Some(1),
-        incomplete: Some(2),
+        complete: Some(4),
+        incomplete: Some(8),
         warning_message: None,
         tracker_id: None,
     })
@@ -232,8 +232,8 @@ fn announce_waits_for_offers_then_sends_one_announce() {
             info_hash: IH,
             reply: TrackerReply {
                 interval: Some(Duration::from_secs(120)),
-                complete: Some(1),
-                incomplete: Some(2),
+                complete: Some(4),
+                incomplete: Some(8),
                 ..TrackerReply::default()
             },
         }]
@@ -1495,4 +1495,34 @@ proptest! {
         }
         h.finish()?;
     }
+}
+
+/// A tracker forwards an announce's offers one per other peer, first ones first: offers past
+/// the swarm's size are closed when the reply comes, not 50 s later.
+#[test]
+fn offers_beyond_the_swarm_are_dropped_on_the_reply() {
+    let mut m = open(Config::default());
+    let (req, _) = announce_with_offers(&mut m, t(1), job(), 5);
+    let ids: Vec<OfferId> = req.offers.iter().map(|o| o.offer_id).collect();
+    assert_eq!(m.pending_offers(), 5);
+    // Us and two others: two offers can have gone out.
+    let reply = TrackerMessage::AnnounceReply(AnnounceReply {
+        info_hash: IH,
+        interval: Some(120),
+        min_interval: None,
+        complete: Some(1),
+        incomplete: Some(2),
+        warning_message: None,
+        tracker_id: None,
+    });
+    m.handle_message(t(2), &reply.to_json());
+    let out = drain(&mut m);
+    assert_eq!(dropped(&out), ids[2..].iter().copied().collect());
+    assert!(out.iter().any(|o| matches!(o, Output::AnnounceDone { .. })));
+    assert_eq!(m.pending_offers(), 2);
+    // The two that may be answered still are.
+    m.handle_message(t(3), &answer_msg(IH, Id20([7; 20]), ids[1]));
+    assert!(drain(&mut m)
+        .iter()
+        .any(|o| matches!(o, Output::ApplyAnswer { offer_id, .. } if *offer_id == ids[1])));
 }
