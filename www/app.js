@@ -5,7 +5,10 @@
 // (`article.torrent[data-infohash]`): [data-testid=state] (the state line, warnings included),
 // [data-testid=progress] (aria-valuenow 0..100), [data-testid=peers], [data-testid=share] and
 // [data-testid=magnet] (read-only inputs: read their value), [data-testid=done] (shown when a
-// download is complete; one `a[download]` per file).
+// download is complete; one `a[download]` per file). When the server runs a bridge
+// (bridge.json): `html[data-bridge=true|false]` once known, per card [data-testid=desktop]
+// (data-state = the bridge's state, data-reachable = true|false; hidden until the first status)
+// and [data-testid=keep] (the "Keep on server" button; data-error = the last refusal).
 
 // The client library (wasm-bindgen output in pkg/) is imported in start(), so the page still
 // explains itself when it is missing or fails to load.
@@ -13,6 +16,10 @@ const PKG_URL = './pkg/webtorrent_wasm.js'
 
 const STORAGE_KEY = 'webtorrent-rs.trackers'
 const REFRESH_MS = 500
+const BRIDGE_POLL_MS = 2000
+const BRIDGE_POLL_HIDDEN_MS = 10_000
+// How long opening a link waits for bridge.json (to leave the bridge's HTTP tracker out).
+const BRIDGE_WAIT_MS = 3000
 const WARNING_TTL_MS = 60_000
 
 const $ = (sel, root = document) => root.querySelector(sel)
@@ -181,6 +188,86 @@ function shareLink (magnet) {
   return `${location.origin}${location.pathname}${location.search}#${magnet}`
 }
 
+const magnetTrackers = magnet => magnetParams(magnet).getAll('tr')
+
+/** The magnet link with `tr=url` appended, unless that tracker is already in it. */
+function withTracker (magnet, url) {
+  if (!url || magnetTrackers(magnet).includes(url)) return magnet
+  return `${magnet}&tr=${encodeURIComponent(url)}`
+}
+
+/** The magnet link without the `tr=url` parameters (the rest untouched). */
+function withoutTracker (magnet, url) {
+  const q = magnet.indexOf('?')
+  if (!url || q < 0) return magnet
+  const parts = magnet.slice(q + 1).split('&').filter(part => {
+    if (!/^tr=/i.test(part)) return true
+    try { return decodeURIComponent(part.slice(3).replace(/\+/g, ' ')) !== url } catch { return true }
+  })
+  return `${magnet.slice(0, q + 1)}${parts.join('&')}`
+}
+
+// ---------------------------------------------------------------- the server's bridge
+
+// `webtorrent serve` bridges browsers (WebRTC) and desktop BitTorrent apps (TCP): bridge.json,
+// next to the page, says so and gives its HTTP announce URL. Elsewhere it is missing, and the
+// page works as a plain static page.
+let bridgeInfo = null // { http, keep } when the server has a bridge
+let bridgeLoaded = Promise.resolve(null)
+
+const bridgeUrl = rel => new URL(rel, location.href)
+
+async function loadBridgeInfo () {
+  try {
+    const res = await fetch(bridgeUrl('bridge.json'), { cache: 'no-store', headers: { accept: 'application/json' } })
+    if (!res.ok) throw new Error(`HTTP ${res.status}`)
+    const j = await res.json()
+    if (!j || j.bridge !== true) throw new Error('no bridge')
+    const http = j.announce && typeof j.announce.http === 'string' && /^https?:\/\//i.test(j.announce.http) ? j.announce.http : null
+    bridgeInfo = { http, keep: !!(j.settings && j.settings.keep) }
+  } catch {
+    bridgeInfo = null
+  }
+  document.documentElement.dataset.bridge = bridgeInfo ? 'true' : 'false'
+  if (bridgeInfo) for (const e of entries) e.bridgeChanged()
+  return bridgeInfo
+}
+
+/** What the page shows and shares: the torrent's magnet plus the bridge's HTTP tracker. */
+function displayMagnet (magnet) {
+  return bridgeInfo && bridgeInfo.http ? withTracker(magnet, bridgeInfo.http) : magnet
+}
+
+/** The bridge's HTTP tracker is for desktop apps: this tab does not announce to it. */
+async function magnetForClient (magnet) {
+  let timer
+  const info = await Promise.race([
+    bridgeLoaded,
+    new Promise(resolve => { timer = setTimeout(() => resolve(bridgeInfo), BRIDGE_WAIT_MS) })
+  ]).finally(() => clearTimeout(timer))
+  if (!info || !info.http || currentTrackers().includes(info.http)) return magnet
+  return withoutTracker(magnet, info.http)
+}
+
+function desktopText (s) {
+  const pct = p => `${Math.floor(Math.max(0, Math.min(1, Number(p) || 0)) * 100)} %`
+  if (s.desktopReachable) {
+    return s.state === 'downloading'
+      ? `Also available to desktop BitTorrent apps (the server has ${pct(s.progress)} so far)`
+      : 'Also available to desktop BitTorrent apps'
+  }
+  switch (s.state) {
+    case 'absent': return 'Desktop apps: the server joins when a desktop app asks for it'
+    case 'queued': return 'Desktop apps: the server will join shortly'
+    case 'joining': return 'Desktop apps: the server is joining…'
+    case 'downloading': return `Desktop apps: the server is fetching it (${pct(s.progress)})`
+    case 'seeding': return 'Desktop apps: the server has it'
+    case 'refused': return `Desktop apps: the server refused it${s.reason ? `: ${s.reason}` : ''}`
+    case 'leaving': return 'Desktop apps: the server is letting it go'
+    default: return `Desktop apps: ${s.state}`
+  }
+}
+
 // ---------------------------------------------------------------- notices
 
 function showNotice (text, kind = 'error') {
@@ -236,6 +323,9 @@ class Entry {
     this.blobUrls = []
     this.savePrepared = false
     this.infoHash = null
+    this.removed = false
+    // The server's bridge: its last status of this torrent, the poll timer, the keep request.
+    this.bridge = { status: null, timer: null, ctl: null, polling: false, keeping: false, kept: false }
 
     this.el = $('#torrent-template').content.firstElementChild.cloneNode(true)
     this.el.classList.add(role)
@@ -249,6 +339,7 @@ class Entry {
       : '(pass it on: everyone who has the files shares them)'
     this.setTitle(name, meta)
     this.$('.t-remove').addEventListener('click', () => this.remove())
+    this.$('[data-testid=keep]').addEventListener('click', () => this.keepOnServer())
     for (const b of this.el.querySelectorAll('button.copy')) {
       b.addEventListener('click', () => copyText(this.$(`[data-testid=${b.dataset.copy}]`).value, b))
     }
@@ -288,6 +379,95 @@ class Entry {
     torrent.on('wire', () => this.render())
     torrent.on('done', () => this.render())
     this.render()
+    this.bridgeChanged()
+  }
+
+  // ------------------------------------------------ the server's bridge
+
+  /** bridge.json arrived or the info hash is known: start polling the bridge's status. */
+  bridgeChanged () {
+    if (this.removed || !bridgeInfo || !/^[0-9a-f]{40}$/i.test(this.infoHash || '')) return
+    this.render()
+    if (!this.bridge.timer && !this.bridge.polling) this.pollBridge()
+  }
+
+  schedulePoll (ms = document.hidden ? BRIDGE_POLL_HIDDEN_MS : BRIDGE_POLL_MS) {
+    clearTimeout(this.bridge.timer)
+    this.bridge.timer = this.removed ? null : setTimeout(() => { this.bridge.timer = null; this.pollBridge() }, ms)
+  }
+
+  async pollBridge () {
+    if (this.removed || this.bridge.polling) return
+    this.bridge.polling = true
+    const ctl = this.bridge.ctl = new AbortController()
+    const timer = setTimeout(() => ctl.abort(), 8000)
+    try {
+      const res = await fetch(bridgeUrl(`bridge/torrents/${this.infoHash.toLowerCase()}`), { cache: 'no-store', signal: ctl.signal })
+      if (res.ok) this.applyBridgeStatus(await res.json())
+    } catch {
+      // Quietly keep the last status: the server may be restarting, or the network gone.
+    } finally {
+      clearTimeout(timer)
+      this.bridge.polling = false
+      this.bridge.ctl = null
+      if (!this.removed) this.schedulePoll()
+    }
+  }
+
+  applyBridgeStatus (s) {
+    if (!s || typeof s.state !== 'string') return
+    this.bridge.status = s
+    if (s.kept) this.bridge.kept = true
+    this.renderDesktop()
+  }
+
+  async keepOnServer () {
+    const b = this.bridge
+    if (b.keeping || b.kept || !this.infoHash) return
+    b.keeping = true
+    const button = this.$('[data-testid=keep]')
+    delete button.dataset.error
+    this.renderDesktop()
+    try {
+      const res = await fetch(bridgeUrl(`bridge/keep/${this.infoHash.toLowerCase()}`), { method: 'POST', cache: 'no-store' })
+      let body = null
+      try { body = await res.json() } catch {}
+      if (!res.ok) throw new Error((body && body.error) || `HTTP ${res.status}`)
+      b.kept = true
+      if (body && typeof body.state === 'string') this.applyBridgeStatus(body)
+    } catch (e) {
+      button.dataset.error = errorMessage(e)
+      showNotice(`The server cannot keep “${this.$('.t-name').textContent}”: ${errorMessage(e)}`)
+    } finally {
+      b.keeping = false
+      this.renderDesktop()
+    }
+  }
+
+  renderDesktop () {
+    const box = this.$('.t-desktop')
+    const s = this.bridge.status
+    if (!bridgeInfo || !s) {
+      box.hidden = true
+      return
+    }
+    box.hidden = false
+    const el = this.$('[data-testid=desktop]')
+    const text = desktopText(s)
+    if (el.textContent !== text) el.textContent = text
+    el.dataset.state = s.state
+    el.dataset.reachable = s.desktopReachable ? 'true' : 'false'
+    box.dataset.state = s.state
+    box.dataset.reachable = el.dataset.reachable
+
+    const t = this.torrent
+    const button = this.$('[data-testid=keep]')
+    const seeding = this.role === 'seed' ? !!t : !!(t && t.done)
+    button.hidden = !bridgeInfo.keep || !seeding || !!this.error
+    const label = this.bridge.kept ? 'Kept on server' : this.bridge.keeping ? 'Asking the server…' : 'Keep on server'
+    if (button.textContent !== label) button.textContent = label
+    button.disabled = this.bridge.kept || this.bridge.keeping
+    button.classList.toggle('kept', this.bridge.kept)
   }
 
   fail (e) {
@@ -406,9 +586,10 @@ class Entry {
       this.setTitle(t.name || this.$('.t-name').textContent, this.metaLine())
       if (t.magnetURI) {
         const magnet = this.$('[data-testid=magnet]')
-        if (magnet.value !== t.magnetURI) {
-          magnet.value = t.magnetURI
-          this.$('[data-testid=share]').value = shareLink(t.magnetURI)
+        const shown = displayMagnet(t.magnetURI)
+        if (magnet.value !== shown) {
+          magnet.value = shown
+          this.$('[data-testid=share]').value = shareLink(shown)
         }
         this.$('.t-share').hidden = false
       }
@@ -450,9 +631,15 @@ class Entry {
     const total = this.$('.s-total')
     if (this.role === 'seed') total.textContent = t ? fmtBytes(t.uploaded) : '–'
     else total.textContent = t ? fmtBytes(t.done ? t.length : t.downloaded) : '–'
+
+    this.renderDesktop()
   }
 
   remove () {
+    this.removed = true
+    clearTimeout(this.bridge.timer)
+    this.bridge.timer = null
+    if (this.bridge.ctl) this.bridge.ctl.abort()
     entries.delete(this)
     this.el.remove()
     document.body.classList.toggle('has-torrents', entries.size > 0)
@@ -529,9 +716,14 @@ async function openTorrent (id) {
   }
   const entry = new Entry({ role: 'download', name: magnetParams(magnet).get('dn') || 'Incoming files', meta: 'Waiting for the file list' })
   entry.infoHash = infoHash
+  entry.bridgeChanged()
   if (!client) return entry.fail(clientError || 'the WebTorrent engine did not start')
   try {
-    const torrent = await client.add(magnet, { announce: currentTrackers() })
+    const torrent = await client.add(await magnetForClient(magnet), { announce: currentTrackers() })
+    if (entry.removed) {
+      try { torrent.destroy() } catch {}
+      return
+    }
     entry.attach(torrent)
   } catch (e) {
     entry.fail(e)
@@ -634,6 +826,12 @@ function openFromHash () {
 // ---------------------------------------------------------------- start
 
 async function start () {
+  // In parallel with the engine's load: nothing waits for it but links opened before it answers.
+  bridgeLoaded = loadBridgeInfo()
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) return
+    for (const e of entries) if (e.bridge.timer) e.schedulePoll(0)
+  })
   setupTrackerSettings()
   setupDrop()
   setupOpenForm()

@@ -113,8 +113,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut peak = 0u64;
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last_report = 0;
     loop {
         let done = downloads.iter().filter(|d| d.is_done()).count();
+        if done != last_report {
+            eprintln!(
+                "{:6.2} s: {done} of {n} done",
+                started.elapsed().as_secs_f64()
+            );
+            last_report = done;
+        }
         let (rss, _) = memory(pid);
         peak = peak.max(rss);
         if done == n || Instant::now() > deadline {

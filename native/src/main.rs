@@ -599,6 +599,26 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
         ..server::ServerConfig::default()
     };
     let srv = server::Server::bind(config).await?;
+    // The client (bridge and seeds) first: the page URL is printed once `bridge.json`
+    // answers as it will for the rest of the run.
+    let client = if !a.files.is_empty() || a.bridge.is_some() {
+        Some(
+            WebTorrent::new(WebTorrentOptions {
+                listen_address: a.listen.ip(),
+                ..options(a.seed_port, None)
+            })
+            .await?,
+        )
+    } else {
+        None
+    };
+    let mut bridge = None;
+    if let (Some(c), Some(config)) = (&client, a.bridge.clone()) {
+        let data = config.data_dir.clone();
+        let b = Bridge::start(c.clone(), BridgeSource::Local(srv.handle()), config)?;
+        srv.set_bridge(b.hooks());
+        bridge = Some((b, data));
+    }
     say!("{}", srv.page_url());
     if !a.quiet {
         eprintln!("open {} in a browser", srv.page_url());
@@ -617,28 +637,16 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
             );
         }
     }
-    let mut client = None;
-    let mut bridge = None;
-    if !a.files.is_empty() || a.bridge.is_some() {
-        let ip = a.listen.ip();
-        let c = WebTorrent::new(WebTorrentOptions {
-            listen_address: ip,
-            ..options(a.seed_port, None)
-        })
-        .await?;
-        if let Some(config) = a.bridge.clone() {
-            let data = config.data_dir.clone();
-            let b = Bridge::start(c.clone(), BridgeSource::Local(srv.handle()), config)?;
-            srv.set_bridge(b.hooks());
-            if !a.quiet {
-                eprintln!(
-                    "bridge:            browsers ⇄ desktop clients, peers on TCP port {}, data in {}",
-                    c.port(),
-                    data.display()
-                );
-            }
-            bridge = Some(b);
+    if let (Some(c), Some((_, data))) = (&client, &bridge) {
+        if !a.quiet {
+            eprintln!(
+                "bridge:            browsers ⇄ desktop clients, peers on TCP port {}, data in {}",
+                c.port(),
+                data.display()
+            );
         }
+    }
+    if let Some(c) = &client {
         let announce = vec![srv.http_announce_url(), srv.ws_url()];
         for f in &a.files {
             let mut creator = TorrentCreator::new().with_announce(announce.clone());
@@ -654,13 +662,12 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
         if !a.quiet && !a.files.is_empty() {
             eprintln!("seeding client on TCP port {}", c.port());
         }
-        client = Some(c);
     }
     if !a.quiet {
         eprintln!("serving (Ctrl+C to stop)");
     }
     wait_for_signal().await;
-    if let Some(b) = bridge {
+    if let Some((b, _)) = bridge {
         b.shutdown().await;
     }
     if let Some(c) = client {

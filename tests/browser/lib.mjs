@@ -284,6 +284,61 @@ export async function seedOnOurPage (page, paths, timeoutMs = 60_000) {
   }
 }
 
+// ---------------------------------------------------------------- our page and the server's bridge
+
+/**
+ * Card `n`'s desktop line ([data-testid=desktop], shown when the server runs a bridge):
+ * { state, reachable, text }, or null when there is none (no bridge, no status yet, no card).
+ */
+export async function desktopStatus (page, n = 0) {
+  return page.evaluate(i => {
+    const el = document.querySelectorAll('article.torrent')[i]?.querySelector('[data-testid=desktop]')
+    if (!el || el.closest('[hidden]')) return null
+    return { state: el.dataset.state || null, reachable: el.dataset.reachable === 'true', text: el.textContent.trim() }
+  }, n).catch(() => null)
+}
+
+/**
+ * Wait until card `n` says desktop apps can reach it (data-reachable=true); resolves with its
+ * desktopStatus. Rejects when the bridge refused the torrent, or after `ms` with the last status.
+ */
+export async function waitDesktopReachable (page, ms = 60_000, n = 0) {
+  let h
+  try {
+    h = await page.waitForFunction(i => {
+      const el = document.querySelectorAll('article.torrent')[i]?.querySelector('[data-testid=desktop]')
+      if (!el || el.closest('[hidden]')) return null
+      const s = { state: el.dataset.state || null, reachable: el.dataset.reachable === 'true', text: el.textContent.trim() }
+      return s.reachable || s.state === 'refused' ? s : null
+    }, n, { timeout: ms, polling: 100 })
+  } catch (e) {
+    throw new Error(`card ${n} did not become reachable by desktop apps within ${(ms / 1000).toFixed(0)} s ` +
+      `(last desktop status: ${JSON.stringify(await desktopStatus(page, n))}): ${e.message.split('\n')[0]}`)
+  }
+  const s = await h.jsonValue()
+  if (!s.reachable) throw new Error(`the server's bridge refused card ${n}'s torrent: ${s.text}`)
+  return s
+}
+
+/**
+ * Click card `n`'s "Keep on server" button and wait until it reads "Kept on server"; rejects
+ * with the server's reason when it refuses. Resolves with the card's desktopStatus.
+ */
+export async function keepOnServer (page, n = 0, ms = 15_000) {
+  const button = card(page, n).locator('[data-testid=keep]')
+  await button.click({ timeout: ms })
+  const h = await page.waitForFunction(i => {
+    const b = document.querySelectorAll('article.torrent')[i]?.querySelector('[data-testid=keep]')
+    if (!b) return { error: 'the card or its button is gone' }
+    if (b.textContent.trim() === 'Kept on server') return { ok: true }
+    if (!b.disabled && b.dataset.error) return { error: b.dataset.error }
+    return null
+  }, n, { timeout: ms, polling: 50 })
+  const r = await h.jsonValue()
+  if (r.error) throw new Error(`keep on server failed: ${r.error}`)
+  return desktopStatus(page, n)
+}
+
 /**
  * Wait until the first card shows [data-testid=done] (or an error state), then SHA-256 every
  * `a[download]` blob in the page: [{ download, path, size, sha256 }].

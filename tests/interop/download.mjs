@@ -42,6 +42,8 @@ error exits 1.
                         (until SIGTERM/SIGINT, exit 0; --timeout then only
                         covers the download)
   --exit-with-stdin     stop when stdin reaches EOF (the driver went away)
+  --no-webrtc           skip ws:// and wss:// trackers (no WebRTC), as desktop
+                        clients such as qBittorrent or Transmission do
   -h, --help            this text
 `
 
@@ -55,7 +57,8 @@ const args = parseCommandLine({
   port: { type: 'string' },
   'progress-interval': { type: 'string' },
   'seed-after': { type: 'boolean', default: false },
-  'exit-with-stdin': { type: 'boolean', default: false }
+  'exit-with-stdin': { type: 'boolean', default: false },
+  'no-webrtc': { type: 'boolean', default: false }
 }, USAGE)
 
 if (!!args.torrent === !!args.magnet) fail('give exactly one of --torrent FILE and --magnet URI', EXIT_USAGE)
@@ -93,7 +96,7 @@ const started = Date.now()
 let metadataAt = null
 let finished = false
 
-const client = new WebTorrent(clientOptions({ torrentPort }))
+const client = new WebTorrent(clientOptions({ torrentPort, webrtc: !args['no-webrtc'] }))
 client.on('error', err => fail(`webtorrent client error: ${err.message || err}`))
 
 const stop = onTermination(

@@ -8,7 +8,7 @@ import { emit } from './common.mjs'
  * Torrents must always be given `announce: [...]` as well, or create-torrent
  * fills in its list of public trackers.
  */
-export function clientOptions ({ torrentPort } = {}) {
+export function clientOptions ({ torrentPort, webrtc = true } = {}) {
   const opts = {
     dht: false,
     lsd: false,
@@ -18,6 +18,8 @@ export function clientOptions ({ torrentPort } = {}) {
     utp: false
   }
   if (torrentPort) opts.torrentPort = torrentPort
+  // A desktop client: WebSocket (WebRTC) trackers are skipped, as qBittorrent or Transmission do.
+  if (!webrtc) opts.tracker = { wrtc: false }
   return opts
 }
 
