@@ -591,18 +591,20 @@ impl WebTorrent {
         Ok(t)
     }
 
+    fn tracker_client(&self) -> Result<&TrackerClient> {
+        self.shared
+            .trackers
+            .as_ref()
+            .ok_or_else(|| Error::Options("trackers are disabled".into()))
+    }
+
     /// Asks a tracker (HTTP(S) with BEP 48 scrape, or UDP) for swarm sizes of torrents.
     pub async fn scrape(
         &self,
         tracker_url: &str,
         info_hashes: &[InfoHash],
     ) -> Result<Vec<(InfoHash, crate::tracker::ScrapeStats)>> {
-        let client = self
-            .shared
-            .trackers
-            .as_ref()
-            .ok_or_else(|| Error::Options("trackers are disabled".into()))?;
-        client
+        self.tracker_client()?
             .scrape(tracker_url, info_hashes)
             .await
             .map_err(|e| Error::Tracker(e.to_string()))
@@ -613,12 +615,7 @@ impl WebTorrent {
         &self,
         tracker_url: &str,
     ) -> Result<Vec<(InfoHash, crate::tracker::ScrapeStats)>> {
-        let client = self
-            .shared
-            .trackers
-            .as_ref()
-            .ok_or_else(|| Error::Options("trackers are disabled".into()))?;
-        client
+        self.tracker_client()?
             .scrape_all(tracker_url)
             .await
             .map_err(|e| Error::Tracker(e.to_string()))

@@ -449,3 +449,62 @@ async fn a_killed_standalone_bridge_resumes_from_its_data_folder() {
     browser.destroy().await.unwrap();
     srv.shutdown().await;
 }
+
+/// A bridged torrent nobody wants any more (its only leecher is done) is dropped after
+/// `idle`, with its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a loopback-only netns (tests/run.sh)"]
+async fn a_torrent_nobody_wants_is_dropped_when_idle() {
+    let srv = server().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let config = BridgeConfig {
+        idle: Duration::from_secs(1),
+        ..BridgeConfig::default()
+    };
+    let (bridge_client, b) = bridge(&srv, data_dir.path(), config).await;
+    let browser = WebTorrent::new(browser_options()).await.unwrap();
+    let desktop = WebTorrent::new(tcp_only_options()).await.unwrap();
+    let data = content(1024 * 1024 + 5, 41);
+    let t = browser
+        .seed(
+            "idle.bin".into(),
+            Bytes::from(data.clone()),
+            Some(vec![srv.ws_url()]),
+        )
+        .await
+        .unwrap();
+    let hex = hex::encode(t.info_hash());
+    let got = download_magnet(
+        &desktop,
+        &hex,
+        &[&srv.http_announce_url()],
+        Duration::from_secs(60),
+        "TCP-only leecher",
+    )
+    .await;
+    assert_eq!(sha256_hex(&got.bytes().await.unwrap()), sha256_hex(&data));
+    assert!(data_dir.path().join(&hex).is_dir());
+    // The desktop client seeds now: nobody leeches, so the bridge lets it go.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = srv.stats().bridge.unwrap();
+        if s.idle_dropped == 1 && s.torrents == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not dropped: {s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while data_dir.path().join(&hex).exists()
+        || data_dir.path().join(format!("{hex}.torrent")).exists()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "data left behind");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(srv.stats().bridge.unwrap().bytes_reserved, 0);
+    desktop.destroy().await.unwrap();
+    browser.destroy().await.unwrap();
+    b.shutdown().await;
+    bridge_client.destroy().await.unwrap();
+    srv.shutdown().await;
+}

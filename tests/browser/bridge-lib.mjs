@@ -11,7 +11,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { spawn, spawnSync } from 'node:child_process'
 import { createInterface } from 'node:readline'
-import { ROOT, withTimeout } from './lib.mjs'
+import { ROOT, withTimeout, Scenario, makeFileSet } from './lib.mjs'
 import { run as runInterop, startSeeder } from '../interop/harness.mjs'
 
 export { runInterop, startSeeder }
@@ -267,3 +267,49 @@ export function interopTail (label, proc, n = 30) {
 export const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
 
 export { withTimeout, ts }
+
+// ---------------------------------------------------------------- scenarios
+
+/**
+ * Runs `fn(s)` as a Scenario (lib.mjs: pages, named steps, page reports) that also owns
+ * processes (`s.own(proc)`), temporary folders (`s.tmp(name)`) and source files
+ * (`s.files(spec)`): their last log lines join the failure report, and they are stopped and
+ * removed at the end whatever happens. `s.closePage(label)` closes a page's context.
+ */
+export async function runScenario (browser, name, fn, prefix = 'wt-bridge') {
+  const s = new Scenario(browser, name)
+  const procs = []
+  const dirs = []
+  s.own = (p, label = p.label) => {
+    procs.push({
+      label,
+      stop: () => p.stop(),
+      tail: () => (p.tail ? p.tail(50) : interopTail(label, p, 25))
+    })
+    return p
+  }
+  s.tmp = (p) => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-${p}-`))
+    dirs.push(d)
+    return d
+  }
+  s.files = (spec) => {
+    const set = makeFileSet(spec, `${prefix}-src-`)
+    dirs.push(set.dir)
+    return set
+  }
+  s.closePage = async (label) => {
+    const entry = s.pages.find(p => p.label === label)
+    await entry.context.close()
+  }
+  try {
+    await s.run(() => fn(s))
+  } catch (err) {
+    const tails = procs.map(p => { try { return p.tail() } catch (e) { return `--- ${p.label}: ${e.message}` } })
+    err.message += '\n' + tails.join('\n')
+    throw err
+  } finally {
+    for (const p of procs.reverse()) await p.stop().catch(() => {})
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
+  }
+}

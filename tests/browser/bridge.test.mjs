@@ -28,14 +28,13 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import {
-  requireLoopbackOnly, startTracker, startServer, launchChromium, checkPkg, Scenario, makeFileSet,
+  requireLoopbackOnly, startTracker, startServer, launchChromium, checkPkg,
   ourPageUrl, seedOnOurPage, waitDoneOnOurPage, checkSameFiles, sha256File, ROOT
 } from './lib.mjs'
 import {
-  MIB, requireWebtorrentBin, serveMissingReason, freePort, startBridge, startServe, magnetFor,
+  MIB, runScenario, requireWebtorrentBin, serveMissingReason, freePort, startBridge, startServe, magnetFor,
   withTrackers, pageProgress, waitPageProgress, runInterop, startSeeder, interopTail, withTimeout
 } from './bridge-lib.mjs'
 
@@ -66,48 +65,8 @@ after(async () => {
 
 // ---------------------------------------------------------------- scenario plumbing
 
-/**
- * A Scenario (lib.mjs: pages, named steps, page reports) plus the processes and folders of
- * this test: their last log lines join the failure report, and they are stopped and removed
- * at the end whatever happens.
- */
-async function scenario (name, fn) {
-  const s = new Scenario(browser, name)
-  const procs = []
-  const dirs = []
-  s.own = (p, label = p.label) => {
-    procs.push({
-      label,
-      stop: () => p.stop(),
-      tail: () => (p.tail ? p.tail(50) : interopTail(label, p, 25))
-    })
-    return p
-  }
-  s.tmp = (prefix) => {
-    const d = fs.mkdtempSync(path.join(os.tmpdir(), `wt-bridge-${prefix}-`))
-    dirs.push(d)
-    return d
-  }
-  s.files = (spec) => {
-    const set = makeFileSet(spec, 'wt-bridge-src-')
-    dirs.push(set.dir)
-    return set
-  }
-  s.closePage = async (label) => {
-    const entry = s.pages.find(p => p.label === label)
-    await entry.context.close()
-  }
-  try {
-    await s.run(() => fn(s))
-  } catch (err) {
-    const tails = procs.map(p => { try { return p.tail() } catch (e) { return `--- ${p.label}: ${e.message}` } })
-    err.message += '\n' + tails.join('\n')
-    throw err
-  } finally {
-    for (const p of procs.reverse()) await p.stop().catch(() => {})
-    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
-  }
-}
+/** A scenario with this test's processes and folders ([runScenario] in bridge-lib.mjs). */
+const scenario = (name, fn) => runScenario(browser, name, fn)
 
 /** The tracker (and page server) of a variant: { kind, ws, http, pageUrl(trackers, fragment) }. */
 async function trackerFor (s, kind, trackerArgs = []) {

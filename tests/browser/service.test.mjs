@@ -19,16 +19,14 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import {
-  requireLoopbackOnly, startTracker, startServer, launchChromium, checkPkg, Scenario, makeFileSet,
-  ourPageUrl, seedOnOurPage, waitDoneOnOurPage, checkSameFiles, wtSeed, wtDownload, ROOT
+  requireLoopbackOnly, startTracker, startServer, launchChromium, checkPkg,
+  ourPageUrl, seedOnOurPage, waitDoneOnOurPage, checkSameFiles, wtSeed, wtDownload, ROOT,
+  waitDesktopReachable, keepOnServer
 } from './lib.mjs'
-import * as lib from './lib.mjs'
 import {
-  MIB, requireWebtorrentBin, startServe, startWebtorrent, magnetFor, runInterop, startSeeder,
-  interopTail
+  MIB, runScenario, requireWebtorrentBin, startServe, startWebtorrent, magnetFor, runInterop, startSeeder
 } from './bridge-lib.mjs'
 
 requireLoopbackOnly()
@@ -52,36 +50,8 @@ after(async () => {
   if (pages) await pages.close()
 })
 
-/** A Scenario whose processes and folders are cleaned up, with their logs in failures. */
-async function scenario (name, fn) {
-  const s = new Scenario(browser, name)
-  const procs = []
-  const dirs = []
-  s.own = (p, label = p.label) => {
-    procs.push({ label, stop: () => p.stop(), tail: () => (p.tail ? p.tail(50) : interopTail(label, p, 25)) })
-    return p
-  }
-  s.tmp = prefix => {
-    const d = fs.mkdtempSync(path.join(os.tmpdir(), `wt-service-${prefix}-`))
-    dirs.push(d)
-    return d
-  }
-  s.files = spec => {
-    const set = makeFileSet(spec, 'wt-service-src-')
-    dirs.push(set.dir)
-    return set
-  }
-  try {
-    await s.run(() => fn(s))
-  } catch (err) {
-    const tails = procs.map(p => { try { return p.tail() } catch (e) { return `--- ${p.label}: ${e.message}` } })
-    err.message += '\n' + tails.join('\n')
-    throw err
-  } finally {
-    for (const p of procs.reverse()) await p.stop().catch(() => {})
-    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
-  }
-}
+/** A scenario with its processes and folders ([runScenario] in bridge-lib.mjs). */
+const scenario = (name, fn) => runScenario(browser, name, fn, 'wt-service')
 
 /** The trackers (`tr=`) of a magnet link. */
 const trackersOf = magnet => new URLSearchParams(magnet.slice(magnet.indexOf('?') + 1)).getAll('tr')
@@ -128,9 +98,28 @@ test('our page seeds; a TCP-only client given exactly the page\'s magnet gets it
       assert.deepEqual(trackersOf(magnet).sort(), [srv.http, srv.ws].sort(), `magnet ${magnet}`)
     })
     const shownAt = Date.now()
+    // When the bridge starts on the torrent and when it has all of it (for the pipelining figure).
+    let bridgeJoinedAt = null
+    let bridgeDoneAt = null
+    let watching = true
+    const watcher = (async () => {
+      while (watching && !bridgeDoneAt) {
+        const st = await bridgeStatus(srv, seeded.infoHash).catch(() => ({}))
+        if (!bridgeJoinedAt && st.state && st.state !== 'absent') bridgeJoinedAt = Date.now()
+        if (st.state === 'seeding') bridgeDoneAt = Date.now()
+        await new Promise(resolve => setTimeout(resolve, 50))
+      }
+    })()
     const got = await s.step('a TCP-only webtorrent (Node) given exactly that magnet downloads it', () =>
       nodeDownload(s, 'node-download', magnet, [file]), 140_000)
-    log(`page → desktop: first verified piece ${got.firstPieceAt - shownAt} ms after the magnet was shown (Node ${got.done.mbPerSec} MB/s)`)
+    const nodeDoneAt = Date.now()
+    await Promise.race([watcher, new Promise(resolve => setTimeout(resolve, 5000))])
+    watching = false
+    const bridgeTook = bridgeDoneAt ? bridgeDoneAt - shownAt : NaN
+    const nodeTook = nodeDoneAt - shownAt
+    log(`page → desktop, ${file.size} bytes: first verified piece ${got.firstPieceAt - shownAt} ms after the magnet was shown; ` +
+      `from then the bridge had the whole file after ${bridgeTook} ms (joined after ${bridgeJoinedAt - shownAt} ms), ` +
+      `the desktop client after ${nodeTook} ms (${((nodeTook / bridgeTook - 1) * 100).toFixed(0)} % later)`)
     await s.step('the server bridged it and says desktop apps can reach it', async () => {
       const st = await bridgeStatus(srv, seeded.infoHash)
       assert.equal(st.desktopReachable, true, JSON.stringify(st))
@@ -143,9 +132,7 @@ test('our page seeds; a TCP-only client given exactly the page\'s magnet gets it
       }
       assert.ok(stats.bytesBrowserToDesktop >= file.size, JSON.stringify(stats))
     }, 15_000)
-    if (lib.waitDesktopReachable) {
-      await s.step('the page shows the torrent as available to desktop apps', () => lib.waitDesktopReachable(a, 20_000), 25_000)
-    }
+    await s.step('the page shows the torrent as available to desktop apps', () => waitDesktopReachable(a, 20_000), 25_000)
   })
 })
 
@@ -195,14 +182,7 @@ test('keep on server: the tab that seeded closes, a desktop client still gets th
     const set = s.files([{ name: 'kept.bin', size: 3 * MIB + 11 }])
     const a = await s.openPage('A-seeds', srv.url)
     const seeded = await s.step('A seeds', () => seedOnOurPage(a, [set.files[0].path]), 60_000)
-    await s.step('A asks the server to keep it', async () => {
-      if (lib.keepOnServer) {
-        await lib.keepOnServer(a)
-      } else {
-        const r = await fetch(`${srv.url}bridge/keep/${seeded.infoHash}`, { method: 'POST' })
-        assert.equal(r.status, 200, await r.text())
-      }
-    }, 20_000)
+    await s.step('A clicks "Keep on server"', () => keepOnServer(a), 20_000)
     await s.step('the server holds every piece', async () => {
       const deadline = Date.now() + 60_000
       let st
