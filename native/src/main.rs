@@ -523,6 +523,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
             };
             let client = WebTorrent::new(WebTorrentOptions {
                 listen_address: host,
+                upload_cache_bytes: Some(BRIDGE_UPLOAD_CACHE),
                 ..options(port, None)
             })
             .await?;
@@ -605,6 +606,7 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
         Some(
             WebTorrent::new(WebTorrentOptions {
                 listen_address: a.listen.ip(),
+                upload_cache_bytes: a.bridge.is_some().then_some(BRIDGE_UPLOAD_CACHE),
                 ..options(a.seed_port, None)
             })
             .await?,
@@ -676,6 +678,10 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
     srv.shutdown().await;
     Ok(())
 }
+
+/// Per-torrent upload cache of a bridging client: with a hundred torrents, 8 MiB each would
+/// make the server's memory grow with what it bridges; the page cache serves re-reads.
+const BRIDGE_UPLOAD_CACHE: usize = 1 << 20;
 
 fn options(port: Option<u16>, dir: Option<PathBuf>) -> WebTorrentOptions {
     WebTorrentOptions {

@@ -38,6 +38,10 @@ pub struct WebTorrentOptions {
     pub rng_seed: Option<u64>,
     /// Join WebRTC swarms through WebSocket trackers (`ws://`) listed by torrents, beside TCP.
     pub webrtc: bool,
+    /// Bytes of whole pieces each torrent keeps in memory for uploading (at least two
+    /// pieces); `None`: the core's default (8 MiB). A server with many torrents (the bridge)
+    /// wants less.
+    pub upload_cache_bytes: Option<usize>,
     /// WebRTC settings; `None` derives them from `listen_address` (a loopback listen address
     /// binds ICE to loopback only, any other address binds every interface plus loopback; see [`RtcConfig::loopback`](crate::rtc::RtcConfig::loopback)).
     pub rtc: Option<crate::rtc::RtcConfig>,
@@ -78,6 +82,7 @@ impl Default for WebTorrentOptions {
             rng_seed: None,
             webrtc: true,
             rtc: None,
+            upload_cache_bytes: None,
         }
     }
 }

@@ -185,6 +185,9 @@ impl Task {
         cfg.session.listen_port = Some(shared.port);
         cfg.session.pex = shared.opts.pex;
         cfg.max_peers = shared.opts.max_connections;
+        if let Some(b) = shared.opts.upload_cache_bytes {
+            cfg.upload_cache_bytes = b;
+        }
         let seed = shared.next_seed();
         let core = match (&init.meta, init.have) {
             (Some(m), Some(have)) => CoreTorrent::new(cfg, m.clone(), have, seed, now)
