@@ -74,7 +74,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .spawn()?;
     let pid = serve.id();
     let mut lines = BufReader::new(serve.stdout.take().ok_or("no stdout")?).lines();
-    let page = lines.next().ok_or("serve printed nothing")??;
+    // The first line that is a URL (a wrapper such as a profiler may print its own first).
+    let page = loop {
+        let line = lines.next().ok_or("serve printed no page URL")??;
+        if line.starts_with("http://") {
+            break line;
+        }
+    };
     let host = page
         .trim()
         .trim_start_matches("http://")
@@ -139,7 +145,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     browser.destroy().await?;
     desktop.destroy().await?;
-    let _ = serve.kill();
+    // SIGTERM: serve stops cleanly (and a wrapper such as a memory profiler sees it end).
+    let _ = Command::new("kill").arg(pid.to_string()).status();
     let _ = serve.wait();
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())

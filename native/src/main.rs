@@ -249,21 +249,27 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// Keeps glibc from returning the 256 KiB connection read buffers and piece buffers to the
 /// kernel between uses: with its default (adaptive) thresholds they are often `mmap`ed and
 /// unmapped, or trimmed off the heap, and every reuse page-faults and zeroes them again.
+/// A long-running server (`serve`, `bridge`) holding many torrents keeps memory low instead:
+/// two malloc arenas and the default trimming.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_allocator() {
+fn tune_allocator(server: bool) {
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 * 1024 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+        if server {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        } else {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+        }
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() {}
+fn tune_allocator(_server: bool) {}
 
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = Cli::parse();
+    tune_allocator(matches!(cli.cmd, Cmd::Serve { .. } | Cmd::Bridge { .. }));
     // Our crates' warnings, not those of dependencies (webrtc-rs warns about routine ICE and
     // SCTP events); RUST_LOG overrides it all.
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
@@ -679,9 +685,10 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
     Ok(())
 }
 
-/// Per-torrent upload cache of a bridging client: with a hundred torrents, 8 MiB each would
-/// make the server's memory grow with what it bridges; the page cache serves re-reads.
-const BRIDGE_UPLOAD_CACHE: usize = 1 << 20;
+/// Per-torrent upload cache of a bridging client: the core's floor of two pieces. With a
+/// hundred torrents, 8 MiB each would make the server's memory grow with what it bridges;
+/// the operating system's page cache serves re-reads.
+const BRIDGE_UPLOAD_CACHE: usize = 0;
 
 fn options(port: Option<u16>, dir: Option<PathBuf>) -> WebTorrentOptions {
     WebTorrentOptions {
