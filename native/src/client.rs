@@ -242,8 +242,10 @@ impl WebTorrent {
         let peer_id = opts.peer_id.unwrap_or_else(random_peer_id);
         let seed = opts.rng_seed.unwrap_or_else(rand::random);
         let start = Instant::now();
-        let signals = (opts.webrtc && opts.trackers)
-            .then(|| crate::signal::SignalPool::new(peer_id, start, seed ^ 0x5157_4e41_4c21));
+        let signals = (opts.webrtc && opts.trackers).then(|| {
+            let cfg = opts.signal.clone().unwrap_or_default();
+            crate::signal::SignalPool::new(peer_id, start, seed ^ 0x5157_4e41_4c21, cfg)
+        });
         let rtc = opts.rtc_config();
         let shared = Arc::new(Shared {
             signals,

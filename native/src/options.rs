@@ -42,6 +42,9 @@ pub struct WebTorrentOptions {
     /// pieces); `None`: the core's default (8 MiB). A server with many torrents (the bridge)
     /// wants less.
     pub upload_cache_bytes: Option<usize>,
+    /// WebSocket-tracker signaling settings (offers per announce, timeouts, reconnect
+    /// delays); `None`: bittorrent-tracker's client defaults.
+    pub signal: Option<webtorrent_core::signal::Config>,
     /// WebRTC settings; `None` derives them from `listen_address` (a loopback listen address
     /// binds ICE to loopback only, any other address binds every interface plus loopback; see [`RtcConfig::loopback`](crate::rtc::RtcConfig::loopback)).
     pub rtc: Option<crate::rtc::RtcConfig>,
@@ -83,6 +86,7 @@ impl Default for WebTorrentOptions {
             webrtc: true,
             rtc: None,
             upload_cache_bytes: None,
+            signal: None,
         }
     }
 }

@@ -89,15 +89,17 @@ pub(crate) struct SignalPool {
     peer_id: PeerId,
     start: Instant,
     seed: u64,
+    config: Config,
     trackers: Mutex<HashMap<String, mpsc::UnboundedSender<Cmd>>>,
 }
 
 impl SignalPool {
-    pub fn new(peer_id: PeerId, start: Instant, seed: u64) -> Self {
+    pub fn new(peer_id: PeerId, start: Instant, seed: u64, config: Config) -> Self {
         SignalPool {
             peer_id,
             start,
             seed,
+            config,
             trackers: Mutex::new(HashMap::new()),
         }
     }
@@ -110,7 +112,15 @@ impl SignalPool {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let seed = self.seed ^ (map.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        tokio::spawn(run(url.to_string(), self.peer_id, self.start, seed, rx));
+        let cfg = self.config.clone();
+        tokio::spawn(run(
+            url.to_string(),
+            self.peer_id,
+            self.start,
+            seed,
+            cfg,
+            rx,
+        ));
         map.insert(url.to_string(), tx.clone());
         tx
     }
@@ -148,10 +158,11 @@ async fn run(
     peer_id: PeerId,
     start: Instant,
     seed: u64,
+    config: Config,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
 ) {
     let now = || Time::from_duration(start.elapsed());
-    let mut m = SignalMachine::new(peer_id, Config::default(), seed, now());
+    let mut m = SignalMachine::new(peer_id, config, seed, now());
     let mut torrents: HashMap<InfoHash, mpsc::Sender<TaskMsg>> = HashMap::new();
     let mut ws: Option<Ws> = None;
     let mut connecting: Option<tokio::task::JoinHandle<Result<Ws, String>>> = None;

@@ -508,3 +508,93 @@ async fn a_torrent_nobody_wants_is_dropped_when_idle() {
     bridge_client.destroy().await.unwrap();
     srv.shutdown().await;
 }
+
+/// `webtorrent serve` (tracker, page and bridge in one process) is killed with SIGKILL
+/// mid-transfer and started again on the same port and `--data`: the peers come back (the
+/// WebRTC side reconnects to the WebSocket tracker, the TCP side announces again), the
+/// transfer finishes, and the seeder does not send again what the bridge had verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a loopback-only netns (tests/run.sh)"]
+async fn a_killed_serve_restarts_on_its_data_and_the_transfer_finishes() {
+    use std::io::BufRead;
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start_serve = || {
+        let mut child = common::cli()
+            .args(["serve", "--quiet", "--no-udp", "--interval", "2"])
+            .args(["--port", &port.to_string()])
+            .arg("--data")
+            .arg(data_dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start webtorrent serve");
+        let out = child.stdout.take().expect("stdout");
+        let mut first = String::new();
+        std::io::BufReader::new(out)
+            .read_line(&mut first)
+            .expect("the page URL");
+        assert!(first.starts_with("http://127.0.0.1:"), "{first}");
+        child
+    };
+    let ws = format!("ws://127.0.0.1:{port}");
+    let http = format!("http://127.0.0.1:{port}/announce");
+    let mut serve = start_serve();
+    let total = 6 * 1024 * 1024;
+    let data = content(total, 51);
+    // A browser that reconnects to a lost WebSocket tracker within a second (the default,
+    // bittorrent-tracker's, waits 10 s plus up to 5 min).
+    let browser = WebTorrent::new(WebTorrentOptions {
+        upload_limit: Some(1024 * 1024),
+        signal: Some(webtorrent::core::signal::Config {
+            reconnect_minimum: Duration::from_millis(500),
+            reconnect_maximum: Duration::from_secs(1),
+            reconnect_variance: Duration::from_millis(1),
+            ..Default::default()
+        }),
+        ..browser_options()
+    })
+    .await
+    .unwrap();
+    let t = browser
+        .seed(
+            "restart.bin".into(),
+            Bytes::from(data.clone()),
+            Some(vec![ws]),
+        )
+        .await
+        .unwrap();
+    let desktop = WebTorrent::new(tcp_only_options()).await.unwrap();
+    let d = desktop
+        .add(common::magnet(&hex::encode(t.info_hash()), &[&http]))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while d.progress() < 0.3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the desktop client got nothing through serve"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    serve.kill().expect("SIGKILL serve");
+    let _ = serve.wait();
+    let sent_before = t.uploaded();
+    let mut serve = start_serve();
+    let done = tokio::time::timeout(Duration::from_secs(120), d.wait_done()).await;
+    let _ = serve.kill();
+    let _ = serve.wait();
+    done.expect("not finished after the restart").unwrap();
+    assert_eq!(sha256_hex(&d.bytes().await.unwrap()), sha256_hex(&data));
+    let sent = t.uploaded();
+    assert!(
+        sent <= total as u64 + total as u64 / 5,
+        "the seeder sent {sent} bytes for {total} ({sent_before} before the restart)"
+    );
+    desktop.destroy().await.unwrap();
+    browser.destroy().await.unwrap();
+}
