@@ -210,9 +210,57 @@ struct State {
     scraped: HashMap<InfoHash, (u32, u32)>,
 }
 
+impl Entry {
+    /// Whether it may be dropped to make room: nobody wants it, no page asked to keep it, and
+    /// it is not leaving already.
+    fn evictable(&self) -> bool {
+        !self.wanted_now && !self.kept && self.removing.is_none()
+    }
+}
+
 impl State {
     fn reserved_total(&self) -> u64 {
         self.reserved.values().sum()
+    }
+
+    /// Marks the least recently wanted evictable torrent other than `except` for removal and
+    /// gives back its reservation; with `reserved_only`, only a torrent holding a reservation
+    /// (one that frees disk). Returns whether one was found.
+    fn evict_least_wanted(&mut self, except: InfoHash, reserved_only: bool) -> bool {
+        let victim = self
+            .entries
+            .iter()
+            .filter(|(h, e)| {
+                **h != except && e.evictable() && (!reserved_only || self.reserved.contains_key(*h))
+            })
+            .min_by_key(|(_, e)| e.last_wanted)
+            .map(|(h, _)| *h);
+        let Some(v) = victim else {
+            return false;
+        };
+        info!(info_hash = %v, "bridge evicts a torrent nobody wants to make room");
+        if let Some(e) = self.entries.get_mut(&v) {
+            e.removing = Some(Removal::Evicted);
+        }
+        self.reserved.remove(&v);
+        self.counters.evicted += 1;
+        true
+    }
+
+    /// Counts a refusal and remembers why, so the torrent is not joined again soon.
+    fn refuse(&mut self, info_hash: InfoHash, why: String) {
+        self.counters.refused += 1;
+        if self.refused.len() >= MAX_REMEMBERED {
+            if let Some(oldest) = self
+                .refused
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(h, _)| *h)
+            {
+                self.refused.remove(&oldest);
+            }
+        }
+        self.refused.insert(info_hash, (Instant::now(), why));
     }
 }
 
@@ -338,8 +386,7 @@ impl Inner {
         }
         let refuse = |st: &mut State, why: String| {
             warn!(info_hash = %ih, "bridge refuses {}: {why}", meta.info.name);
-            st.counters.refused += 1;
-            remember_refusal(st, ih, why.clone());
+            st.refuse(ih, why.clone());
             Err(why)
         };
         if size > max {
@@ -349,31 +396,13 @@ impl Inner {
             );
         }
         while st.reserved_total() + size > max {
-            let victim = st
-                .entries
-                .iter()
-                .filter(|(h, e)| {
-                    **h != ih
-                        && !e.wanted_now
-                        && !e.kept
-                        && e.removing.is_none()
-                        && st.reserved.contains_key(*h)
-                })
-                .min_by_key(|(_, e)| e.last_wanted)
-                .map(|(h, _)| *h);
-            let Some(v) = victim else {
+            if !st.evict_least_wanted(ih, true) {
                 let left = max.saturating_sub(st.reserved_total());
                 return refuse(
                     &mut st,
                     format!("{size} bytes do not fit in what is left of the bridge's disk quota ({left} of {max} bytes)"),
                 );
-            };
-            info!(info_hash = %v, "bridge evicts a torrent nobody wants to make room");
-            st.reserved.remove(&v);
-            if let Some(e) = st.entries.get_mut(&v) {
-                e.removing = Some(Removal::Evicted);
             }
-            st.counters.evicted += 1;
         }
         st.reserved.insert(ih, size);
         drop(st);
@@ -395,33 +424,16 @@ impl Inner {
             if st.entries.contains_key(&info_hash) {
                 return;
             }
-            if st.entries.len() >= self.config.max_torrents.max(1) {
-                let victim = st
-                    .entries
-                    .iter()
-                    .filter(|(_, e)| !e.wanted_now && !e.kept && e.removing.is_none())
-                    .min_by_key(|(_, e)| e.last_wanted)
-                    .map(|(h, _)| *h);
-                match victim {
-                    Some(v) => {
-                        info!(info_hash = %v, "bridge evicts a torrent nobody wants to make room");
-                        if let Some(e) = st.entries.get_mut(&v) {
-                            e.removing = Some(Removal::Evicted);
-                        }
-                        st.reserved.remove(&v);
-                        st.counters.evicted += 1;
-                    }
-                    None => {
-                        let why = format!(
-                            "the bridge holds its most torrents ({})",
-                            self.config.max_torrents
-                        );
-                        warn!(%info_hash, "bridge refuses a torrent: {why}");
-                        st.counters.refused += 1;
-                        remember_refusal(&mut st, info_hash, why);
-                        return;
-                    }
-                }
+            if st.entries.len() >= self.config.max_torrents.max(1)
+                && !st.evict_least_wanted(info_hash, false)
+            {
+                let why = format!(
+                    "the bridge holds its most torrents ({})",
+                    self.config.max_torrents
+                );
+                warn!(%info_hash, "bridge refuses a torrent: {why}");
+                st.refuse(info_hash, why);
+                return;
             }
         }
         let weak: Weak<Inner> = Arc::downgrade(self);
@@ -722,20 +734,6 @@ impl Inner {
     }
 }
 
-fn remember_refusal(st: &mut State, info_hash: InfoHash, why: String) {
-    if st.refused.len() >= MAX_REMEMBERED {
-        if let Some(oldest) = st
-            .refused
-            .iter()
-            .min_by_key(|(_, (at, _))| *at)
-            .map(|(h, _)| *h)
-        {
-            st.refused.remove(&oldest);
-        }
-    }
-    st.refused.insert(info_hash, (Instant::now(), why));
-}
-
 impl BridgeHooks for Inner {
     fn describe(&self) -> serde_json::Value {
         json!({
@@ -760,10 +758,7 @@ impl BridgeHooks for Inner {
             return Err(format!("the bridge refused this torrent: {why}"));
         }
         if !st.entries.contains_key(&info_hash) && !st.keep_requests.contains(&info_hash) {
-            let evictable = st
-                .entries
-                .values()
-                .any(|e| !e.wanted_now && !e.kept && e.removing.is_none());
+            let evictable = st.entries.values().any(Entry::evictable);
             if st.entries.len() >= self.config.max_torrents.max(1) && !evictable {
                 return Err(format!(
                     "the bridge is full ({} torrents); try again later",

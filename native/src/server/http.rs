@@ -325,8 +325,8 @@ fn bridge_endpoint(shared: &Shared, method: &Method, path: &str) -> Response<Bod
             Ok(v) => json(StatusCode::OK, &v),
             Err(e) => err(StatusCode::INSUFFICIENT_STORAGE, &e),
         },
-        ("torrents" | "keep", _) => err(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        _ => err(StatusCode::NOT_FOUND, "unknown bridge endpoint"),
+        // `what` is one of the two (checked above): the method is wrong.
+        _ => err(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
     }
 }
 

@@ -375,6 +375,13 @@ impl Tracker {
         }
     }
 
+    /// Remembers that `info_hash`'s swarm changed, within [`MAX_CHANGED`].
+    fn mark_changed(&mut self, info_hash: InfoHash) {
+        if self.changed.len() < MAX_CHANGED {
+            self.changed.insert(info_hash);
+        }
+    }
+
     /// The swarms announced in (or left) since the last call, in no particular order.
     pub fn take_changed(&mut self) -> Vec<InfoHash> {
         self.changed.drain().collect()
@@ -514,9 +521,7 @@ impl Tracker {
             if swarm.get(&key).is_some_and(|e| e.conn == Some(conn)) {
                 swarm.remove(&key);
                 self.total_peers = self.total_peers.saturating_sub(1);
-                if self.changed.len() < MAX_CHANGED {
-                    self.changed.insert(info_hash);
-                }
+                self.mark_changed(info_hash);
             }
         }
     }
@@ -755,9 +760,7 @@ impl Tracker {
         left: Option<u64>,
         event: Option<Event>,
     ) -> bool {
-        if self.changed.len() < MAX_CHANGED {
-            self.changed.insert(info_hash);
-        }
+        self.mark_changed(info_hash);
         if !self.swarms.touch(&info_hash) {
             while self.swarms.len() >= self.config.max_torrents.max(1) {
                 let Some((old_hash, old)) = self.swarms.pop_oldest() else {
