@@ -23,10 +23,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::ext::{serve_metadata_piece, MetadataAssembler, MetadataMessage, PexFlags, PexMessage};
 use crate::id::{InfoHash, PeerId, PeerKey};
 use crate::metainfo::Metainfo;
+use crate::peer::{Direction, PeerSession, SessionConfig, SessionEvent};
 use crate::picker::{PeerView, Picker, PickerConfig, PickerError};
 use crate::piece::{Bitfield, Block, PieceIndex};
 use crate::rng::Rng;
-use crate::session::{Direction, PeerSession, SessionConfig, SessionEvent};
 use crate::time::Time;
 use crate::wire::BlockRequest;
 
@@ -313,8 +313,8 @@ pub struct Torrent {
     next_optimistic: Time,
     next_pex: Time,
     stats: TorrentStats,
-    download: crate::session::RateMeter,
-    upload: crate::session::RateMeter,
+    download: crate::peer::RateMeter,
+    upload: crate::peer::RateMeter,
     done_announced: bool,
     pick_buf: Vec<Block>,
     /// Piece buffers handed back by the driver, reused to avoid allocation churn.
@@ -376,8 +376,8 @@ impl Torrent {
             next_optimistic: now,
             next_pex: now + Duration::from_secs(5),
             stats: TorrentStats::default(),
-            download: crate::session::RateMeter::new(),
-            upload: crate::session::RateMeter::new(),
+            download: crate::peer::RateMeter::new(),
+            upload: crate::peer::RateMeter::new(),
             done_announced: false,
             pick_buf: Vec::new(),
             spare_bufs: Vec::new(),
@@ -676,7 +676,7 @@ impl Torrent {
         &mut self,
         now: Time,
         key: PeerKey,
-        feed: impl FnOnce(&mut PeerSession) -> Result<(), crate::session::SessionError>,
+        feed: impl FnOnce(&mut PeerSession) -> Result<(), crate::peer::SessionError>,
     ) {
         self.now = self.now.max(now);
         let Some(peer) = self.peers.get_mut(&key) else {
@@ -1915,7 +1915,7 @@ fn block_of(piece: &Bytes, r: BlockRequest) -> Option<Bytes> {
 fn serve_block(
     peer: &mut Peer,
     stats: &mut TorrentStats,
-    upload: &mut crate::session::RateMeter,
+    upload: &mut crate::peer::RateMeter,
     now: Time,
     r: BlockRequest,
     data: Option<Bytes>,

@@ -17,8 +17,8 @@ use webtorrent_core::announce::{
     TrackerReply,
 };
 use webtorrent_core::metainfo::Metainfo;
+use webtorrent_core::peer::Direction;
 use webtorrent_core::piece::{sha1, Bitfield, PieceIndex};
-use webtorrent_core::session::Direction;
 use webtorrent_core::signal::{AnnounceParams as SignalAnnounce, OfferId};
 use webtorrent_core::torrent::{
     Output, PeerSource, Torrent as CoreTorrent, TorrentConfig, TorrentEvent,

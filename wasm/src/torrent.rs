@@ -25,8 +25,8 @@ use webtorrent_core::announce::{
 };
 use webtorrent_core::magnet::Magnet;
 use webtorrent_core::metainfo::Metainfo;
+use webtorrent_core::peer::Direction;
 use webtorrent_core::piece::{Bitfield, PieceIndex};
-use webtorrent_core::session::Direction;
 use webtorrent_core::torrent::{Output, Torrent as CoreTorrent, TorrentConfig, TorrentEvent};
 use webtorrent_core::{Id20, InfoHash, PeerId, PeerKey};
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use std::time::Duration;
-use webtorrent_core::session::{Direction, PeerSession, SessionConfig};
+use webtorrent_core::peer::{Direction, PeerSession, SessionConfig};
 use webtorrent_core::wire::{BlockRequest, Handshake};
 use webtorrent_core::{Id20, Time};
 
@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
             6 => {
                 s.unchoke(now);
                 while let Some(ev) = s.poll_event() {
-                    if let webtorrent_core::session::SessionEvent::Request(r) = ev {
+                    if let webtorrent_core::peer::SessionEvent::Request(r) = ev {
                         s.send_block(now, r, Bytes::from(vec![0u8; r.length as usize]));
                     }
                 }

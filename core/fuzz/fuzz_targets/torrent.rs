@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use webtorrent_core::creator::TorrentCreator;
 use webtorrent_core::piece::{sha1, Bitfield};
-use webtorrent_core::session::Direction;
+use webtorrent_core::peer::Direction;
 use webtorrent_core::torrent::{Output, Torrent, TorrentConfig};
 use webtorrent_core::wire::Handshake;
 use webtorrent_core::{Id20, PeerKey, Time};

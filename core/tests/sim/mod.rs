@@ -16,10 +16,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use webtorrent_core::creator::TorrentCreator;
 use webtorrent_core::metainfo::Metainfo;
+use webtorrent_core::peer::Direction;
 use webtorrent_core::piece::PieceIndex;
 use webtorrent_core::piece::{sha1, Bitfield};
 use webtorrent_core::rng::Rng;
-use webtorrent_core::session::Direction;
 use webtorrent_core::torrent::{Output, Torrent, TorrentConfig, TorrentEvent};
 use webtorrent_core::{Id20, InfoHash, PeerKey, Time};
 
