@@ -19,6 +19,7 @@ pub mod percent;
 pub mod picker;
 pub mod piece;
 pub mod rng;
+pub mod session;
 pub mod signal;
 pub mod time;
 pub mod torrent;

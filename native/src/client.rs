@@ -154,6 +154,8 @@ pub(crate) struct Shared {
     pub signals: Option<crate::signal::SignalPool>,
     /// WebRTC settings.
     pub rtc: crate::rtc::RtcConfig,
+    /// Disk threads shared by every torrent.
+    pub disk: crate::disk::DiskPool,
 }
 
 impl Shared {
@@ -250,6 +252,7 @@ impl WebTorrent {
         let shared = Arc::new(Shared {
             signals,
             rtc,
+            disk: crate::disk::DiskPool::default(),
             up_limit: opts.upload_limit.map(|r| Arc::new(RateLimiter::new(r))),
             down_limit: opts.download_limit.map(|r| Arc::new(RateLimiter::new(r))),
             opts,

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
-use webtorrent_core::announce::{JobId, TrackerFailure, TrackerReply};
+use webtorrent_core::session::TorrentSignal;
 use webtorrent_core::signal::{AnnounceParams, Config, OfferId, Output, SignalMachine};
 use webtorrent_core::{InfoHash, PeerId, Time};
 
@@ -35,11 +35,11 @@ pub(crate) enum Cmd {
     Unregister { info_hash: InfoHash },
     /// Send an announce.
     Announce(AnnounceParams),
-    /// An offer asked for with [`SignalEvent::CreateOffer`] is ready.
+    /// An offer asked for with `RtcAction::CreateOffer` is ready.
     OfferCreated { offer_id: OfferId, sdp: String },
     /// An offer could not be made.
     OfferFailed { offer_id: OfferId },
-    /// An answer to [`SignalEvent::AcceptOffer`] is ready.
+    /// An answer asked for with `RtcAction::AnswerOffer` is ready.
     AnswerCreated {
         info_hash: InfoHash,
         peer_id: PeerId,
@@ -51,35 +51,6 @@ pub(crate) enum Cmd {
         info_hash: InfoHash,
         peer_id: PeerId,
         offer_id: OfferId,
-    },
-}
-
-/// What a tracker tells a torrent task.
-#[derive(Debug)]
-pub(crate) enum SignalEvent {
-    /// Make an offer (peer connection + data channel, complete SDP) and answer with
-    /// [`Cmd::OfferCreated`].
-    CreateOffer { offer_id: OfferId },
-    /// Close the connection of this offer.
-    DropOffer { offer_id: OfferId },
-    /// Our offer was answered.
-    ApplyAnswer {
-        peer_id: PeerId,
-        offer_id: OfferId,
-        sdp: String,
-    },
-    /// A remote peer offers a connection.
-    AcceptOffer {
-        peer_id: PeerId,
-        offer_id: OfferId,
-        sdp: String,
-    },
-    /// Close the connection made to answer this remote offer.
-    DropAnswer { peer_id: PeerId, offer_id: OfferId },
-    /// The outcome of an announce.
-    Announced {
-        job: JobId,
-        result: Result<TrackerReply, TrackerFailure>,
     },
 }
 
@@ -170,8 +141,33 @@ async fn run(
     let mut cmds_open = true;
     loop {
         while let Some(out) = m.poll_output() {
-            let to = |ih: &InfoHash| torrents.get(ih).cloned();
-            let event = match out {
+            let out = match TorrentSignal::from_output(out) {
+                Ok((info_hash, signal)) => {
+                    match torrents.get(&info_hash) {
+                        // Torrent tasks never wait on this task, so waiting for room cannot
+                        // deadlock.
+                        Some(tx) => {
+                            let msg = TaskMsg::Signal {
+                                url: url_arc.clone(),
+                                signal,
+                            };
+                            let _ = tx.send(msg).await;
+                        }
+                        None => match signal {
+                            TorrentSignal::CreateOffer { offer_id } => {
+                                m.offer_failed(now(), offer_id)
+                            }
+                            TorrentSignal::Offer {
+                                peer_id, offer_id, ..
+                            } => m.answer_failed(now(), info_hash, peer_id, offer_id),
+                            _ => {}
+                        },
+                    }
+                    continue;
+                }
+                Err(out) => out,
+            };
+            match out {
                 Output::Connect => {
                     if let Some(h) = connecting.take() {
                         h.abort();
@@ -179,7 +175,6 @@ async fn run(
                     ws = None;
                     debug!(%url, "connecting to WebSocket tracker");
                     connecting = Some(tokio::spawn(connect(url.clone())));
-                    None
                 }
                 Output::Disconnect => {
                     if let Some(h) = connecting.take() {
@@ -188,7 +183,6 @@ async fn run(
                     if let Some(mut s) = ws.take() {
                         let _ = s.close(None).await;
                     }
-                    None
                 }
                 Output::Send(text) => {
                     if let Some(s) = ws.as_mut() {
@@ -198,105 +192,37 @@ async fn run(
                             m.closed(now());
                         }
                     }
-                    None
                 }
-                Output::CreateOffer {
-                    info_hash,
-                    offer_id,
-                } => match to(&info_hash) {
-                    Some(tx) => Some((tx, SignalEvent::CreateOffer { offer_id })),
-                    None => {
-                        m.offer_failed(now(), offer_id);
-                        None
-                    }
-                },
-                Output::DropOffer {
-                    info_hash,
-                    offer_id,
-                } => to(&info_hash).map(|tx| (tx, SignalEvent::DropOffer { offer_id })),
-                Output::ApplyAnswer {
-                    info_hash,
-                    peer_id,
-                    offer_id,
-                    sdp,
-                } => to(&info_hash).map(|tx| {
-                    (
-                        tx,
-                        SignalEvent::ApplyAnswer {
-                            peer_id,
-                            offer_id,
-                            sdp,
-                        },
-                    )
-                }),
-                Output::AcceptOffer {
-                    info_hash,
-                    peer_id,
-                    offer_id,
-                    sdp,
-                } => match to(&info_hash) {
-                    Some(tx) => Some((
-                        tx,
-                        SignalEvent::AcceptOffer {
-                            peer_id,
-                            offer_id,
-                            sdp,
-                        },
-                    )),
-                    None => {
-                        m.answer_failed(now(), info_hash, peer_id, offer_id);
-                        None
-                    }
-                },
-                Output::DropAnswer {
-                    info_hash,
-                    peer_id,
-                    offer_id,
-                } => to(&info_hash).map(|tx| (tx, SignalEvent::DropAnswer { peer_id, offer_id })),
                 Output::AnnounceDone {
-                    job,
+                    job: Some(job),
                     info_hash,
                     reply,
-                } => job.and_then(|job| {
-                    to(&info_hash).map(|tx| {
-                        (
-                            tx,
-                            SignalEvent::Announced {
-                                job,
-                                result: Ok(reply),
-                            },
-                        )
-                    })
-                }),
+                } => {
+                    if let Some(tx) = torrents.get(&info_hash) {
+                        let msg = TaskMsg::Announced {
+                            job,
+                            result: Ok(reply),
+                            peers: Vec::new(),
+                        };
+                        let _ = tx.send(msg).await;
+                    }
+                }
                 Output::AnnounceFailed {
-                    job,
+                    job: Some(job),
                     info_hash,
                     failure,
-                } => job.and_then(|job| {
-                    to(&info_hash).map(|tx| {
-                        (
-                            tx,
-                            SignalEvent::Announced {
-                                job,
-                                result: Err(failure),
-                            },
-                        )
-                    })
-                }),
-                Output::ScrapeDone(_) | Output::ScrapeFailed(_) => None,
-                Output::Warning(w) => {
-                    warn!(%url, "WebSocket tracker: {w}");
-                    None
+                } => {
+                    if let Some(tx) = torrents.get(&info_hash) {
+                        let msg = TaskMsg::Announced {
+                            job,
+                            result: Err(failure),
+                            peers: Vec::new(),
+                        };
+                        let _ = tx.send(msg).await;
+                    }
                 }
-            };
-            if let Some((tx, event)) = event {
-                // Torrent tasks never wait on this task, so waiting for room cannot deadlock.
-                let _ = tx
-                    .send(TaskMsg::Signal {
-                        url: url_arc.clone(),
-                        event,
-                    })
-                    .await;
+                Output::Warning(w) => warn!(%url, "WebSocket tracker: {w}"),
+                _ => {}
             }
         }
         if !cmds_open && torrents.is_empty() {

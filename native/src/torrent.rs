@@ -282,6 +282,36 @@ impl Torrent {
             .map_err(|_| Error::Shutdown)
     }
 
+    /// Chooses which files to download: `wanted[i]` for file `i` of
+    /// [`files`](Self::files) (padding files count too, in the metainfo's order). Pieces
+    /// shared with a wanted file are still fetched; [`wait_done`](Self::wait_done) then
+    /// resolves once the wanted files are complete. Fails before the metadata is known.
+    pub async fn select_files(&self, wanted: Vec<bool>) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(TaskMsg::SelectFiles { wanted, reply })
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        rx.await
+            .map_err(|_| Error::Shutdown)?
+            .map_err(Error::Options)
+    }
+
+    /// Fetches the pieces covering `range` (bytes of the torrent's content) before any
+    /// other; `None` goes back to rarest-first everywhere.
+    pub async fn prioritize(&self, range: Option<std::ops::Range<u64>>) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(TaskMsg::Prioritize { range, reply })
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        rx.await
+            .map_err(|_| Error::Shutdown)?
+            .map_err(Error::Options)
+    }
+
     /// Disconnects every peer and announces `stopped`, keeping the torrent.
     pub async fn pause(&self) -> Result<()> {
         self.inner

@@ -1,0 +1,979 @@
+//! One torrent's session: the [`Torrent`] state machine, its [`Announcer`] and its WebRTC
+//! signaling routes behind one input type and one output type.
+//!
+//! A driver owns one [`TorrentSession`] per torrent and only moves things in and out:
+//!
+//! * bytes, connections and closures from peers, storage results, tracker replies and
+//!   signaling messages go in with [`TorrentSession::handle_input`];
+//! * what to do comes out of [`TorrentSession::poll_output`] (connect, read or verify a piece,
+//!   open storage, announce, make a WebRTC offer, report an event);
+//! * wire bytes for a peer come out of [`TorrentSession::poll_transmit_to`] whenever the
+//!   connection has room ([`TorrentSession::pending_transmits`] lists who has some);
+//! * [`TorrentSession::poll_timeout`] says when to feed [`Input::Timeout`].
+//!
+//! The session decides the rest once for every driver: pause and resume, `completed` when a
+//! download finishes (not for a torrent that started complete), `stopped` on removal and how
+//! long to wait for it, back-pressure while pieces wait to be hashed, what happens when a
+//! magnet's metadata arrives (storage is opened, what is already there is counted), which
+//! WebRTC offers to answer and which answers to apply.
+
+mod rtc;
+mod shim;
+pub use shim::SelectionError;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::announce::{
+    AnnounceConfig, AnnounceEvent, AnnounceJob, Announcer, AnnouncerEvent, JobId, Scheme,
+    TrackerFailure, TrackerReply,
+};
+use crate::id::{InfoHash, PeerId, PeerKey};
+use crate::metainfo::Metainfo;
+use crate::peer::Direction;
+use crate::piece::{Bitfield, PieceIndex};
+use crate::signal::AnnounceParams;
+use crate::time::Time;
+use crate::torrent::{
+    Output as TorrentOutput, PeerSource, Torrent, TorrentConfig, TorrentEvent, TorrentStats,
+};
+
+pub use rtc::{RtcAction, TorrentSignal};
+
+/// Settings of a [`TorrentSession`].
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// The torrent state machine's settings.
+    pub torrent: TorrentConfig,
+    /// The announcer's settings (which tracker schemes the driver can reach, timeouts).
+    pub announce: AnnounceConfig,
+    /// Pieces handed out for hashing and storing at once.
+    pub max_verifying: usize,
+    /// Pieces waiting for a hashing slot before new block requests are held back.
+    pub max_verify_backlog: usize,
+    /// Announce to trackers at all.
+    pub trackers: bool,
+    /// How long a WebRTC connection being set up may take before the session stops counting
+    /// it (the driver's own timeouts normally end it sooner).
+    pub rtc_connect_timeout: Duration,
+}
+
+impl SessionSettings {
+    /// Defaults for our peer id.
+    pub fn new(peer_id: PeerId) -> Self {
+        SessionSettings {
+            torrent: TorrentConfig::new(peer_id),
+            announce: AnnounceConfig::default(),
+            max_verifying: 8,
+            max_verify_backlog: 16,
+            trackers: true,
+            rtc_connect_timeout: Duration::from_secs(45),
+        }
+    }
+}
+
+/// What a session starts from.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// The metainfo is known. `have` lists pieces verified in storage (all of them to seed);
+    /// `storage_ready` is false when the driver still has to open storage (it is then asked
+    /// with [`Output::OpenStorage`]).
+    Metainfo {
+        /// The torrent.
+        meta: Arc<Metainfo>,
+        /// Pieces already verified.
+        have: Bitfield,
+        /// Whether storage is open.
+        storage_ready: bool,
+    },
+    /// Only the info hash (a magnet link): the metadata comes from peers.
+    InfoHash(InfoHash),
+}
+
+/// How a connection reaches its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A TCP connection (or any stream a desktop client speaks).
+    Tcp,
+    /// A WebRTC data channel with this peer (from a WebSocket tracker's offer or answer).
+    WebRtc {
+        /// The remote peer id the tracker gave.
+        peer_id: PeerId,
+    },
+}
+
+/// How hashing and storing a piece went (the driver's answer to [`Output::VerifyPiece`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// The hash matched and the piece is stored.
+    Stored,
+    /// The hash did not match.
+    HashMismatch,
+    /// The hash matched but storing failed.
+    StoreFailed,
+}
+
+/// Everything a driver feeds a session.
+#[derive(Debug)]
+pub enum Input {
+    /// Time passed (feed at [`TorrentSession::poll_timeout`]).
+    Timeout,
+    /// A connection is open (`key` chosen by the driver, unique for the client). If the
+    /// session does not want it, [`Output::Disconnect`] follows.
+    PeerConnected {
+        /// The connection.
+        key: PeerKey,
+        /// The remote address, if the transport has one.
+        addr: Option<SocketAddr>,
+        /// Who opened it.
+        direction: Direction,
+        /// TCP or WebRTC.
+        transport: Transport,
+    },
+    /// Bytes arrived from a peer.
+    PeerData {
+        /// The connection.
+        key: PeerKey,
+        /// The bytes.
+        data: BytesMut,
+    },
+    /// A connection closed (not after [`Output::Disconnect`], which needs no answer).
+    PeerClosed {
+        /// The connection.
+        key: PeerKey,
+    },
+    /// An [`Output::Connect`] failed.
+    ConnectFailed {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// The answer to [`Output::ReadPiece`] (`None` if the read failed).
+    PieceRead {
+        /// The piece.
+        piece: PieceIndex,
+        /// Its bytes.
+        data: Option<Bytes>,
+    },
+    /// The answer to [`Output::VerifyPiece`], with the buffer handed back for reuse.
+    PieceChecked {
+        /// The piece.
+        piece: PieceIndex,
+        /// How it went.
+        outcome: CheckOutcome,
+        /// The buffer of [`Output::VerifyPiece`].
+        data: Bytes,
+    },
+    /// Storage is open (the answer to [`Output::OpenStorage`]); `have` lists pieces found
+    /// already verified in it.
+    StorageReady {
+        /// Pieces on disk, if any were checked.
+        have: Option<Bitfield>,
+    },
+    /// The torrent is not wanted (e.g. too large for the driver's quota): no storage is set
+    /// up, every peer is dropped and `stopped` announced; the session stays until stopped.
+    Refuse(String),
+    /// An [`Output::Announce`] finished, with the peers the reply carried.
+    Announced {
+        /// The job.
+        job: JobId,
+        /// The reply or why it failed.
+        result: Result<TrackerReply, TrackerFailure>,
+        /// Peers from the reply.
+        peers: Vec<SocketAddr>,
+    },
+    /// A WebSocket tracker's message for this torrent.
+    Signal {
+        /// The tracker.
+        url: Arc<str>,
+        /// What it says.
+        signal: TorrentSignal,
+    },
+    /// A WebRTC connection asked for with [`RtcAction::ApplyAnswer`] or
+    /// [`RtcAction::AnswerOffer`] failed before its channel opened.
+    RtcFailed {
+        /// The remote peer.
+        peer_id: PeerId,
+    },
+    /// Addresses to try (from the user or a magnet link's `x.pe`).
+    AddPeers(Vec<SocketAddr>),
+    /// Drop every peer and tell trackers we paused.
+    Pause,
+    /// Undo [`Input::Pause`].
+    Resume,
+    /// Stop for good: `stopped` is announced; [`Output::Stopped`] follows when it is answered
+    /// or the announce config's `stop_timeout` has passed.
+    Stop,
+}
+
+/// Everything a session asks of its driver.
+#[derive(Debug)]
+pub enum Output {
+    /// Open a TCP connection, then feed [`Input::PeerConnected`] or [`Input::ConnectFailed`].
+    Connect(SocketAddr),
+    /// Close this connection; the session has already forgotten it.
+    Disconnect(PeerKey),
+    /// Read this whole piece and feed [`Input::PieceRead`]. `buffer` is a spare buffer to read
+    /// into, if the session has one.
+    ReadPiece {
+        /// The piece.
+        piece: PieceIndex,
+        /// Where it starts in the torrent's data.
+        offset: u64,
+        /// Its length.
+        length: u32,
+        /// A buffer to reuse.
+        buffer: Option<BytesMut>,
+    },
+    /// Hash this piece; if it matches `expected`, store it at `offset`; then feed
+    /// [`Input::PieceChecked`].
+    VerifyPiece {
+        /// The piece.
+        piece: PieceIndex,
+        /// Where it goes in the torrent's data.
+        offset: u64,
+        /// Its bytes.
+        data: Bytes,
+        /// The SHA-1 from the metainfo.
+        expected: [u8; 20],
+    },
+    /// The metadata is known and storage is needed: open it (checking what is already there
+    /// if the driver can), then feed [`Input::StorageReady`] or [`Input::Refuse`].
+    OpenStorage(Arc<Metainfo>),
+    /// Announce to an HTTP(S) or UDP tracker, then feed [`Input::Announced`].
+    Announce(AnnounceJob),
+    /// Something for the WebSocket trackers or the WebRTC layer.
+    Rtc(RtcAction),
+    /// Something happened.
+    Event(Event),
+    /// The session is over (after [`Input::Stop`]): drop it.
+    Stopped,
+}
+
+/// What a user interface or log wants to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A peer's handshake completed.
+    PeerConnected {
+        /// The connection.
+        key: PeerKey,
+        /// Its peer id.
+        peer_id: PeerId,
+        /// Its address, if any.
+        addr: Option<SocketAddr>,
+        /// TCP or WebRTC.
+        transport: Transport,
+    },
+    /// A connection ended.
+    PeerDisconnected {
+        /// The connection.
+        key: PeerKey,
+        /// Its address, if any.
+        addr: Option<SocketAddr>,
+        /// Why.
+        reason: String,
+    },
+    /// A peer was banned for sending corrupt data.
+    PeerBanned {
+        /// Its address, if any.
+        addr: Option<SocketAddr>,
+    },
+    /// The metadata arrived (magnet links).
+    Metadata,
+    /// Storage is open: the torrent is ready.
+    Ready,
+    /// A piece was verified and stored.
+    PieceVerified(PieceIndex),
+    /// A piece failed its hash check and will be fetched again.
+    HashFailed(PieceIndex),
+    /// A verified piece could not be stored; it will be fetched again.
+    StoreFailed(PieceIndex),
+    /// Every wanted piece is verified (`complete`: the whole torrent).
+    Done {
+        /// Whether every piece of the torrent is there.
+        complete: bool,
+    },
+    /// The torrent was refused ([`Input::Refuse`]).
+    Refused(String),
+    /// A tracker answered.
+    TrackerReply {
+        /// Its URL.
+        url: String,
+        /// The event announced.
+        event: AnnounceEvent,
+        /// Interval until the next announce.
+        interval: Duration,
+        /// Seeders it reported.
+        seeders: Option<u32>,
+        /// Leechers it reported.
+        leechers: Option<u32>,
+        /// Peers the reply carried.
+        peers: usize,
+    },
+    /// A tracker sent a warning.
+    TrackerWarning {
+        /// Its URL.
+        url: String,
+        /// The warning.
+        message: String,
+    },
+    /// An announce failed.
+    TrackerError {
+        /// Its URL.
+        url: String,
+        /// Why.
+        error: TrackerFailure,
+    },
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Paused,
+    Stopping { deadline: Time },
+    Stopped,
+}
+
+/// One torrent's session. See the module docs.
+#[derive(Debug)]
+pub struct TorrentSession {
+    settings: SessionSettings,
+    info_hash: InfoHash,
+    torrent: Torrent,
+    announcer: Announcer,
+    rtc: rtc::Routes,
+    phase: Phase,
+    refused: Option<String>,
+    started_complete: bool,
+    storage_ready: bool,
+    storage_asked: bool,
+    /// Announce jobs in flight.
+    jobs: HashSet<JobId>,
+    verifying: usize,
+    verify_queue: VecDeque<(PieceIndex, u64, Bytes, [u8; 20])>,
+    transports: HashMap<PeerKey, Transport>,
+    sent_webrtc: u64,
+    sent_tcp: u64,
+    outputs: VecDeque<Output>,
+    now: Time,
+}
+
+impl TorrentSession {
+    /// A session for a torrent listed on `trackers` (tiers of URLs). `seed` feeds the random
+    /// choices (peer picking, announce keys).
+    pub fn new(
+        settings: SessionSettings,
+        start: Start,
+        trackers: Vec<Vec<String>>,
+        seed: u64,
+        now: Time,
+    ) -> Result<Self, SessionError> {
+        let mut rng = crate::rng::Rng::new(seed);
+        let (torrent, storage_ready) = match start {
+            Start::Metainfo {
+                meta,
+                have,
+                storage_ready,
+            } => (
+                Torrent::new(settings.torrent.clone(), meta, have, rng.next_u64(), now)
+                    .map_err(|e| SessionError::Metainfo(e.to_string()))?,
+                storage_ready,
+            ),
+            Start::InfoHash(ih) => (
+                Torrent::from_info_hash(
+                    settings.torrent.clone(),
+                    ih,
+                    trackers.clone(),
+                    rng.next_u64(),
+                    now,
+                ),
+                false,
+            ),
+        };
+        let announce_to = if settings.trackers {
+            trackers
+        } else {
+            Vec::new()
+        };
+        let announcer = Announcer::new(announce_to, settings.announce.clone(), rng.next_u64(), now);
+        let started_complete = torrent.is_complete() && storage_ready;
+        let mut routes = rtc::Routes::new(settings.torrent.session.peer_id);
+        routes.set_timeout(settings.rtc_connect_timeout);
+        let mut s = TorrentSession {
+            info_hash: torrent.info_hash(),
+            rtc: routes,
+            settings,
+            torrent,
+            announcer,
+            phase: Phase::Running,
+            refused: None,
+            started_complete,
+            storage_ready,
+            storage_asked: false,
+            jobs: HashSet::new(),
+            verifying: 0,
+            verify_queue: VecDeque::new(),
+            transports: HashMap::new(),
+            sent_webrtc: 0,
+            sent_tcp: 0,
+            outputs: VecDeque::new(),
+            now,
+        };
+        let left = s.torrent.stats(now).left;
+        s.announcer.start(now, left);
+        if let Some(meta) = s.torrent.metainfo().cloned() {
+            if storage_ready {
+                s.outputs.push_back(Output::Event(Event::Ready));
+                if s.torrent.is_finished() {
+                    let complete = s.torrent.is_complete();
+                    s.outputs.push_back(Output::Event(Event::Done { complete }));
+                }
+            } else {
+                s.storage_asked = true;
+                s.outputs.push_back(Output::OpenStorage(meta));
+            }
+        }
+        s.update_hold(now);
+        s.pump(now);
+        Ok(s)
+    }
+
+    /// The info hash.
+    pub fn info_hash(&self) -> InfoHash {
+        self.info_hash
+    }
+
+    /// The metainfo, once known.
+    pub fn metainfo(&self) -> Option<&Arc<Metainfo>> {
+        self.torrent.metainfo()
+    }
+
+    /// Verified pieces (once the metadata is known).
+    pub fn have(&self) -> Option<&Bitfield> {
+        self.torrent.have()
+    }
+
+    /// Whether every piece is verified.
+    pub fn is_complete(&self) -> bool {
+        self.torrent.is_complete()
+    }
+
+    /// Whether every wanted piece is verified.
+    pub fn is_finished(&self) -> bool {
+        self.torrent.is_finished()
+    }
+
+    /// Whether storage is open (always true for a torrent started with its data).
+    pub fn is_ready(&self) -> bool {
+        self.storage_ready
+    }
+
+    /// Whether the session is paused (or refused).
+    pub fn is_paused(&self) -> bool {
+        self.phase == Phase::Paused
+    }
+
+    /// Whether [`Input::Stop`] was given.
+    pub fn is_stopping(&self) -> bool {
+        matches!(self.phase, Phase::Stopping { .. } | Phase::Stopped)
+    }
+
+    /// Why the torrent was refused, if it was.
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+
+    /// Transfer figures.
+    pub fn stats(&mut self, now: Time) -> TorrentStats {
+        self.torrent.stats(now)
+    }
+
+    /// Wire bytes handed out for WebRTC peers and for TCP peers.
+    pub fn sent_by_transport(&self) -> (u64, u64) {
+        (self.sent_webrtc, self.sent_tcp)
+    }
+
+    /// Peers with a completed handshake.
+    pub fn num_peers(&self) -> usize {
+        self.torrent.num_peers()
+    }
+
+    /// The announcer (tracker states, for display).
+    pub fn announcer(&self) -> &Announcer {
+        &self.announcer
+    }
+
+    /// Tracker URLs whose scheme the driver cannot reach (skipped).
+    pub fn unsupported_trackers(&self) -> Vec<String> {
+        self.announcer
+            .unsupported_trackers()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Which files (by index into the metainfo's file list) are downloaded.
+    pub fn set_files_wanted(&mut self, now: Time, wanted: &[bool]) -> Result<(), SelectionError> {
+        self.now = now;
+        self.torrent.set_files_wanted(now, wanted)?;
+        self.pump(now);
+        Ok(())
+    }
+
+    /// The current file selection (`None` before the metadata).
+    pub fn files_wanted(&self) -> Option<Vec<bool>> {
+        self.torrent.files_wanted()
+    }
+
+    /// Fetches the pieces covering this byte range first; `None` clears it.
+    pub fn set_priority_range(
+        &mut self,
+        now: Time,
+        range: Option<Range<u64>>,
+    ) -> Result<(), SelectionError> {
+        self.now = now;
+        self.torrent.set_priority_range(now, range)?;
+        self.pump(now);
+        Ok(())
+    }
+
+    /// When to feed [`Input::Timeout`] next.
+    pub fn poll_timeout(&self) -> Time {
+        let mut next = self.torrent.poll_timeout();
+        if let Some(t) = self.announcer.poll_timeout() {
+            next = next.min(t);
+        }
+        if let Some(t) = self.rtc.poll_timeout() {
+            next = next.min(t);
+        }
+        if let Phase::Stopping { deadline } = self.phase {
+            next = next.min(deadline);
+        }
+        next
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if self.outputs.is_empty() {
+            let now = self.now;
+            self.pump(now);
+        }
+        self.outputs.pop_front()
+    }
+
+    /// Peers with wire bytes waiting.
+    pub fn pending_transmits(&self) -> Vec<PeerKey> {
+        self.torrent.pending_transmits()
+    }
+
+    /// The next chunk of wire bytes for one peer (call while its connection has room).
+    pub fn poll_transmit_to(&mut self, key: PeerKey) -> Option<Bytes> {
+        let b = self.torrent.poll_transmit_to(key)?;
+        match self.transports.get(&key) {
+            Some(Transport::WebRtc { .. }) => self.sent_webrtc += b.len() as u64,
+            _ => self.sent_tcp += b.len() as u64,
+        }
+        Some(b)
+    }
+
+    /// Feeds one input.
+    pub fn handle_input(&mut self, now: Time, input: Input) {
+        self.now = now;
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        match input {
+            Input::Timeout => {
+                self.torrent.handle_timeout(now);
+                self.announcer.handle_timeout(now);
+                for action in self.rtc.handle_timeout(now) {
+                    self.outputs.push_back(Output::Rtc(action));
+                }
+                if let Phase::Stopping { deadline } = self.phase {
+                    if now >= deadline {
+                        self.finish_stop();
+                    }
+                }
+            }
+            Input::PeerConnected {
+                key,
+                addr,
+                direction,
+                transport,
+            } => self.peer_connected(now, key, addr, direction, transport),
+            Input::PeerData { key, data } => self.torrent.peer_data_owned(now, key, data),
+            Input::PeerClosed { key } => {
+                self.transports.remove(&key);
+                self.torrent.peer_closed(now, key);
+            }
+            Input::ConnectFailed { addr } => self.torrent.connect_failed(now, addr),
+            Input::PieceRead { piece, data } => self.torrent.piece_read(now, piece, data),
+            Input::PieceChecked {
+                piece,
+                outcome,
+                data,
+            } => {
+                self.verifying = self.verifying.saturating_sub(1);
+                match outcome {
+                    CheckOutcome::Stored => self.torrent.piece_checked(now, piece, true),
+                    CheckOutcome::HashMismatch => self.torrent.piece_checked(now, piece, false),
+                    CheckOutcome::StoreFailed => {
+                        self.outputs
+                            .push_back(Output::Event(Event::StoreFailed(piece)));
+                        self.torrent.piece_store_failed(now, piece)
+                    }
+                }
+                self.torrent.recycle(data);
+            }
+            Input::StorageReady { have } => self.storage_ready(now, have),
+            Input::Refuse(reason) => self.refuse(now, reason),
+            Input::Announced { job, result, peers } => {
+                self.jobs.remove(&job);
+                if result.is_ok() && !peers.is_empty() && self.phase == Phase::Running {
+                    self.torrent.add_candidates(now, peers, PeerSource::Tracker);
+                }
+                self.announcer.handle_reply(now, job, result);
+            }
+            Input::Signal { url, signal } => {
+                let wanted = self.phase == Phase::Running;
+                let room = self.rtc_room();
+                let actions = self
+                    .rtc
+                    .handle_signal(now, url, signal, wanted, room, &self.torrent);
+                self.outputs.extend(actions.into_iter().map(Output::Rtc));
+            }
+            Input::RtcFailed { peer_id } => self.rtc.connect_ended(peer_id),
+            Input::AddPeers(addrs) => {
+                if self.phase == Phase::Running {
+                    self.torrent.add_candidates(now, addrs, PeerSource::Manual);
+                }
+            }
+            Input::Pause => self.pause(now),
+            Input::Resume => {
+                if self.phase == Phase::Paused && self.refused.is_none() {
+                    self.phase = Phase::Running;
+                    self.announcer.resume(now);
+                }
+            }
+            Input::Stop => self.stop(now),
+        }
+        self.pump(now);
+    }
+
+    /// How many more WebRTC connections fit under the peer limit.
+    fn rtc_room(&self) -> usize {
+        self.settings
+            .torrent
+            .max_peers
+            .saturating_sub(self.torrent.num_peers())
+    }
+
+    fn peer_connected(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        addr: Option<SocketAddr>,
+        direction: Direction,
+        transport: Transport,
+    ) {
+        if let Transport::WebRtc { peer_id } = transport {
+            self.rtc.connect_ended(peer_id);
+        }
+        if self.phase != Phase::Running {
+            self.outputs.push_back(Output::Disconnect(key));
+            return;
+        }
+        match self.torrent.add_peer(now, key, addr, direction) {
+            Ok(()) => {
+                self.transports.insert(key, transport);
+            }
+            Err(e) => {
+                self.outputs.push_back(Output::Disconnect(key));
+                self.outputs
+                    .push_back(Output::Event(Event::PeerDisconnected {
+                        key,
+                        addr,
+                        reason: format!("refused: {e}"),
+                    }));
+            }
+        }
+    }
+
+    fn storage_ready(&mut self, now: Time, have: Option<Bitfield>) {
+        if self.storage_ready || self.torrent.metainfo().is_none() {
+            return;
+        }
+        self.storage_ready = true;
+        if let Some(have) = have {
+            // A bitfield of the wrong length is the driver's bug; the pieces are then fetched.
+            let _ = self.torrent.pieces_on_disk(now, &have);
+        }
+        self.outputs.push_back(Output::Event(Event::Ready));
+    }
+
+    fn pause(&mut self, now: Time) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.phase = Phase::Paused;
+        self.announcer.pause(now);
+        self.torrent.shutdown(now);
+        self.transports.clear();
+        for action in self.rtc.abort_all() {
+            self.outputs.push_back(Output::Rtc(action));
+        }
+    }
+
+    fn refuse(&mut self, now: Time, reason: String) {
+        if self.refused.is_some() {
+            return;
+        }
+        self.refused = Some(reason.clone());
+        self.pause(now);
+        self.outputs
+            .push_back(Output::Event(Event::Refused(reason)));
+    }
+
+    fn stop(&mut self, now: Time) {
+        if self.is_stopping() {
+            return;
+        }
+        let stats = self.torrent.stats(now);
+        self.announcer
+            .update_stats(stats.uploaded, stats.downloaded, stats.left);
+        self.announcer.stop(now);
+        self.torrent.shutdown(now);
+        self.transports.clear();
+        for action in self.rtc.abort_all() {
+            self.outputs.push_back(Output::Rtc(action));
+        }
+        let deadline = now + self.settings.announce.stop_timeout;
+        self.phase = Phase::Stopping { deadline };
+    }
+
+    fn finish_stop(&mut self) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        self.phase = Phase::Stopped;
+        for url in self.rtc.leave_all() {
+            self.outputs
+                .push_back(Output::Rtc(RtcAction::Leave { url }));
+        }
+        self.verify_queue.clear();
+        self.outputs.push_back(Output::Stopped);
+    }
+
+    /// Holds block requests while storage is missing or too many pieces wait for hashing.
+    fn update_hold(&mut self, now: Time) {
+        let hold = self.torrent.metainfo().is_some()
+            && (!self.storage_ready || self.verify_queue.len() >= self.settings.max_verify_backlog);
+        if hold != self.torrent.requests_held() {
+            self.torrent.hold_requests(now, hold);
+        }
+    }
+
+    /// Moves the state machines' outputs to the session's queue.
+    fn pump(&mut self, now: Time) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        for _ in 0..16 {
+            let mut progressed = false;
+            while let Some(out) = self.torrent.poll_output() {
+                progressed = true;
+                self.on_torrent_output(now, out);
+            }
+            while self.storage_ready && self.verifying < self.settings.max_verifying.max(1) {
+                let Some((piece, offset, data, expected)) = self.verify_queue.pop_front() else {
+                    break;
+                };
+                self.verifying += 1;
+                self.outputs.push_back(Output::VerifyPiece {
+                    piece,
+                    offset,
+                    data,
+                    expected,
+                });
+            }
+            self.update_hold(now);
+            let stats = self.torrent.stats(now);
+            self.announcer
+                .update_stats(stats.uploaded, stats.downloaded, stats.left);
+            while let Some(job) = self.announcer.poll_job(now) {
+                progressed = true;
+                self.on_job(job);
+            }
+            while let Some(ev) = self.announcer.poll_event() {
+                self.on_announcer_event(ev);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if let Phase::Stopping { .. } = self.phase {
+            if self.jobs.is_empty() {
+                self.finish_stop();
+            }
+        }
+    }
+
+    fn on_job(&mut self, job: AnnounceJob) {
+        self.jobs.insert(job.id);
+        if matches!(Scheme::of(&job.url), Some(Scheme::Ws | Scheme::Wss)) {
+            let url: Arc<str> = Arc::from(job.url.as_str());
+            self.rtc.joined(url.clone());
+            let params = AnnounceParams::from_job(self.info_hash, &job);
+            self.outputs
+                .push_back(Output::Rtc(RtcAction::Announce { url, params }));
+        } else {
+            self.outputs.push_back(Output::Announce(job));
+        }
+    }
+
+    fn tracker_url(&self, id: crate::announce::TrackerId) -> String {
+        self.announcer
+            .tracker(id)
+            .map(|t| t.url.to_string())
+            .unwrap_or_default()
+    }
+
+    fn on_announcer_event(&mut self, ev: AnnouncerEvent) {
+        let event = match ev {
+            AnnouncerEvent::Reply {
+                tracker,
+                event,
+                interval,
+                seeders,
+                leechers,
+                peers,
+                ..
+            } => Event::TrackerReply {
+                url: self.tracker_url(tracker),
+                event,
+                interval,
+                seeders,
+                leechers,
+                peers,
+            },
+            AnnouncerEvent::Warning { tracker, message } => Event::TrackerWarning {
+                url: self.tracker_url(tracker),
+                message,
+            },
+            AnnouncerEvent::Failed { tracker, error, .. } => Event::TrackerError {
+                url: self.tracker_url(tracker),
+                error,
+            },
+            AnnouncerEvent::Promoted { .. } => return,
+            AnnouncerEvent::StopFinished => {
+                self.jobs.clear();
+                return;
+            }
+        };
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    fn on_torrent_output(&mut self, now: Time, out: TorrentOutput) {
+        let out = match out {
+            TorrentOutput::Connect(addr) => Output::Connect(addr),
+            TorrentOutput::Disconnect(key) => {
+                self.transports.remove(&key);
+                Output::Disconnect(key)
+            }
+            TorrentOutput::ReadPiece {
+                piece,
+                offset,
+                length,
+            } => Output::ReadPiece {
+                piece,
+                offset,
+                length,
+                buffer: self.torrent.take_read_buffer(),
+            },
+            TorrentOutput::VerifyPiece {
+                piece,
+                data,
+                expected,
+            } => {
+                let offset = self
+                    .torrent
+                    .metainfo()
+                    .map(|m| m.info.layout.piece_offset(piece))
+                    .unwrap_or(0);
+                self.verify_queue.push_back((piece, offset, data, expected));
+                return;
+            }
+            TorrentOutput::Event(e) => match self.on_torrent_event(now, e) {
+                Some(e) => Output::Event(e),
+                None => return,
+            },
+        };
+        self.outputs.push_back(out);
+    }
+
+    fn on_torrent_event(&mut self, now: Time, e: TorrentEvent) -> Option<Event> {
+        Some(match e {
+            TorrentEvent::PeerConnected {
+                peer,
+                peer_id,
+                addr,
+            } => Event::PeerConnected {
+                key: peer,
+                peer_id,
+                addr,
+                transport: self
+                    .transports
+                    .get(&peer)
+                    .copied()
+                    .unwrap_or(Transport::Tcp),
+            },
+            TorrentEvent::PeerDisconnected { peer, addr, reason } => {
+                self.transports.remove(&peer);
+                Event::PeerDisconnected {
+                    key: peer,
+                    addr,
+                    reason,
+                }
+            }
+            TorrentEvent::PeerBanned { addr, .. } => Event::PeerBanned { addr },
+            TorrentEvent::MetadataReceived => {
+                if let Some(meta) = self.torrent.metainfo().cloned() {
+                    if !self.storage_ready && !self.storage_asked {
+                        self.storage_asked = true;
+                        self.outputs.push_back(Output::Event(Event::Metadata));
+                        self.outputs.push_back(Output::OpenStorage(meta));
+                        self.update_hold(now);
+                        return None;
+                    }
+                }
+                Event::Metadata
+            }
+            TorrentEvent::PieceVerified(p) => Event::PieceVerified(p),
+            TorrentEvent::HashFailed(p) => Event::HashFailed(p),
+            TorrentEvent::Done => {
+                let complete = self.torrent.is_complete();
+                if complete && !self.started_complete && !self.is_stopping() {
+                    let stats = self.torrent.stats(now);
+                    self.announcer
+                        .update_stats(stats.uploaded, stats.downloaded, stats.left);
+                    self.announcer.completed(now);
+                }
+                Event::Done { complete }
+            }
+        })
+    }
+}
+
+/// Why a session could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The metainfo and the `have` bitfield do not fit together.
+    #[error("the torrent's pieces do not match: {0}")]
+    Metainfo(String),
+}

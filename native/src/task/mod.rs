@@ -1,0 +1,745 @@
+//! The per-torrent tokio task: a thin driver of the core [`TorrentSession`]. It moves bytes,
+//! time, storage results and tracker replies in, and carries out the session's outputs —
+//! connections, disk work on the client's [`DiskPool`](crate::disk::DiskPool), HTTP/UDP
+//! announces and (in [`rtc`]) WebSocket signaling and WebRTC connections.
+
+mod rtc;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+use webtorrent_core::announce::{
+    AnnounceConfig, AnnounceJob, JobId, Scheme, SchemeSet, TrackerFailure, TrackerReply,
+};
+use webtorrent_core::metainfo::Metainfo;
+use webtorrent_core::peer::Direction;
+use webtorrent_core::piece::{sha1, Bitfield, PieceIndex};
+use webtorrent_core::session::{
+    CheckOutcome, Event as SessionEvent, Input, Output, SessionSettings, Start, TorrentSession,
+    TorrentSignal, Transport,
+};
+use webtorrent_core::signal::OfferId;
+use webtorrent_core::{InfoHash, PeerId, PeerKey, Time};
+
+use crate::client::{Admit, Shared};
+use crate::conn::Conn;
+use crate::storage::{verify_existing, FileStorage, MemoryStorage, Storage};
+use crate::torrent::{Event, Status};
+use crate::tracker::{AnnounceParams, TrackerError};
+
+/// Messages into a torrent task.
+#[derive(Debug)]
+pub(crate) enum TaskMsg {
+    Incoming {
+        stream: TcpStream,
+        addr: SocketAddr,
+        prefix: Bytes,
+    },
+    Connected {
+        addr: SocketAddr,
+        stream: TcpStream,
+    },
+    ConnectFailed {
+        addr: SocketAddr,
+    },
+    PeerData {
+        key: PeerKey,
+        data: bytes::BytesMut,
+    },
+    PeerClosed {
+        key: PeerKey,
+    },
+    Writable {
+        key: PeerKey,
+    },
+    PieceLoaded {
+        piece: PieceIndex,
+        data: Option<Bytes>,
+    },
+    PieceChecked {
+        piece: PieceIndex,
+        outcome: CheckOutcome,
+        data: Bytes,
+    },
+    /// Storage for a magnet's metadata is open, with the pieces found already on disk.
+    StorageOpened(Result<(Arc<dyn Storage>, Option<Bitfield>), String>),
+    /// An announce (HTTP, UDP or WebSocket) finished.
+    Announced {
+        job: JobId,
+        result: Result<TrackerReply, TrackerFailure>,
+        peers: Vec<SocketAddr>,
+    },
+    AddPeers(Vec<SocketAddr>),
+    /// A WebSocket tracker's message for this torrent.
+    Signal {
+        url: Arc<str>,
+        signal: TorrentSignal,
+    },
+    /// One of our WebRTC offers is ready (kept until its answer comes).
+    OfferReady {
+        url: Arc<str>,
+        offer_id: OfferId,
+        pending: crate::rtc::PendingOffer,
+        sdp: String,
+    },
+    /// A WebRTC data channel opened.
+    RtcConnected {
+        peer_id: PeerId,
+        stream: crate::rtc::DataChannelStream,
+    },
+    /// A WebRTC connection attempt failed.
+    RtcFailed {
+        peer_id: PeerId,
+    },
+    /// Which files to download.
+    SelectFiles {
+        wanted: Vec<bool>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A byte range to fetch first.
+    Prioritize {
+        range: Option<std::ops::Range<u64>>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Pause,
+    Resume,
+    Stop(oneshot::Sender<()>),
+}
+
+/// How a task is set up.
+pub(crate) struct TaskInit {
+    pub info_hash: InfoHash,
+    pub meta: Option<Arc<Metainfo>>,
+    pub storage: Option<Arc<dyn Storage>>,
+    pub have: Option<Bitfield>,
+    pub trackers: Vec<Vec<String>>,
+    pub peers: Vec<SocketAddr>,
+    pub status: Arc<Mutex<Status>>,
+    pub events: broadcast::Sender<Event>,
+    pub done: watch::Sender<bool>,
+    /// Where a magnet's files go once its metadata arrives (`None`: memory).
+    pub folder: Option<PathBuf>,
+    /// Asked before a magnet's storage is set up.
+    pub admit: Option<Admit>,
+}
+
+pub(crate) struct Task {
+    shared: Arc<Shared>,
+    info_hash: InfoHash,
+    session: TorrentSession,
+    storage: Option<Arc<dyn Storage>>,
+    conns: HashMap<PeerKey, Conn>,
+    rx: mpsc::Receiver<TaskMsg>,
+    tx: mpsc::Sender<TaskMsg>,
+    status: Arc<Mutex<Status>>,
+    events: broadcast::Sender<Event>,
+    done: watch::Sender<bool>,
+    last_status: Instant,
+    /// WebSocket trackers and WebRTC connections.
+    rtc: rtc::RtcPeers,
+    /// HTTP and UDP announces in flight.
+    announcing: tokio::task::JoinSet<()>,
+    folder: Option<PathBuf>,
+    admit: Option<Admit>,
+    /// Started from a magnet link (its storage comes when the metadata does).
+    magnet: bool,
+    stopped: bool,
+}
+
+fn tracker_failure(e: TrackerError) -> TrackerFailure {
+    match e {
+        TrackerError::Failure(m) => TrackerFailure::Failure(m),
+        TrackerError::Timeout => TrackerFailure::Timeout,
+        other => TrackerFailure::Network(other.to_string()),
+    }
+}
+
+impl Task {
+    pub fn new(
+        shared: Arc<Shared>,
+        init: TaskInit,
+        tx: mpsc::Sender<TaskMsg>,
+        rx: mpsc::Receiver<TaskMsg>,
+    ) -> Result<Task, crate::Error> {
+        let now = shared.now();
+        let mut settings = SessionSettings::new(shared.peer_id);
+        settings.torrent.session.listen_port = Some(shared.port);
+        settings.torrent.session.pex = shared.opts.pex;
+        settings.torrent.max_peers = shared.opts.max_connections;
+        if let Some(b) = shared.opts.upload_cache_bytes {
+            settings.torrent.upload_cache_bytes = b;
+        }
+        let mut schemes = SchemeSet::NONE
+            .with(Scheme::Http)
+            .with(Scheme::Https)
+            .with(Scheme::Udp);
+        if shared.opts.webrtc {
+            schemes = schemes.with(Scheme::Ws).with(Scheme::Wss);
+        }
+        settings.announce = AnnounceConfig {
+            schemes,
+            stop_timeout: shared.opts.stop_timeout,
+            ..AnnounceConfig::default()
+        };
+        settings.trackers = shared.opts.trackers;
+        let magnet = init.meta.is_none();
+        let start = match (&init.meta, init.have) {
+            (Some(m), Some(have)) => Start::Metainfo {
+                meta: m.clone(),
+                have,
+                storage_ready: init.storage.is_some(),
+            },
+            _ => Start::InfoHash(init.info_hash),
+        };
+        let session = TorrentSession::new(
+            settings,
+            start,
+            init.trackers.clone(),
+            shared.next_seed(),
+            now,
+        )
+        .map_err(|e| crate::Error::Storage(e.to_string()))?;
+        for url in session.unsupported_trackers() {
+            debug!(%url, "tracker scheme not supported by the native client yet");
+        }
+        let mut task = Task {
+            shared,
+            info_hash: init.info_hash,
+            session,
+            storage: init.storage,
+            conns: HashMap::new(),
+            rx,
+            tx,
+            status: init.status,
+            events: init.events,
+            done: init.done,
+            last_status: Instant::now(),
+            rtc: rtc::RtcPeers::default(),
+            announcing: tokio::task::JoinSet::new(),
+            folder: init.folder,
+            admit: init.admit,
+            magnet,
+            stopped: false,
+        };
+        if !init.peers.is_empty() {
+            task.input(Input::AddPeers(init.peers));
+        }
+        task.drive();
+        task.update_status(true);
+        Ok(task)
+    }
+
+    fn now(&self) -> Time {
+        self.shared.now()
+    }
+
+    fn input(&mut self, input: Input) {
+        let now = self.now();
+        self.session.handle_input(now, input);
+    }
+
+    /// Runs until stopped.
+    pub async fn run(mut self) {
+        let mut stop_reply: Option<oneshot::Sender<()>> = None;
+        loop {
+            self.drive();
+            if self.stopped {
+                break;
+            }
+            let deadline = self.next_deadline();
+            let msg = tokio::select! {
+                m = self.rx.recv() => m,
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.input(Input::Timeout);
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
+            self.handle(msg, &mut stop_reply);
+            // Batch whatever else is already queued before driving outputs.
+            for _ in 0..64 {
+                match self.rx.try_recv() {
+                    Ok(m) => self.handle(m, &mut stop_reply),
+                    Err(_) => break,
+                }
+            }
+        }
+        for (_, c) in self.conns.drain() {
+            c.close();
+        }
+        self.rtc.close(self.info_hash);
+        // Announces still in flight (regular ones overtaken by `stopped`, or `stopped` past
+        // the bounded wait) are abandoned.
+        self.announcing.abort_all();
+        self.update_status(true);
+        if let Some(reply) = stop_reply.take() {
+            let _ = reply.send(());
+        }
+        debug!(info_hash = %self.info_hash, "torrent task ended");
+    }
+
+    fn next_deadline(&self) -> tokio::time::Instant {
+        let wait = self
+            .session
+            .poll_timeout()
+            .saturating_since(self.now())
+            .min(Duration::from_secs(1));
+        tokio::time::Instant::now() + wait
+    }
+
+    fn handle(&mut self, msg: TaskMsg, stop_reply: &mut Option<oneshot::Sender<()>>) {
+        match msg {
+            TaskMsg::Incoming {
+                stream,
+                addr,
+                prefix,
+            } => {
+                let _ = stream.set_nodelay(true);
+                let key = self.connected(stream, Some(addr), Direction::Incoming, Transport::Tcp);
+                self.input(Input::PeerData {
+                    key,
+                    data: bytes::BytesMut::from(&prefix[..]),
+                });
+            }
+            TaskMsg::Connected { addr, stream } => {
+                self.connected(stream, Some(addr), Direction::Outgoing, Transport::Tcp);
+            }
+            TaskMsg::ConnectFailed { addr } => {
+                debug!(%addr, "connection attempt failed");
+                self.input(Input::ConnectFailed { addr })
+            }
+            TaskMsg::PeerData { key, data } => {
+                if let Some(c) = self.conns.get(&key) {
+                    c.consumed(data.len());
+                }
+                self.input(Input::PeerData { key, data })
+            }
+            TaskMsg::PeerClosed { key } => {
+                if let Some(c) = self.conns.remove(&key) {
+                    c.close();
+                }
+                self.input(Input::PeerClosed { key });
+            }
+            TaskMsg::Writable { key } => self.flush_peer(key),
+            TaskMsg::PieceLoaded { piece, data } => self.input(Input::PieceRead { piece, data }),
+            TaskMsg::PieceChecked {
+                piece,
+                outcome,
+                data,
+            } => self.input(Input::PieceChecked {
+                piece,
+                outcome,
+                data,
+            }),
+            TaskMsg::StorageOpened(res) => match res {
+                Ok((storage, have)) => {
+                    self.storage = Some(storage);
+                    if let Some(h) = &have {
+                        if h.count() > 0 {
+                            info!(pieces = h.count(), "pieces already on disk");
+                        }
+                    }
+                    self.input(Input::StorageReady { have });
+                }
+                Err(e) => {
+                    warn!(info_hash = %self.info_hash, "cannot prepare files: {e}");
+                    self.input(Input::Refuse(format!("cannot prepare files: {e}")));
+                }
+            },
+            TaskMsg::Announced { job, result, peers } => {
+                if let Err(e) = &result {
+                    debug!("announce failed: {e}");
+                }
+                self.input(Input::Announced { job, result, peers })
+            }
+            TaskMsg::AddPeers(peers) => self.input(Input::AddPeers(peers)),
+            TaskMsg::Signal { url, signal } => self.input(Input::Signal { url, signal }),
+            TaskMsg::OfferReady {
+                url,
+                offer_id,
+                pending,
+                sdp,
+            } => self.rtc.offer_ready(url, offer_id, pending, sdp),
+            TaskMsg::RtcConnected { peer_id, stream } => {
+                self.rtc.connected(peer_id);
+                let addr = stream.remote_addr();
+                debug!(?addr, %peer_id, "WebRTC data channel open");
+                self.connected(
+                    stream,
+                    addr,
+                    Direction::Outgoing,
+                    Transport::WebRtc { peer_id },
+                );
+            }
+            TaskMsg::RtcFailed { peer_id } => {
+                self.rtc.connected(peer_id);
+                self.input(Input::RtcFailed { peer_id });
+            }
+            TaskMsg::SelectFiles { wanted, reply } => {
+                let now = self.now();
+                let res = self.session.set_files_wanted(now, &wanted);
+                let _ = reply.send(res.map_err(|e| e.to_string()));
+            }
+            TaskMsg::Prioritize { range, reply } => {
+                let now = self.now();
+                let res = self.session.set_priority_range(now, range);
+                let _ = reply.send(res.map_err(|e| e.to_string()));
+            }
+            TaskMsg::Pause => self.input(Input::Pause),
+            TaskMsg::Resume => self.input(Input::Resume),
+            TaskMsg::Stop(reply) => {
+                *stop_reply = Some(reply);
+                self.input(Input::Stop);
+            }
+        }
+    }
+
+    /// Starts the reader and writer of a new connection and tells the session.
+    fn connected<S>(
+        &mut self,
+        stream: S,
+        addr: Option<SocketAddr>,
+        direction: Direction,
+        transport: Transport,
+    ) -> PeerKey
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let key = self.shared.next_key();
+        let conn = Conn::spawn(
+            stream,
+            key,
+            self.tx.clone(),
+            self.shared.down_limit.clone(),
+            self.shared.up_limit.clone(),
+        );
+        self.conns.insert(key, conn);
+        self.input(Input::PeerConnected {
+            key,
+            addr,
+            direction,
+            transport,
+        });
+        key
+    }
+
+    fn flush_peer(&mut self, key: PeerKey) {
+        let Some(conn) = self.conns.get(&key) else {
+            return;
+        };
+        while conn.has_room() {
+            match self.session.poll_transmit_to(key) {
+                Some(b) => conn.send(b),
+                None => break,
+            }
+        }
+    }
+
+    /// Carries out everything the session asks for.
+    fn drive(&mut self) {
+        while let Some(out) = self.session.poll_output() {
+            self.on_output(out);
+        }
+        for key in self.session.pending_transmits() {
+            self.flush_peer(key);
+        }
+        self.update_status(false);
+    }
+
+    fn on_output(&mut self, out: Output) {
+        match out {
+            Output::Connect(addr) => {
+                debug!(%addr, "connecting");
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let msg = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        TcpStream::connect(addr),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => {
+                            let _ = stream.set_nodelay(true);
+                            TaskMsg::Connected { addr, stream }
+                        }
+                        _ => TaskMsg::ConnectFailed { addr },
+                    };
+                    let _ = tx.send(msg).await;
+                });
+            }
+            Output::Disconnect(key) => {
+                if let Some(c) = self.conns.remove(&key) {
+                    tokio::spawn(c.close_gracefully());
+                }
+            }
+            Output::ReadPiece {
+                piece,
+                offset,
+                length,
+                buffer,
+            } => self.read_piece(piece, offset, length, buffer),
+            Output::VerifyPiece {
+                piece,
+                offset,
+                data,
+                expected,
+            } => self.verify_piece(piece, offset, data, expected),
+            Output::OpenStorage(meta) => self.open_storage(meta),
+            Output::Announce(job) => self.announce(job),
+            Output::Rtc(action) => {
+                if let Some(peer_id) = self.rtc.act(&self.shared, &self.tx, self.info_hash, action)
+                {
+                    self.input(Input::RtcFailed { peer_id });
+                }
+            }
+            Output::Event(e) => self.on_event(e),
+            Output::Stopped => self.stopped = true,
+        }
+    }
+
+    /// Reads a whole piece for uploading on the disk threads.
+    fn read_piece(
+        &mut self,
+        piece: PieceIndex,
+        offset: u64,
+        length: u32,
+        spare: Option<bytes::BytesMut>,
+    ) {
+        let Some(storage) = self.storage.clone() else {
+            self.input(Input::PieceRead { piece, data: None });
+            return;
+        };
+        let tx = self.tx.clone();
+        self.shared.disk.run(move || {
+            let data = match storage.read_reusing(offset, length as usize, spare) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    warn!("reading piece {piece} for upload: {e}");
+                    None
+                }
+            };
+            let _ = tx.blocking_send(TaskMsg::PieceLoaded { piece, data });
+        });
+    }
+
+    /// Hashes and stores a completed piece on the disk threads.
+    fn verify_piece(&mut self, piece: PieceIndex, offset: u64, data: Bytes, expected: [u8; 20]) {
+        let Some(storage) = self.storage.clone() else {
+            self.input(Input::PieceChecked {
+                piece,
+                outcome: CheckOutcome::StoreFailed,
+                data,
+            });
+            return;
+        };
+        let tx = self.tx.clone();
+        self.shared.disk.run(move || {
+            let outcome = if sha1(&data) != expected {
+                CheckOutcome::HashMismatch
+            } else if let Err(e) = storage.write(offset, &data) {
+                warn!("storing piece {piece} failed: {e}");
+                CheckOutcome::StoreFailed
+            } else {
+                CheckOutcome::Stored
+            };
+            let _ = tx.blocking_send(TaskMsg::PieceChecked {
+                piece,
+                outcome,
+                data,
+            });
+        });
+    }
+
+    /// The metadata arrived: admit it, then set up storage (checking what a folder already
+    /// holds on the disk threads).
+    fn open_storage(&mut self, meta: Arc<Metainfo>) {
+        info!(name = %meta.info.name, "metadata received");
+        if let Some(admit) = &self.admit {
+            if let Err(reason) = admit.check(&meta) {
+                info!(info_hash = %self.info_hash, "torrent refused: {reason}");
+                self.input(Input::Refuse(reason));
+                return;
+            }
+        }
+        match &self.folder {
+            Some(dir) => {
+                let dir = dir.clone();
+                let tx = self.tx.clone();
+                self.shared.disk.run(move || {
+                    let fs = FileStorage::new(&dir, Arc::new(meta.info.clone()));
+                    let have = verify_existing(&meta.info, &fs);
+                    let res = fs
+                        .prepare()
+                        .map(|()| (Arc::new(fs) as Arc<dyn Storage>, Some(have)))
+                        .map_err(|e| e.to_string());
+                    let _ = tx.blocking_send(TaskMsg::StorageOpened(res));
+                });
+            }
+            None => {
+                self.storage = Some(Arc::new(MemoryStorage::new(
+                    meta.info.total_length() as usize
+                )));
+                self.input(Input::StorageReady { have: None });
+            }
+        }
+    }
+
+    fn announce(&mut self, job: AnnounceJob) {
+        let Some(client) = self.shared.trackers.clone() else {
+            return;
+        };
+        let params =
+            AnnounceParams::from_job(&job, self.info_hash, self.shared.peer_id, self.shared.port);
+        let tx = self.tx.clone();
+        let url = job.url.clone();
+        let id = job.id;
+        debug!(%url, event = job.event.as_str(), "announcing");
+        // Reap finished announces; the rest are aborted when the task ends.
+        while self.announcing.try_join_next().is_some() {}
+        self.announcing.spawn(async move {
+            let (result, peers) = match client.announce(&url, &params).await {
+                Ok(o) => (Ok(o.to_reply()), o.peers),
+                Err(e) => (Err(tracker_failure(e)), Vec::new()),
+            };
+            let _ = tx
+                .send(TaskMsg::Announced {
+                    job: id,
+                    result,
+                    peers,
+                })
+                .await;
+        });
+    }
+
+    fn on_event(&mut self, e: SessionEvent) {
+        match e {
+            SessionEvent::PeerConnected {
+                peer_id,
+                addr,
+                transport,
+                ..
+            } => {
+                debug!(?addr, %peer_id, ?transport, "peer connected");
+                let _ = self.events.send(Event::PeerConnected {
+                    addr,
+                    peer_id: peer_id.0,
+                });
+            }
+            SessionEvent::PeerDisconnected { addr, reason, .. } => {
+                debug!(?addr, "peer dropped: {reason}");
+                let _ = self.events.send(Event::PeerDisconnected { addr, reason });
+            }
+            SessionEvent::PeerBanned { addr } => {
+                warn!(?addr, "banned peer for sending corrupt data");
+                let _ = self.events.send(Event::PeerBanned { addr });
+            }
+            SessionEvent::Metadata => {}
+            SessionEvent::Ready => {
+                if self.magnet {
+                    let _ = self.events.send(Event::Metadata);
+                }
+                self.update_status(true);
+            }
+            SessionEvent::PieceVerified(p) => {
+                let _ = self.events.send(Event::PieceVerified(p.get()));
+            }
+            SessionEvent::HashFailed(p) => {
+                warn!("piece {p} failed verification");
+                let _ = self.events.send(Event::Warning(format!(
+                    "piece {p} failed verification; fetching it again"
+                )));
+            }
+            SessionEvent::StoreFailed(p) => {
+                let _ = self.events.send(Event::Warning(format!(
+                    "piece {p} could not be stored; fetching it again"
+                )));
+            }
+            SessionEvent::Done { complete } => {
+                if let Some(s) = &self.storage {
+                    if let Err(e) = s.flush() {
+                        warn!("flushing storage: {e}");
+                    }
+                }
+                if complete {
+                    info!(info_hash = %self.info_hash, "download complete, seeding");
+                } else {
+                    info!(info_hash = %self.info_hash, "selected files downloaded");
+                }
+                let _ = self.done.send(true);
+                let _ = self.events.send(Event::Done);
+                self.update_status(true);
+            }
+            SessionEvent::Refused(reason) => {
+                let _ = self.events.send(Event::Refused(reason));
+                self.update_status(true);
+            }
+            SessionEvent::TrackerReply {
+                url,
+                event,
+                interval,
+                seeders,
+                leechers,
+                peers,
+            } => {
+                info!(%url, ?event, ?interval, ?seeders, ?leechers, peers, "tracker replied");
+                let _ = self.events.send(Event::TrackerReply {
+                    url,
+                    event: event.as_str().to_string(),
+                    interval,
+                    seeders,
+                    leechers,
+                    peers,
+                });
+            }
+            SessionEvent::TrackerWarning { url, message } => {
+                warn!(%url, "tracker warning: {message}");
+                let _ = self
+                    .events
+                    .send(Event::Warning(format!("{url}: {message}")));
+            }
+            SessionEvent::TrackerError { url, error } => {
+                warn!(%url, "announce failed: {error}");
+                let _ = self.events.send(Event::TrackerError {
+                    url,
+                    error: error.to_string(),
+                });
+            }
+        }
+    }
+
+    fn update_status(&mut self, force: bool) {
+        if !force && self.last_status.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        self.last_status = Instant::now();
+        let now = self.now();
+        let stats = self.session.stats(now);
+        let (sent_webrtc, sent_tcp) = self.session.sent_by_transport();
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.downloaded = stats.downloaded;
+        s.uploaded = stats.uploaded;
+        s.verified = stats.verified;
+        s.total = stats.total;
+        s.download_speed = stats.download_rate;
+        s.upload_speed = stats.upload_rate;
+        s.peers = stats.peers;
+        s.done = self.session.is_finished() && self.session.is_ready();
+        s.paused = self.session.is_paused();
+        s.sent_webrtc = sent_webrtc;
+        s.sent_tcp = sent_tcp;
+        if s.refused.is_none() {
+            s.refused = self.session.refused().map(str::to_string);
+        }
+        if s.meta.is_none() {
+            s.meta = self.session.metainfo().cloned();
+        }
+        s.storage = self.storage.clone();
+    }
+}
