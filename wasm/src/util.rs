@@ -117,11 +117,6 @@ pub(crate) async fn sleep(ms: u32) {
     gloo_timers::future::TimeoutFuture::new(ms).await;
 }
 
-/// Logs to the browser console.
-pub(crate) fn log(msg: &str) {
-    web_sys::console::log_1(&JsValue::from_str(msg));
-}
-
 /// Logs to the browser console at debug level (shown only when asked for: details such as
 /// why a slower path was taken, which are not the user's problem).
 pub(crate) fn debug(msg: &str) {

@@ -1,16 +1,17 @@
 //! WebSocket trackers: one socket per tracker URL, shared by the client's torrents, driven by
-//! the core [`SignalMachine`]. This module only moves frames, creates peer connections and keeps
-//! time; the machine decides everything else (offers, answers, reconnects, timeouts).
+//! the core [`SignalMachine`]. This module only moves frames, keeps time and routes each torrent's
+//! messages to its session; the machine decides the rest (offers, answers, reconnects,
+//! timeouts), the session which peers to connect (see `torrent::channels`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::spawn_local;
-use web_sys::{MessageEvent, RtcPeerConnection, WebSocket};
-use webtorrent_core::announce::AnnounceJob;
+use web_sys::{MessageEvent, WebSocket};
+use webtorrent_core::session::TorrentSignal;
 use webtorrent_core::signal::{AnnounceParams, Config, OfferId, Output, SignalMachine};
 use webtorrent_core::{InfoHash, PeerId};
 
@@ -41,14 +42,12 @@ impl Socket {
 /// One WebSocket tracker connection.
 pub(crate) struct WsTracker {
     url: String,
-    client: Weak<ClientShared>,
     machine: RefCell<SignalMachine>,
     socket: RefCell<Option<Socket>>,
     /// Incremented per socket so late events of an old socket are ignored.
     generation: Cell<u64>,
     torrents: RefCell<HashMap<InfoHash, WeakHandle>>,
     /// Remote offers whose answer the machine gave up on while we were still creating it.
-    dropped_answers: RefCell<HashSet<(PeerId, OfferId)>>,
     closed: Cell<bool>,
 }
 
@@ -58,7 +57,6 @@ fn tracker_for(client: &Rc<ClientShared>, url: &str) -> Rc<WsTracker> {
     }
     let tr = Rc::new(WsTracker {
         url: url.to_string(),
-        client: Rc::downgrade(client),
         machine: RefCell::new(SignalMachine::new(
             client.peer_id,
             Config::default(),
@@ -68,7 +66,6 @@ fn tracker_for(client: &Rc<ClientShared>, url: &str) -> Rc<WsTracker> {
         socket: RefCell::new(None),
         generation: Cell::new(0),
         torrents: RefCell::new(HashMap::new()),
-        dropped_answers: RefCell::new(HashSet::new()),
         closed: Cell::new(false),
     });
     client
@@ -80,13 +77,16 @@ fn tracker_for(client: &Rc<ClientShared>, url: &str) -> Rc<WsTracker> {
 }
 
 /// Sends an announce to a WebSocket tracker (opening its socket if needed).
-pub(crate) fn announce(client: &Rc<ClientShared>, h: &Handle, job: AnnounceJob) {
+pub(crate) fn announce(client: &Rc<ClientShared>, h: &Handle, url: &str, params: AnnounceParams) {
     if client.destroyed.get()
-        && !matches!(job.event, webtorrent_core::announce::AnnounceEvent::Stopped)
+        && !matches!(
+            params.event,
+            webtorrent_core::announce::AnnounceEvent::Stopped
+        )
     {
         return;
     }
-    let tr = tracker_for(client, &job.url);
+    let tr = tracker_for(client, url);
     let ih = h.borrow().info_hash;
     {
         let mut torrents = tr.torrents.borrow_mut();
@@ -95,13 +95,74 @@ pub(crate) fn announce(client: &Rc<ClientShared>, h: &Handle, job: AnnounceJob) 
             tr.machine.borrow_mut().add_torrent(now(), ih);
         }
     }
-    tr.machine
-        .borrow_mut()
-        .announce(now(), AnnounceParams::from_job(ih, &job));
+    tr.machine.borrow_mut().announce(now(), params);
     pump(&tr);
 }
 
-/// Forgets a torrent on every tracker (after its `stopped`).
+/// The tracker at `url`, if the client has one.
+fn existing(client: &Rc<ClientShared>, url: &str) -> Option<Rc<WsTracker>> {
+    client.trackers.borrow().get(url).cloned()
+}
+
+/// Forgets a torrent on one tracker.
+pub(crate) fn leave(client: &Rc<ClientShared>, url: &str, ih: InfoHash) {
+    if let Some(tr) = existing(client, url) {
+        if tr.torrents.borrow_mut().remove(&ih).is_some() {
+            tr.machine.borrow_mut().remove_torrent(now(), ih);
+            pump(&tr);
+        }
+    }
+}
+
+/// One of our offers is ready: the tracker sends it.
+pub(crate) fn offer_created(client: &Rc<ClientShared>, url: &str, offer_id: OfferId, sdp: String) {
+    if let Some(tr) = existing(client, url) {
+        tr.machine.borrow_mut().offer_created(now(), offer_id, sdp);
+        pump(&tr);
+    }
+}
+
+/// One of our offers could not be made.
+pub(crate) fn offer_failed(client: &Rc<ClientShared>, url: &str, offer_id: OfferId) {
+    if let Some(tr) = existing(client, url) {
+        tr.machine.borrow_mut().offer_failed(now(), offer_id);
+        pump(&tr);
+    }
+}
+
+/// Our answer to a remote offer is ready: the tracker relays it.
+pub(crate) fn answer_created(
+    client: &Rc<ClientShared>,
+    url: &str,
+    ih: InfoHash,
+    peer_id: PeerId,
+    offer_id: OfferId,
+    sdp: String,
+) {
+    if let Some(tr) = existing(client, url) {
+        tr.machine
+            .borrow_mut()
+            .answer_created(now(), ih, peer_id, offer_id, sdp);
+        pump(&tr);
+    }
+}
+
+/// A remote offer is refused or could not be answered.
+pub(crate) fn answer_failed(
+    client: &Rc<ClientShared>,
+    url: &str,
+    ih: InfoHash,
+    peer_id: PeerId,
+    offer_id: OfferId,
+) {
+    if let Some(tr) = existing(client, url) {
+        tr.machine
+            .borrow_mut()
+            .answer_failed(now(), ih, peer_id, offer_id);
+        pump(&tr);
+    }
+}
+
 pub(crate) fn remove_torrent(client: &Rc<ClientShared>, ih: InfoHash) {
     let trackers: Vec<Rc<WsTracker>> = client.trackers.borrow().values().cloned().collect();
     for tr in trackers {
@@ -165,18 +226,34 @@ fn torrent_of(tr: &WsTracker, ih: &InfoHash) -> Option<Handle> {
     tr.torrents.borrow().get(ih).and_then(|w| w.upgrade())
 }
 
-fn ice_servers(tr: &WsTracker) -> JsValue {
-    tr.client
-        .upgrade()
-        .map(|c| c.ice_servers.clone())
-        .unwrap_or(JsValue::UNDEFINED)
-}
-
 /// Carries out the machine's outputs.
 fn pump(tr: &Rc<WsTracker>) {
     loop {
         let out = tr.machine.borrow_mut().poll_output();
         let Some(out) = out else { break };
+        let out = match TorrentSignal::from_output(out) {
+            Ok((info_hash, signal)) => {
+                match torrent_of(tr, &info_hash) {
+                    Some(h) => torrent::signal(&h, &tr.url, signal),
+                    None => match signal {
+                        TorrentSignal::CreateOffer { offer_id } => {
+                            tr.machine.borrow_mut().offer_failed(now(), offer_id)
+                        }
+                        TorrentSignal::Offer {
+                            peer_id, offer_id, ..
+                        } => tr.machine.borrow_mut().answer_failed(
+                            now(),
+                            info_hash,
+                            peer_id,
+                            offer_id,
+                        ),
+                        _ => {}
+                    },
+                }
+                continue;
+            }
+            Err(out) => out,
+        };
         match out {
             Output::Connect => connect(tr),
             Output::Disconnect => {
@@ -196,153 +273,27 @@ fn pump(tr: &Rc<WsTracker>) {
                     util::warn(&format!("{}: could not send a tracker message", tr.url));
                 }
             }
-            Output::CreateOffer {
-                info_hash,
-                offer_id,
-            } => {
-                let Some(h) = torrent_of(tr, &info_hash) else {
-                    tr.machine.borrow_mut().offer_failed(now(), offer_id);
-                    continue;
-                };
-                let ice = ice_servers(tr);
-                let w = Rc::downgrade(tr);
-                spawn_local(async move {
-                    let label = hex::encode(util::random_bytes::<20>());
-                    let res = crate::rtc::create_offer(&ice, &label).await;
-                    let Some(tr) = w.upgrade() else {
-                        if let Ok((pc, _, _)) = res {
-                            crate::rtc::close(&pc);
-                        }
-                        return;
-                    };
-                    match res {
-                        Ok((pc, dc, sdp)) => {
-                            torrent::keep_offer(&h, offer_id, pc, dc);
-                            tr.machine.borrow_mut().offer_created(now(), offer_id, sdp);
-                        }
-                        Err(e) => {
-                            util::warn(&format!("creating a WebRTC offer: {e}"));
-                            tr.machine.borrow_mut().offer_failed(now(), offer_id);
-                        }
-                    }
-                    pump(&tr);
-                });
-            }
-            Output::DropOffer {
-                info_hash,
-                offer_id,
-            } => {
-                if let Some(h) = torrent_of(tr, &info_hash) {
-                    torrent::drop_offer(&h, offer_id);
-                }
-            }
-            Output::ApplyAnswer {
-                info_hash,
-                peer_id,
-                offer_id,
-                sdp,
-            } => {
-                if let Some(h) = torrent_of(tr, &info_hash) {
-                    torrent::apply_answer(&h, offer_id, peer_id, sdp);
-                }
-            }
-            Output::AcceptOffer {
-                info_hash,
-                peer_id,
-                offer_id,
-                sdp,
-            } => {
-                let Some(h) =
-                    torrent_of(tr, &info_hash).filter(|h| torrent::wants_peer(h, peer_id))
-                else {
-                    tr.machine
-                        .borrow_mut()
-                        .answer_failed(now(), info_hash, peer_id, offer_id);
-                    continue;
-                };
-                let ice = ice_servers(tr);
-                let w = Rc::downgrade(tr);
-                spawn_local(async move {
-                    let res = crate::rtc::answer_offer(&ice, &sdp).await;
-                    let Some(tr) = w.upgrade() else {
-                        if let Ok((pc, _)) = res {
-                            crate::rtc::close(&pc);
-                        }
-                        return;
-                    };
-                    match res {
-                        Ok((pc, answer)) => {
-                            if tr.dropped_answers.borrow_mut().remove(&(peer_id, offer_id)) {
-                                crate::rtc::close(&pc);
-                            } else {
-                                torrent::accept_channel(&h, pc.clone(), peer_id);
-                                tr.machine.borrow_mut().answer_created(
-                                    now(),
-                                    info_hash,
-                                    peer_id,
-                                    offer_id,
-                                    answer,
-                                );
-                                pump_with_answer(&tr, &pc, peer_id, offer_id);
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            util::warn(&format!("answering a WebRTC offer: {e}"));
-                            tr.machine.borrow_mut().answer_failed(
-                                now(),
-                                info_hash,
-                                peer_id,
-                                offer_id,
-                            );
-                        }
-                    }
-                    pump(&tr);
-                });
-            }
-            Output::DropAnswer {
-                peer_id, offer_id, ..
-            } => {
-                let mut d = tr.dropped_answers.borrow_mut();
-                if d.len() < 1024 {
-                    d.insert((peer_id, offer_id));
-                }
-            }
             Output::AnnounceDone {
-                job,
+                job: Some(job),
                 info_hash,
                 reply,
             } => {
-                if let (Some(job), Some(h)) = (job, torrent_of(tr, &info_hash)) {
+                if let Some(h) = torrent_of(tr, &info_hash) {
                     torrent::announce_result(&h, job, Ok(reply));
                 }
             }
             Output::AnnounceFailed {
-                job,
+                job: Some(job),
                 info_hash,
                 failure,
             } => {
-                if let (Some(job), Some(h)) = (job, torrent_of(tr, &info_hash)) {
+                if let Some(h) = torrent_of(tr, &info_hash) {
                     torrent::announce_result(&h, job, Err(failure));
                 }
             }
-            Output::ScrapeDone(_) | Output::ScrapeFailed(_) => {}
             Output::Warning(w) => util::warn(&format!("{}: {w}", tr.url)),
+            _ => {}
         }
-    }
-}
-
-/// Pumps right after an answer was handed to the machine: if it refuses to send it
-/// ([`Output::DropAnswer`]), the connection made for it is closed.
-fn pump_with_answer(
-    tr: &Rc<WsTracker>,
-    pc: &RtcPeerConnection,
-    peer_id: PeerId,
-    offer_id: OfferId,
-) {
-    pump(tr);
-    if tr.dropped_answers.borrow_mut().remove(&(peer_id, offer_id)) {
-        crate::rtc::close(pc);
     }
 }
 

@@ -1,0 +1,306 @@
+//! The JavaScript `Torrent` and `TorrentFile` classes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use js_sys::{Array, Function, Uint8Array};
+use wasm_bindgen::prelude::*;
+use webtorrent_core::magnet::Magnet;
+use webtorrent_core::metainfo::Metainfo;
+
+use super::{destroy, drive, Handle};
+use crate::store::{self, Store, StoreView};
+use crate::util::now;
+
+/// A torrent, as JavaScript sees it.
+#[wasm_bindgen]
+pub struct Torrent {
+    pub(crate) h: Handle,
+}
+
+#[wasm_bindgen]
+impl Torrent {
+    /// The info hash, 40 hex digits.
+    #[wasm_bindgen(getter, js_name = infoHash)]
+    pub fn info_hash(&self) -> String {
+        self.h.borrow().info_hash.to_hex()
+    }
+
+    /// A magnet link with the name and trackers.
+    #[wasm_bindgen(getter, js_name = magnetURI)]
+    pub fn magnet_uri(&self) -> String {
+        let t = self.h.borrow();
+        let mut m = Magnet::new(t.info_hash);
+        m.name = t
+            .meta()
+            .map(|m| m.info.name.clone())
+            .or_else(|| t.name_hint.clone());
+        m.trackers = t.trackers.iter().flatten().cloned().collect();
+        m.to_uri()
+    }
+
+    /// The `.torrent` file (undefined until the metadata is known).
+    #[wasm_bindgen(getter, js_name = torrentFile)]
+    pub fn torrent_file(&self) -> Option<Uint8Array> {
+        self.h
+            .borrow()
+            .torrent_file
+            .as_ref()
+            .map(|b| Uint8Array::from(&b[..]))
+    }
+
+    /// The torrent's name (from the magnet link's `dn` until the metadata is known).
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> Option<String> {
+        let t = self.h.borrow();
+        t.meta()
+            .map(|m| m.info.name.clone())
+            .or_else(|| t.name_hint.clone())
+    }
+
+    /// Total size in bytes (0 until the metadata is known).
+    #[wasm_bindgen(getter)]
+    pub fn length(&self) -> f64 {
+        self.h
+            .borrow()
+            .meta()
+            .map(|m| m.info.total_length() as f64)
+            .unwrap_or(0.0)
+    }
+
+    /// The files (empty until the metadata is known).
+    #[wasm_bindgen(getter)]
+    pub fn files(&self) -> Array {
+        let out = Array::new();
+        let Some(meta) = self.h.borrow().meta() else {
+            return out;
+        };
+        for (i, f) in meta.info.files.iter().enumerate() {
+            if f.padding {
+                continue;
+            }
+            out.push(&JsValue::from(TorrentFile {
+                h: self.h.clone(),
+                index: i,
+            }));
+        }
+        out
+    }
+
+    /// Fraction verified, 0 to 1.
+    #[wasm_bindgen(getter)]
+    pub fn progress(&self) -> f64 {
+        let mut t = self.h.borrow_mut();
+        let s = t.session.stats(now());
+        match s.total {
+            Some(0) => 1.0,
+            Some(total) => s.verified as f64 / total as f64,
+            None => 0.0,
+        }
+    }
+
+    /// Payload bytes received.
+    #[wasm_bindgen(getter)]
+    pub fn downloaded(&self) -> f64 {
+        self.h.borrow_mut().session.stats(now()).downloaded as f64
+    }
+
+    /// Payload bytes sent.
+    #[wasm_bindgen(getter)]
+    pub fn uploaded(&self) -> f64 {
+        self.h.borrow_mut().session.stats(now()).uploaded as f64
+    }
+
+    /// Receive rate in bytes per second.
+    #[wasm_bindgen(getter, js_name = downloadSpeed)]
+    pub fn download_speed(&self) -> f64 {
+        self.h.borrow_mut().session.stats(now()).download_rate as f64
+    }
+
+    /// Send rate in bytes per second.
+    #[wasm_bindgen(getter, js_name = uploadSpeed)]
+    pub fn upload_speed(&self) -> f64 {
+        self.h.borrow_mut().session.stats(now()).upload_rate as f64
+    }
+
+    /// Connected peers.
+    #[wasm_bindgen(getter, js_name = numPeers)]
+    pub fn num_peers(&self) -> usize {
+        self.h.borrow().session.num_peers()
+    }
+
+    /// Whether every piece is verified.
+    #[wasm_bindgen(getter)]
+    pub fn done(&self) -> bool {
+        let t = self.h.borrow();
+        t.done && t.store.is_some()
+    }
+
+    /// Whether the torrent is ready (metadata and storage known).
+    #[wasm_bindgen(getter)]
+    pub fn ready(&self) -> bool {
+        self.h.borrow().ready
+    }
+
+    /// The last fatal error, if any.
+    #[wasm_bindgen(getter)]
+    pub fn error(&self) -> Option<String> {
+        self.h.borrow().error.clone()
+    }
+
+    /// Adds a listener: `metadata`, `ready`, `wire`, `download`, `upload`, `done`, `warning`,
+    /// `error`.
+    pub fn on(&self, event: &str, listener: Function) {
+        self.h
+            .borrow_mut()
+            .listeners
+            .entry(event.to_string())
+            .or_default()
+            .push(listener);
+    }
+
+    /// Removes a listener.
+    pub fn off(&self, event: &str, listener: &Function) {
+        if let Some(v) = self.h.borrow_mut().listeners.get_mut(event) {
+            v.retain(|f| f != listener);
+        }
+    }
+
+    /// Chooses which files to download: one boolean per entry of `files`, in order. Pieces
+    /// shared with a wanted file are still fetched; `done` fires once the wanted files are
+    /// complete. Throws before the metadata is known or if the list has the wrong length.
+    #[wasm_bindgen(js_name = selectFiles)]
+    pub fn select_files(&self, wanted: Vec<u8>) -> Result<(), JsValue> {
+        let wanted: Vec<bool> = wanted.iter().map(|b| *b != 0).collect();
+        let res = self.h.borrow_mut().session.set_files_wanted(now(), &wanted);
+        res.map_err(|e| JsValue::from(js_sys::Error::new(&e.to_string())))?;
+        drive(&self.h);
+        Ok(())
+    }
+
+    /// Fetches the bytes `start..end` of the torrent's content before anything else
+    /// (streaming). Throws before the metadata is known or if the range is outside it.
+    pub fn prioritize(&self, start: f64, end: f64) -> Result<(), JsValue> {
+        if !(start >= 0.0 && end >= start) {
+            return Err(
+                js_sys::Error::new("prioritize(start, end) needs 0 <= start <= end").into(),
+            );
+        }
+        let range = Some(start as u64..end as u64);
+        let res = self.h.borrow_mut().session.set_priority_range(now(), range);
+        res.map_err(|e| JsValue::from(js_sys::Error::new(&e.to_string())))?;
+        drive(&self.h);
+        Ok(())
+    }
+
+    /// Undoes [`prioritize`](Self::prioritize).
+    pub fn deprioritize(&self) -> Result<(), JsValue> {
+        let res = self.h.borrow_mut().session.set_priority_range(now(), None);
+        res.map_err(|e| JsValue::from(js_sys::Error::new(&e.to_string())))?;
+        drive(&self.h);
+        Ok(())
+    }
+
+    /// Stops the torrent and forgets it.
+    pub fn destroy(&self) {
+        let client = self.h.borrow().client.clone();
+        destroy(&self.h);
+        client.forget(&self.h);
+    }
+}
+
+/// One file of a torrent.
+#[wasm_bindgen]
+pub struct TorrentFile {
+    h: Handle,
+    index: usize,
+}
+
+#[wasm_bindgen]
+impl TorrentFile {
+    fn entry(&self) -> Option<(Arc<Metainfo>, usize)> {
+        self.h.borrow().meta().map(|m| (m, self.index))
+    }
+
+    /// The file name (last path component).
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        self.entry()
+            .and_then(|(m, i)| m.info.files.get(i).and_then(|f| f.path.last().cloned()))
+            .unwrap_or_default()
+    }
+
+    /// The path inside the torrent, `/`-separated, starting with the torrent name for
+    /// multi-file torrents.
+    #[wasm_bindgen(getter)]
+    pub fn path(&self) -> String {
+        let Some((m, i)) = self.entry() else {
+            return String::new();
+        };
+        let Some(f) = m.info.files.get(i) else {
+            return String::new();
+        };
+        if m.info.single_file {
+            f.path_string()
+        } else {
+            format!("{}/{}", m.info.name, f.path_string())
+        }
+    }
+
+    /// Size in bytes.
+    #[wasm_bindgen(getter)]
+    pub fn length(&self) -> f64 {
+        self.entry()
+            .and_then(|(m, i)| m.info.files.get(i).map(|f| f.length as f64))
+            .unwrap_or(0.0)
+    }
+
+    /// The file's bytes as a `Blob` (rejects until the download is complete).
+    pub fn blob(&self) -> js_sys::Promise {
+        let h = self.h.clone();
+        let index = self.index;
+        wasm_bindgen_futures::future_to_promise(async move {
+            let (view, info, range) = {
+                let t = h.borrow();
+                let meta = t
+                    .meta()
+                    .ok_or_else(|| JsValue::from_str("no metadata yet"))?;
+                let f = meta
+                    .info
+                    .files
+                    .get(index)
+                    .ok_or_else(|| JsValue::from_str("no such file"))?;
+                let range = f.range();
+                let have_all = t.session.have().is_some_and(|b| {
+                    let layout = meta.info.layout;
+                    layout.pieces().all(|p| {
+                        let ps = layout.piece_offset(p);
+                        let pe = ps + layout.piece_len(p) as u64;
+                        pe <= range.start || ps >= range.end || b.get(p)
+                    })
+                });
+                if !have_all {
+                    return Err(JsValue::from_str("the file is not downloaded yet"));
+                }
+                let view = match &t.store {
+                    Some(Store::Blobs(b)) => StoreView::Blobs(b.clone()),
+                    Some(Store::Memory(buf)) => {
+                        let s = range.start as usize;
+                        let e = range.end as usize;
+                        let slice = buf.get(s..e).unwrap_or(&[]);
+                        StoreView::Memory(Bytes::copy_from_slice(slice))
+                    }
+                    Some(Store::Opfs(d)) => StoreView::Opfs(d.clone()),
+                    None => return Err(JsValue::from_str("no storage")),
+                };
+                (view, Arc::new(meta.info.clone()), range)
+            };
+            let blob = match &view {
+                StoreView::Memory(b) => store::range_blob(&view, &info, 0, b.len() as u64).await,
+                _ => store::range_blob(&view, &info, range.start, range.end).await,
+            }
+            .map_err(|e| JsValue::from_str(&e.to_string()))?;
+            Ok(blob.into())
+        })
+    }
+}
