@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
-use webtorrent_core::session::TorrentSignal;
+use webtorrent_core::session::{Input, TorrentSignal};
 use webtorrent_core::signal::{AnnounceParams, Config, OfferId, Output, SignalMachine};
 use webtorrent_core::{InfoHash, PeerId, Time};
 
@@ -147,10 +147,10 @@ async fn run(
                         // Torrent tasks never wait on this task, so waiting for room cannot
                         // deadlock.
                         Some(tx) => {
-                            let msg = TaskMsg::Signal {
+                            let msg = TaskMsg::Input(Input::Signal {
                                 url: url_arc.clone(),
                                 signal,
-                            };
+                            });
                             let _ = tx.send(msg).await;
                         }
                         None => match signal {
@@ -199,11 +199,11 @@ async fn run(
                     reply,
                 } => {
                     if let Some(tx) = torrents.get(&info_hash) {
-                        let msg = TaskMsg::Announced {
+                        let msg = TaskMsg::Input(Input::Announced {
                             job,
                             result: Ok(reply),
                             peers: Vec::new(),
-                        };
+                        });
                         let _ = tx.send(msg).await;
                     }
                 }
@@ -213,11 +213,11 @@ async fn run(
                     failure,
                 } => {
                     if let Some(tx) = torrents.get(&info_hash) {
-                        let msg = TaskMsg::Announced {
+                        let msg = TaskMsg::Input(Input::Announced {
                             job,
                             result: Err(failure),
                             peers: Vec::new(),
-                        };
+                        });
                         let _ = tx.send(msg).await;
                     }
                 }

@@ -14,6 +14,7 @@ use webtorrent_core::InfoHash;
 use crate::storage::Storage;
 use crate::task::TaskMsg;
 use crate::{Error, Result};
+use webtorrent_core::session::Input;
 
 /// Something that happened to a torrent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,7 +278,7 @@ impl Torrent {
     pub async fn add_peers(&self, peers: Vec<SocketAddr>) -> Result<()> {
         self.inner
             .tx
-            .send(TaskMsg::AddPeers(peers))
+            .send(TaskMsg::Input(Input::AddPeers(peers)))
             .await
             .map_err(|_| Error::Shutdown)
     }
@@ -316,7 +317,7 @@ impl Torrent {
     pub async fn pause(&self) -> Result<()> {
         self.inner
             .tx
-            .send(TaskMsg::Pause)
+            .send(TaskMsg::Input(Input::Pause))
             .await
             .map_err(|_| Error::Shutdown)
     }
@@ -325,7 +326,7 @@ impl Torrent {
     pub async fn resume(&self) -> Result<()> {
         self.inner
             .tx
-            .send(TaskMsg::Resume)
+            .send(TaskMsg::Input(Input::Resume))
             .await
             .map_err(|_| Error::Shutdown)
     }

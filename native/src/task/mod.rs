@@ -15,15 +15,13 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
-use webtorrent_core::announce::{
-    AnnounceConfig, AnnounceJob, JobId, Scheme, SchemeSet, TrackerFailure, TrackerReply,
-};
+use webtorrent_core::announce::{AnnounceConfig, AnnounceJob, Scheme, SchemeSet, TrackerFailure};
 use webtorrent_core::metainfo::Metainfo;
 use webtorrent_core::peer::Direction;
 use webtorrent_core::piece::{sha1, Bitfield, PieceIndex};
 use webtorrent_core::session::{
     CheckOutcome, Event as SessionEvent, Input, Output, SessionSettings, Start, TorrentSession,
-    TorrentSignal, Transport,
+    Transport,
 };
 use webtorrent_core::signal::OfferId;
 use webtorrent_core::{InfoHash, PeerId, PeerKey, Time};
@@ -37,6 +35,8 @@ use crate::tracker::{AnnounceParams, TrackerError};
 /// Messages into a torrent task.
 #[derive(Debug)]
 pub(crate) enum TaskMsg {
+    /// Straight to the session.
+    Input(Input),
     Incoming {
         stream: TcpStream,
         addr: SocketAddr,
@@ -45,9 +45,6 @@ pub(crate) enum TaskMsg {
     Connected {
         addr: SocketAddr,
         stream: TcpStream,
-    },
-    ConnectFailed {
-        addr: SocketAddr,
     },
     PeerData {
         key: PeerKey,
@@ -59,29 +56,8 @@ pub(crate) enum TaskMsg {
     Writable {
         key: PeerKey,
     },
-    PieceLoaded {
-        piece: PieceIndex,
-        data: Option<Bytes>,
-    },
-    PieceChecked {
-        piece: PieceIndex,
-        outcome: CheckOutcome,
-        data: Bytes,
-    },
     /// Storage for a magnet's metadata is open, with the pieces found already on disk.
     StorageOpened(Result<(Arc<dyn Storage>, Option<Bitfield>), String>),
-    /// An announce (HTTP, UDP or WebSocket) finished.
-    Announced {
-        job: JobId,
-        result: Result<TrackerReply, TrackerFailure>,
-        peers: Vec<SocketAddr>,
-    },
-    AddPeers(Vec<SocketAddr>),
-    /// A WebSocket tracker's message for this torrent.
-    Signal {
-        url: Arc<str>,
-        signal: TorrentSignal,
-    },
     /// One of our WebRTC offers is ready (kept until its answer comes).
     OfferReady {
         url: Arc<str>,
@@ -108,8 +84,6 @@ pub(crate) enum TaskMsg {
         range: Option<std::ops::Range<u64>>,
         reply: oneshot::Sender<Result<(), String>>,
     },
-    Pause,
-    Resume,
     Stop(oneshot::Sender<()>),
 }
 
@@ -296,6 +270,7 @@ impl Task {
 
     fn handle(&mut self, msg: TaskMsg, stop_reply: &mut Option<oneshot::Sender<()>>) {
         match msg {
+            TaskMsg::Input(input) => self.input(input),
             TaskMsg::Incoming {
                 stream,
                 addr,
@@ -311,10 +286,6 @@ impl Task {
             TaskMsg::Connected { addr, stream } => {
                 self.connected(stream, Some(addr), Direction::Outgoing, Transport::Tcp);
             }
-            TaskMsg::ConnectFailed { addr } => {
-                debug!(%addr, "connection attempt failed");
-                self.input(Input::ConnectFailed { addr })
-            }
             TaskMsg::PeerData { key, data } => {
                 if let Some(c) = self.conns.get(&key) {
                     c.consumed(data.len());
@@ -328,16 +299,6 @@ impl Task {
                 self.input(Input::PeerClosed { key });
             }
             TaskMsg::Writable { key } => self.flush_peer(key),
-            TaskMsg::PieceLoaded { piece, data } => self.input(Input::PieceRead { piece, data }),
-            TaskMsg::PieceChecked {
-                piece,
-                outcome,
-                data,
-            } => self.input(Input::PieceChecked {
-                piece,
-                outcome,
-                data,
-            }),
             TaskMsg::StorageOpened(res) => match res {
                 Ok((storage, have)) => {
                     self.storage = Some(storage);
@@ -353,14 +314,6 @@ impl Task {
                     self.input(Input::Refuse(format!("cannot prepare files: {e}")));
                 }
             },
-            TaskMsg::Announced { job, result, peers } => {
-                if let Err(e) = &result {
-                    debug!("announce failed: {e}");
-                }
-                self.input(Input::Announced { job, result, peers })
-            }
-            TaskMsg::AddPeers(peers) => self.input(Input::AddPeers(peers)),
-            TaskMsg::Signal { url, signal } => self.input(Input::Signal { url, signal }),
             TaskMsg::OfferReady {
                 url,
                 offer_id,
@@ -392,8 +345,6 @@ impl Task {
                 let res = self.session.set_priority_range(now, range);
                 let _ = reply.send(res.map_err(|e| e.to_string()));
             }
-            TaskMsg::Pause => self.input(Input::Pause),
-            TaskMsg::Resume => self.input(Input::Resume),
             TaskMsg::Stop(reply) => {
                 *stop_reply = Some(reply);
                 self.input(Input::Stop);
@@ -469,7 +420,7 @@ impl Task {
                             let _ = stream.set_nodelay(true);
                             TaskMsg::Connected { addr, stream }
                         }
-                        _ => TaskMsg::ConnectFailed { addr },
+                        _ => TaskMsg::Input(Input::ConnectFailed { addr }),
                     };
                     let _ = tx.send(msg).await;
                 });
@@ -525,7 +476,7 @@ impl Task {
                     None
                 }
             };
-            let _ = tx.blocking_send(TaskMsg::PieceLoaded { piece, data });
+            let _ = tx.blocking_send(TaskMsg::Input(Input::PieceRead { piece, data }));
         });
     }
 
@@ -549,11 +500,12 @@ impl Task {
             } else {
                 CheckOutcome::Stored
             };
-            let _ = tx.blocking_send(TaskMsg::PieceChecked {
+            let input = Input::PieceChecked {
                 piece,
                 outcome,
                 data,
-            });
+            };
+            let _ = tx.blocking_send(TaskMsg::Input(input));
         });
     }
 
@@ -608,13 +560,12 @@ impl Task {
                 Ok(o) => (Ok(o.to_reply()), o.peers),
                 Err(e) => (Err(tracker_failure(e)), Vec::new()),
             };
-            let _ = tx
-                .send(TaskMsg::Announced {
-                    job: id,
-                    result,
-                    peers,
-                })
-                .await;
+            let input = Input::Announced {
+                job: id,
+                result,
+                peers,
+            };
+            let _ = tx.send(TaskMsg::Input(input)).await;
         });
     }
 

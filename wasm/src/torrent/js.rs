@@ -133,7 +133,7 @@ impl Torrent {
     #[wasm_bindgen(getter)]
     pub fn done(&self) -> bool {
         let t = self.h.borrow();
-        t.done && t.store.is_some()
+        t.session.is_ready() && t.session.is_finished()
     }
 
     /// Whether the torrent is ready (metadata and storage known).
