@@ -1,7 +1,97 @@
-//! Sans-IO core of webtorrent-rs: the BitTorrent and WebTorrent formats.
+//! Sans-IO core of webtorrent-rs: the BitTorrent and WebTorrent protocols as state machines.
 //!
-//! Nothing here opens a socket, reads a clock or spawns a task; drivers feed bytes in and take
-//! bytes out. The crate builds for native targets and for `wasm32-unknown-unknown`.
+//! Nothing here opens a socket, reads a clock or spawns a task: drivers feed bytes, time and
+//! storage results in and carry out what comes out. The crate builds for native targets and
+//! for `wasm32-unknown-unknown`; the tokio driver lives in the `webtorrent` crate, the
+//! browser driver in `webtorrent-wasm`.
+//!
+//! # The map
+//!
+//! From the bottom up:
+//!
+//! | Layer | Modules |
+//! |---|---|
+//! | Formats | [`bencode`], [`metainfo`], [`magnet`], [`creator`], [`percent`], [`id`] |
+//! | Pieces | [`piece`] (layout, blocks, bitfields, validated [`piece::PieceIndex`]), [`picker`] (rarest first, endgame, file selection, priority ranges) |
+//! | Peer wire | [`wire`] (messages, decoder), [`ext`] (BEP 10 extensions: `ut_metadata`, `ut_pex`), [`fast`] (BEP 6), [`peer`] (one connection: handshake, choke/interest, requests, timeouts) |
+//! | Trackers | [`tracker`] (HTTP, UDP and WebSocket message formats, UDP client machine), [`announce`] (tiers, intervals, events), [`signal`] (one WebSocket tracker: announces, WebRTC offers and answers) |
+//! | Swarm | [`torrent`] (one torrent's peers, pieces, choker, PEX, metadata exchange) |
+//! | Session | [`session`] (a torrent with its trackers and signaling behind one input and one output type) |
+//!
+//! [`time`] is the clock type every machine takes; [`rng`] the seeded randomness.
+//!
+//! # The driver contract
+//!
+//! A driver keeps one [`session::TorrentSession`] per torrent and:
+//!
+//! 1. feeds everything that happens as a [`session::Input`] with
+//!    [`handle_input`](session::TorrentSession::handle_input): connections opened and
+//!    closed, bytes received, pieces read, pieces hashed and stored, tracker replies,
+//!    WebSocket tracker messages, and [`session::Input::Timeout`] once
+//!    [`poll_timeout`](session::TorrentSession::poll_timeout) is reached;
+//! 2. carries out every [`session::Output`] from
+//!    [`poll_output`](session::TorrentSession::poll_output) until it returns `None`;
+//! 3. hands each peer's bytes from
+//!    [`poll_transmit_to`](session::TorrentSession::poll_transmit_to) to its connection
+//!    while the connection has room.
+//!
+//! Peer keys ([`PeerKey`]) are chosen by the driver and unique within the client. Calls
+//! never block and never fail because of what a peer sent: bad peers are dropped and their
+//! pieces fetched from others.
+//!
+//! ```
+//! use std::time::Duration;
+//! use webtorrent_core::creator::TorrentCreator;
+//! use webtorrent_core::metainfo::Metainfo;
+//! use webtorrent_core::piece::{sha1, Bitfield};
+//! use webtorrent_core::session::{CheckOutcome, Input, Output, SessionSettings, Start, TorrentSession};
+//! use webtorrent_core::{Id20, Time};
+//!
+//! let data = vec![7u8; 100_000];
+//! let (file, _info_hash) = TorrentCreator::new()
+//!     .create_from_data("hello.bin", &data)
+//!     .expect("a torrent");
+//! let meta = std::sync::Arc::new(Metainfo::from_bytes(&file).expect("valid"));
+//! let start = Start::Metainfo {
+//!     have: Bitfield::full(meta.info.num_pieces()),
+//!     meta: meta.clone(),
+//!     storage_ready: true,
+//! };
+//! let settings = SessionSettings::new(Id20([1; 20]));
+//! let mut session = TorrentSession::new(settings, start, Vec::new(), 42, Time::ZERO)
+//!     .expect("pieces match");
+//!
+//! // One turn of a driver loop (a real one waits for I/O or the timeout in between).
+//! let mut now = Time::ZERO;
+//! for _ in 0..3 {
+//!     while let Some(out) = session.poll_output() {
+//!         match out {
+//!             Output::ReadPiece { piece, offset, length, .. } => {
+//!                 let s = offset as usize;
+//!                 let bytes = data[s..s + length as usize].to_vec().into();
+//!                 session.handle_input(now, Input::PieceRead { piece, data: Some(bytes) });
+//!             }
+//!             Output::VerifyPiece { piece, data, expected, .. } => {
+//!                 let outcome = if sha1(&data) == expected {
+//!                     CheckOutcome::Stored // after writing it at `offset`
+//!                 } else {
+//!                     CheckOutcome::HashMismatch
+//!                 };
+//!                 session.handle_input(now, Input::PieceChecked { piece, outcome, data });
+//!             }
+//!             // Connect, Disconnect, OpenStorage, Announce, Rtc, Event, Stopped: the
+//!             // driver's sockets, storage, trackers and user interface.
+//!             _ => {}
+//!         }
+//!     }
+//!     for key in session.pending_transmits() {
+//!         while let Some(_bytes) = session.poll_transmit_to(key) { /* write to the peer */ }
+//!     }
+//!     now = session.poll_timeout().max(now + Duration::from_millis(1));
+//!     session.handle_input(now, Input::Timeout);
+//! }
+//! assert!(session.is_complete());
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

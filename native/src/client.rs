@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 use webtorrent_core::magnet::Magnet;
 use webtorrent_core::metainfo::Metainfo;
@@ -23,7 +23,7 @@ use crate::limit::RateLimiter;
 use crate::options::WebTorrentOptions;
 use crate::storage::{verify_existing, FileStorage, MemoryStorage, Storage};
 use crate::task::{Task, TaskInit, TaskMsg};
-use crate::torrent::{Inner, Status, Torrent};
+use crate::torrent::{Events, Inner, Status, Torrent};
 use crate::tracker::{TrackerClient, TrackerClientConfig};
 use crate::{Error, Result};
 
@@ -524,7 +524,7 @@ impl WebTorrent {
                 trackers,
                 peers,
                 status,
-                events: broadcast::channel(1024).0,
+                events: Events::default(),
                 done: watch::channel(false).0,
                 folder: folder.clone(),
                 admit,
@@ -557,7 +557,7 @@ impl WebTorrent {
                 have,
                 peers,
                 status,
-                events: broadcast::channel(1024).0,
+                events: Events::default(),
                 done: watch::channel(false).0,
                 folder: folder.clone(),
                 admit: None,

@@ -73,6 +73,31 @@ pub enum Event {
     Refused(String),
 }
 
+/// A torrent's event channel, made when someone first subscribes: a torrent nobody listens
+/// to holds no event buffer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Events(Arc<Mutex<Option<broadcast::Sender<Event>>>>);
+
+impl Events {
+    /// Events buffered per subscriber before the slowest one starts missing some.
+    const CAPACITY: usize = 1024;
+
+    /// Sends to the subscribers, if any.
+    pub fn send(&self, e: Event) {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = g.as_ref() {
+            let _ = tx.send(e);
+        }
+    }
+
+    /// A new subscriber.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.get_or_insert_with(|| broadcast::channel(Self::CAPACITY).0)
+            .subscribe()
+    }
+}
+
 /// Figures shared between the torrent task and its handles.
 #[derive(Debug, Default)]
 pub(crate) struct Status {
@@ -116,7 +141,7 @@ pub(crate) struct Inner {
     pub trackers: Vec<Vec<String>>,
     pub tx: mpsc::Sender<TaskMsg>,
     pub status: Arc<Mutex<Status>>,
-    pub events: broadcast::Sender<Event>,
+    pub events: Events,
     pub done: watch::Receiver<bool>,
     pub download_dir: Option<PathBuf>,
     pub task: Mutex<Option<tokio::task::JoinHandle<()>>>,

@@ -20,8 +20,6 @@
 mod rtc;
 mod shim;
 pub use shim::SelectionError;
-#[cfg(test)]
-mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;

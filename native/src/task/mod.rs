@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 use webtorrent_core::announce::{AnnounceConfig, AnnounceJob, Scheme, SchemeSet, TrackerFailure};
 use webtorrent_core::metainfo::Metainfo;
@@ -29,7 +29,7 @@ use webtorrent_core::{InfoHash, PeerId, PeerKey, Time};
 use crate::client::{Admit, Shared};
 use crate::conn::Conn;
 use crate::storage::{verify_existing, FileStorage, MemoryStorage, Storage};
-use crate::torrent::{Event, Status};
+use crate::torrent::{Event, Events, Status};
 use crate::tracker::{AnnounceParams, TrackerError};
 
 /// Messages into a torrent task.
@@ -96,7 +96,7 @@ pub(crate) struct TaskInit {
     pub trackers: Vec<Vec<String>>,
     pub peers: Vec<SocketAddr>,
     pub status: Arc<Mutex<Status>>,
-    pub events: broadcast::Sender<Event>,
+    pub events: Events,
     pub done: watch::Sender<bool>,
     /// Where a magnet's files go once its metadata arrives (`None`: memory).
     pub folder: Option<PathBuf>,
@@ -113,7 +113,7 @@ pub(crate) struct Task {
     rx: mpsc::Receiver<TaskMsg>,
     tx: mpsc::Sender<TaskMsg>,
     status: Arc<Mutex<Status>>,
-    events: broadcast::Sender<Event>,
+    events: Events,
     done: watch::Sender<bool>,
     last_status: Instant,
     /// WebSocket trackers and WebRTC connections.
@@ -578,37 +578,37 @@ impl Task {
                 ..
             } => {
                 debug!(?addr, %peer_id, ?transport, "peer connected");
-                let _ = self.events.send(Event::PeerConnected {
+                self.events.send(Event::PeerConnected {
                     addr,
                     peer_id: peer_id.0,
                 });
             }
             SessionEvent::PeerDisconnected { addr, reason, .. } => {
                 debug!(?addr, "peer dropped: {reason}");
-                let _ = self.events.send(Event::PeerDisconnected { addr, reason });
+                self.events.send(Event::PeerDisconnected { addr, reason });
             }
             SessionEvent::PeerBanned { addr } => {
                 warn!(?addr, "banned peer for sending corrupt data");
-                let _ = self.events.send(Event::PeerBanned { addr });
+                self.events.send(Event::PeerBanned { addr });
             }
             SessionEvent::Metadata => {}
             SessionEvent::Ready => {
                 if self.magnet {
-                    let _ = self.events.send(Event::Metadata);
+                    self.events.send(Event::Metadata);
                 }
                 self.update_status(true);
             }
             SessionEvent::PieceVerified(p) => {
-                let _ = self.events.send(Event::PieceVerified(p.get()));
+                self.events.send(Event::PieceVerified(p.get()));
             }
             SessionEvent::HashFailed(p) => {
                 warn!("piece {p} failed verification");
-                let _ = self.events.send(Event::Warning(format!(
+                self.events.send(Event::Warning(format!(
                     "piece {p} failed verification; fetching it again"
                 )));
             }
             SessionEvent::StoreFailed(p) => {
-                let _ = self.events.send(Event::Warning(format!(
+                self.events.send(Event::Warning(format!(
                     "piece {p} could not be stored; fetching it again"
                 )));
             }
@@ -624,11 +624,11 @@ impl Task {
                     info!(info_hash = %self.info_hash, "selected files downloaded");
                 }
                 let _ = self.done.send(true);
-                let _ = self.events.send(Event::Done);
+                self.events.send(Event::Done);
                 self.update_status(true);
             }
             SessionEvent::Refused(reason) => {
-                let _ = self.events.send(Event::Refused(reason));
+                self.events.send(Event::Refused(reason));
                 self.update_status(true);
             }
             SessionEvent::TrackerReply {
@@ -640,7 +640,7 @@ impl Task {
                 peers,
             } => {
                 info!(%url, ?event, ?interval, ?seeders, ?leechers, peers, "tracker replied");
-                let _ = self.events.send(Event::TrackerReply {
+                self.events.send(Event::TrackerReply {
                     url,
                     event: event.as_str().to_string(),
                     interval,
@@ -651,13 +651,12 @@ impl Task {
             }
             SessionEvent::TrackerWarning { url, message } => {
                 warn!(%url, "tracker warning: {message}");
-                let _ = self
-                    .events
+                self.events
                     .send(Event::Warning(format!("{url}: {message}")));
             }
             SessionEvent::TrackerError { url, error } => {
                 warn!(%url, "announce failed: {error}");
-                let _ = self.events.send(Event::TrackerError {
+                self.events.send(Event::TrackerError {
                     url,
                     error: error.to_string(),
                 });
