@@ -15,6 +15,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/proc.rs"]
+mod proc;
+
 use bytes::Bytes;
 use webtorrent::{WebTorrent, WebTorrentOptions};
 
@@ -29,16 +32,8 @@ fn loopback() -> WebTorrentOptions {
 
 /// `VmRSS` and `VmHWM` of a process, in KiB.
 fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let v = proc::status(&pid.to_string(), &["VmRSS:", "VmHWM:"]);
+    (v[0], v[1])
 }
 
 /// Deterministic bytes.

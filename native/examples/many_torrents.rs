@@ -14,18 +14,13 @@ use std::time::{Duration, Instant};
 
 use webtorrent::{TorrentCreator, WebTorrent, WebTorrentOptions};
 
-/// `VmRSS` in KiB and `Threads` from `/proc/self/status`.
+#[path = "common/proc.rs"]
+mod proc;
+
+/// `VmRSS` in KiB and `Threads` of this process.
 fn rss_and_threads() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("Threads:"))
+    let v = proc::status("self", &["VmRSS:", "Threads:"]);
+    (v[0], v[1])
 }
 
 fn write_files(dir: &Path, count: usize) -> std::io::Result<()> {

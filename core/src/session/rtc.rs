@@ -246,10 +246,15 @@ impl Routes {
     /// with that peer does not count against it: when both sides' offers cross, each keeps a
     /// different one of the two connections (webtorrent keeps the first it registered), so
     /// both go ahead and the torrent drops the duplicate once both handshakes are done.
-    fn wants(&self, peer_id: PeerId, room: usize, torrent: &Torrent) -> bool {
-        peer_id != self.our_id
+    /// If so, the attempt starts counting now.
+    fn want(&mut self, now: Time, peer_id: PeerId, room: usize, torrent: &Torrent) -> bool {
+        let wanted = peer_id != self.our_id
             && self.connecting.len() < room.min(MAX_CONNECTING)
-            && !torrent.has_peer_id(peer_id)
+            && !torrent.has_peer_id(peer_id);
+        if wanted {
+            self.connecting.insert(peer_id, now);
+        }
+        wanted
     }
 
     /// What to do about a tracker's message. `running` is false while paused or stopping;
@@ -274,37 +279,33 @@ impl Routes {
                 offer_id,
                 sdp,
             } => {
-                if running && self.wants(peer_id, room, torrent) {
-                    self.connecting.insert(peer_id, now);
-                    vec![RtcAction::ApplyAnswer {
-                        offer_id,
-                        peer_id,
-                        sdp,
-                    }]
-                } else {
-                    vec![RtcAction::DropOffer { offer_id }]
+                if !(running && self.want(now, peer_id, room, torrent)) {
+                    return vec![RtcAction::DropOffer { offer_id }];
                 }
+                vec![RtcAction::ApplyAnswer {
+                    offer_id,
+                    peer_id,
+                    sdp,
+                }]
             }
             TorrentSignal::Offer {
                 peer_id,
                 offer_id,
                 sdp,
             } => {
-                if running && self.wants(peer_id, room, torrent) {
-                    self.connecting.insert(peer_id, now);
-                    vec![RtcAction::AnswerOffer {
+                if !(running && self.want(now, peer_id, room, torrent)) {
+                    return vec![RtcAction::RefuseOffer {
                         url,
                         peer_id,
                         offer_id,
-                        sdp,
-                    }]
-                } else {
-                    vec![RtcAction::RefuseOffer {
-                        url,
-                        peer_id,
-                        offer_id,
-                    }]
+                    }];
                 }
+                vec![RtcAction::AnswerOffer {
+                    url,
+                    peer_id,
+                    offer_id,
+                    sdp,
+                }]
             }
             TorrentSignal::DropAnswer { peer_id, .. } => {
                 self.connecting.remove(&peer_id);

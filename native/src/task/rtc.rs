@@ -16,6 +16,17 @@ use crate::client::Shared;
 use crate::rtc::{self, PendingOffer};
 use crate::signal::Cmd;
 
+/// What a connection attempt came to, for the task.
+fn opened(peer_id: PeerId, res: Result<rtc::DataChannelStream, rtc::RtcError>) -> TaskMsg {
+    match res {
+        Ok(stream) => TaskMsg::RtcConnected { peer_id, stream },
+        Err(e) => {
+            debug!(%peer_id, "WebRTC connection failed: {e}");
+            TaskMsg::RtcFailed { peer_id }
+        }
+    }
+}
+
 /// A torrent's WebRTC side.
 #[derive(Default)]
 pub(super) struct RtcPeers {
@@ -110,13 +121,7 @@ impl RtcPeers {
                 };
                 let tx = tx.clone();
                 let h = tokio::spawn(async move {
-                    let msg = match pending.accept_answer(&sdp).await {
-                        Ok(stream) => TaskMsg::RtcConnected { peer_id, stream },
-                        Err(e) => {
-                            debug!(%peer_id, "WebRTC connection failed: {e}");
-                            TaskMsg::RtcFailed { peer_id }
-                        }
-                    };
+                    let msg = opened(peer_id, pending.accept_answer(&sdp).await);
                     let _ = tx.send(msg).await;
                 });
                 self.connecting.insert(peer_id, h);
@@ -154,14 +159,7 @@ impl RtcPeers {
                             return;
                         }
                     };
-                    let msg = match pending.wait_open().await {
-                        Ok(stream) => TaskMsg::RtcConnected { peer_id, stream },
-                        Err(e) => {
-                            debug!(%peer_id, "WebRTC connection failed: {e}");
-                            TaskMsg::RtcFailed { peer_id }
-                        }
-                    };
-                    let _ = tx.send(msg).await;
+                    let _ = tx.send(opened(peer_id, pending.wait_open().await)).await;
                 });
                 self.connecting.insert(peer_id, h);
             }
