@@ -152,10 +152,7 @@ impl Torrent {
                 }
                 self.mark_dirty(*k);
             }
-            if self.is_complete() && !self.done_announced {
-                self.done_announced = true;
-                self.outputs.push_back(Output::Event(TorrentEvent::Done));
-            }
+            self.update_done();
             for k in keys {
                 if let Err(e) = self.peer_has_changed(now, k) {
                     self.drop_peer(now, k, e);

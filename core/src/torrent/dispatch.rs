@@ -370,7 +370,8 @@ impl Torrent {
         self.peer_has_changed(now, key)
     }
 
-    /// After the peer's pieces changed: update our interest, drop seed-to-seed links.
+    /// After the peer's pieces (or what we want) changed: update our interest (in peers with
+    /// a piece we want and lack), drop seed-to-seed links.
     pub(super) fn peer_has_changed(&mut self, now: Time, key: PeerKey) -> Result<(), String> {
         let complete = self.is_complete();
         let Some(c) = &self.content else {
@@ -385,7 +386,7 @@ impl Torrent {
             return Ok(());
         }
         let interesting = match &peer.has {
-            Has::All => true,
+            Has::All => c.picker.interesting(&PeerView::seed()),
             Has::Some(b) => c.picker.interesting(&view_of(b, peer)),
             _ => false,
         };

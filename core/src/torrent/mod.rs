@@ -5,8 +5,10 @@
 //! for magnet links. Drivers move bytes in and out, keep time and do storage:
 //!
 //! * inputs: [`Torrent::add_peer`], [`Torrent::peer_data`], [`Torrent::peer_closed`],
-//!   [`Torrent::add_candidates`], [`Torrent::connect_failed`], [`Torrent::block_read`],
+//!   [`Torrent::add_candidates`], [`Torrent::connect_failed`], [`Torrent::piece_read`],
 //!   [`Torrent::piece_checked`], [`Torrent::handle_timeout`];
+//! * what to fetch: [`Torrent::set_files_wanted`], [`Torrent::set_priority_range`],
+//!   [`Torrent::pieces_on_disk`], [`Torrent::hold_requests`];
 //! * outputs: [`Torrent::poll_output`] (connect, disconnect, read a block, verify and store a
 //!   piece, events) and [`Torrent::poll_transmit`] (bytes for a peer);
 //! * [`Torrent::poll_timeout`] says when to call [`Torrent::handle_timeout`].
@@ -15,9 +17,10 @@
 //!
 //! The work is split by concern: `candidates` (addresses and connecting),
 //! `dispatch` (peer input and interest), `upload` (serving requests), `assembly` (blocks,
-//! verification, smart ban), `requests` (asking peers for blocks), `metadata` (`ut_metadata`),
-//! `choker` and `pex`; this file holds the types, construction, accessors and the timer and
-//! output plumbing.
+//! verification, smart ban), `requests` (asking peers for blocks, holding requests back),
+//! `selection` (which files and byte ranges are wanted, pieces found on disk), `metadata`
+//! (`ut_metadata`), `choker` and `pex`; this file holds the types, construction, accessors
+//! and the timer and output plumbing.
 
 mod assembly;
 mod candidates;
@@ -26,6 +29,7 @@ mod dispatch;
 mod metadata;
 mod pex;
 mod requests;
+mod selection;
 #[cfg(test)]
 mod tests;
 mod upload;
@@ -173,7 +177,9 @@ pub enum TorrentEvent {
     PieceVerified(PieceIndex),
     /// A piece failed its hash check; it will be fetched again.
     HashFailed(PieceIndex),
-    /// Every piece is verified.
+    /// Every wanted piece is verified: the whole torrent, or the pieces of the files selected
+    /// with [`Torrent::set_files_wanted`] (check [`Torrent::is_complete`] to tell them
+    /// apart). Fires again if the selection is widened later and that finishes too.
     Done,
 }
 
@@ -189,6 +195,26 @@ pub enum AddPeerError {
     /// The key is already in use.
     #[error("duplicate peer key")]
     DuplicateKey,
+}
+
+/// Why a selection ([`Torrent::set_files_wanted`], [`Torrent::set_priority_range`],
+/// [`Torrent::pieces_on_disk`]) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectionError {
+    /// The metadata (info dictionary) is not known yet.
+    #[error("the torrent's metadata is not known yet")]
+    NoMetadata,
+    /// The list or bitfield does not have one entry per file or piece.
+    #[error("expected {expected} entries, got {got}")]
+    WrongLength {
+        /// Entries the torrent has (files or pieces).
+        expected: usize,
+        /// Entries given.
+        got: usize,
+    },
+    /// The byte range is reversed or ends past the torrent's end.
+    #[error("byte range outside the torrent")]
+    OutOfRange,
 }
 
 /// Where a candidate address came from.
@@ -209,7 +235,8 @@ pub struct TorrentStats {
     pub downloaded: u64,
     /// Payload bytes sent to peers.
     pub uploaded: u64,
-    /// Bytes still missing (`None` before the metadata is known).
+    /// Bytes of the whole torrent still missing, whatever the file selection (`None` before
+    /// the metadata is known).
     pub left: Option<u64>,
     /// Bytes verified.
     pub verified: u64,
@@ -301,6 +328,8 @@ struct Content {
     assembling: HashMap<PieceIndex, Assembly>,
     verifying: HashMap<PieceIndex, Verifying>,
     suspects: HashMap<PieceIndex, Suspects>,
+    /// Which files are wanted (one entry per file of the info dictionary, padding included).
+    files_wanted: Vec<bool>,
 }
 
 /// The state machine of one torrent. See the module docs.
@@ -329,7 +358,11 @@ pub struct Torrent {
     stats: TorrentStats,
     download: crate::peer::RateMeter,
     upload: crate::peer::RateMeter,
+    /// [`TorrentEvent::Done`] was given for the current selection (or there was nothing to
+    /// fetch to begin with).
     done_announced: bool,
+    /// No new block requests while set ([`Torrent::hold_requests`]).
+    requests_held: bool,
     pick_buf: Vec<Block>,
     /// Piece buffers handed back by the driver, reused to avoid allocation churn.
     spare_bufs: Vec<BytesMut>,
@@ -375,6 +408,7 @@ impl Torrent {
             download: crate::peer::RateMeter::new(),
             upload: crate::peer::RateMeter::new(),
             done_announced: false,
+            requests_held: false,
             pick_buf: Vec::new(),
             spare_bufs: Vec::new(),
             upload_cache: VecDeque::new(),
@@ -423,15 +457,17 @@ impl Torrent {
         let layout = meta.info.layout;
         let picker = Picker::new(layout, have, self.config.picker, self.rng.next_u64())?;
         self.stats.total = Some(layout.total_length());
+        let files_wanted = vec![true; meta.info.files.len()];
         self.content = Some(Content {
             meta,
             picker,
             assembling: HashMap::new(),
             verifying: HashMap::new(),
             suspects: HashMap::new(),
+            files_wanted,
         });
         self.update_left();
-        if self.is_complete() {
+        if self.is_finished() {
             self.done_announced = true;
         }
         // Peers that told us their pieces before we knew the piece count.
@@ -470,6 +506,26 @@ impl Torrent {
         self.content
             .as_ref()
             .is_some_and(|c| c.picker.is_complete())
+    }
+
+    /// Whether every wanted piece is verified (equals [`is_complete`](Self::is_complete)
+    /// when everything is wanted, the default). False before the metadata.
+    pub fn is_finished(&self) -> bool {
+        self.content
+            .as_ref()
+            .is_some_and(|c| c.picker.is_finished())
+    }
+
+    /// Gives [`TorrentEvent::Done`] once every wanted piece is verified, and re-arms it when
+    /// the selection grows past what we have.
+    fn update_done(&mut self) {
+        let finished = self.is_finished();
+        if finished && !self.done_announced {
+            self.done_announced = true;
+            self.outputs.push_back(Output::Event(TorrentEvent::Done));
+        } else if !finished {
+            self.done_announced = false;
+        }
     }
 
     /// Current figures.
