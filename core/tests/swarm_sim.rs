@@ -169,3 +169,64 @@ fn magnet_only_swarm_gets_metadata() {
         meta.info_bytes
     );
 }
+
+/// A leecher that wants one file of a multi-file torrent fetches exactly the pieces
+/// overlapping that file from a seeder, stores that file right and nothing else, and reports
+/// `Done` while the torrent stays incomplete.
+#[test]
+fn leecher_fetches_only_the_selected_file() {
+    let piece_length = 16 * 1024;
+    let lengths = [300_000, 123_457, 400_000];
+    let total: usize = lengths.iter().sum();
+    let data = content(total, 5);
+    let meta = multi_file_torrent(&data, &lengths, piece_length);
+    let mut sim = Sim::new(5);
+    let s = sim.add_seed(&meta, &data, Behaviour::Honest);
+    let l = sim.add_leecher(&meta);
+    let now = sim.now;
+    sim.nodes[l]
+        .torrent
+        .set_files_wanted(now, &[false, true, false])
+        .expect("metadata is known");
+    sim.introduce(l, s);
+    assert!(sim.run(Duration::from_secs(60), |sim| sim.nodes[l]
+        .done_at
+        .is_some()));
+    // Running on changes nothing: the selection is done.
+    sim.run(Duration::from_secs(10), |_| false);
+
+    let file = meta.info.files[1].range();
+    let pl = u64::from(piece_length);
+    let (first, last) = (file.start / pl, (file.end - 1) / pl);
+    let span = (first * pl) as usize..(((last + 1) * pl) as usize).min(total);
+    let node = &sim.nodes[l];
+    let have: Vec<u32> = node.torrent.have().expect("metadata").ones().collect();
+    assert_eq!(have, (first as u32..=last as u32).collect::<Vec<_>>());
+    assert!(node.torrent.is_finished());
+    assert!(!node.torrent.is_complete());
+    let dones = node
+        .events
+        .iter()
+        .filter(|e| **e == TorrentEvent::Done)
+        .count();
+    assert_eq!(dones, 1);
+    let stored = node.data();
+    let (fs, fe) = (file.start as usize, file.end as usize);
+    assert_eq!(sha256(&stored[fs..fe]), sha256(&data[fs..fe]));
+    // Nothing outside the wanted pieces was stored (the storage starts filled with 0xee).
+    assert!(stored[..span.start].iter().all(|b| *b == 0xee));
+    assert!(stored[span.end..].iter().all(|b| *b == 0xee));
+    drop(stored);
+    let st = sim.nodes[l].torrent.stats(sim.now);
+    assert_eq!(
+        st.downloaded,
+        span.len() as u64,
+        "only the wanted pieces came"
+    );
+    assert_eq!(st.left, Some((total - span.len()) as u64));
+    assert_eq!(
+        sim.nodes[l].torrent.num_peers(),
+        1,
+        "still connected to the seed"
+    );
+}

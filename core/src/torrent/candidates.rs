@@ -1,0 +1,155 @@
+//! Candidate addresses (trackers, PEX, the user), outgoing connection attempts and
+//! admitting new connections.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{AddPeerError, Candidate, CandidateState, Has, Output, Peer, PeerSource, Torrent};
+use crate::id::PeerKey;
+use crate::peer::{Direction, PeerSession};
+use crate::time::Time;
+
+impl Torrent {
+    /// Adds addresses to try (from a tracker, PEX or the user). Bounded; banned and known
+    /// addresses are skipped.
+    pub fn add_candidates(
+        &mut self,
+        now: Time,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+        _source: PeerSource,
+    ) {
+        for a in addrs {
+            if self.candidates.len() >= self.config.max_candidates {
+                break;
+            }
+            if a.port() == 0 || self.is_banned(a) || self.candidates.contains_key(&a) {
+                continue;
+            }
+            if Some(a.port()) == self.config.session.listen_port
+                && (a.ip().is_loopback() || a.ip().is_unspecified())
+            {
+                // Our own listener, as trackers echo us back; the handshake check would
+                // catch it, this saves a dial.
+                continue;
+            }
+            self.candidates.insert(
+                a,
+                Candidate {
+                    state: CandidateState::Idle,
+                    failures: 0,
+                },
+            );
+            self.candidate_queue.push_back(a);
+        }
+        self.connect_more(now);
+    }
+
+    /// An outgoing connection attempt failed.
+    pub fn connect_failed(&mut self, now: Time, addr: SocketAddr) {
+        if let Some(c) = self.candidates.get_mut(&addr) {
+            c.failures += 1;
+            if c.failures >= 5 {
+                self.candidates.remove(&addr);
+            } else {
+                let backoff = Duration::from_secs(15 << c.failures.min(6));
+                c.state = CandidateState::RetryAt(now + backoff);
+                self.candidate_queue.push_back(addr);
+            }
+        }
+        self.connect_more(now);
+    }
+
+    pub(super) fn connect_more(&mut self, now: Time) {
+        let connecting = self
+            .candidates
+            .values()
+            .filter(|c| matches!(c.state, CandidateState::Connecting(_)))
+            .count();
+        let mut budget = self.config.max_connecting.saturating_sub(connecting).min(
+            self.config
+                .max_peers
+                .saturating_sub(self.peers.len() + connecting),
+        );
+        if self.is_complete() && self.content.is_some() {
+            // Seeds wait for leechers to come to them, but still dial a few.
+            budget = budget.min(2);
+        }
+        let mut tries = self.candidate_queue.len();
+        while budget > 0 && tries > 0 {
+            tries -= 1;
+            let Some(a) = self.candidate_queue.pop_front() else {
+                break;
+            };
+            let Some(c) = self.candidates.get_mut(&a) else {
+                continue;
+            };
+            match c.state {
+                CandidateState::Idle => {}
+                CandidateState::RetryAt(t) if t <= now => {}
+                CandidateState::RetryAt(_) => {
+                    self.candidate_queue.push_back(a);
+                    continue;
+                }
+                _ => continue,
+            }
+            c.state = CandidateState::Connecting(now);
+            self.outputs.push_back(Output::Connect(a));
+            budget -= 1;
+        }
+    }
+
+    /// A connection is ready (outgoing connected, or incoming accepted). For incoming TCP
+    /// connections the driver may read the first 48 bytes to pick the torrent, then pass all
+    /// bytes, those included, to [`peer_data`](Self::peer_data).
+    pub fn add_peer(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        addr: Option<SocketAddr>,
+        direction: Direction,
+    ) -> Result<(), AddPeerError> {
+        if self.peers.contains_key(&key) {
+            return Err(AddPeerError::DuplicateKey);
+        }
+        if let Some(a) = addr {
+            if self.is_banned(a) {
+                self.candidates.remove(&a);
+                return Err(AddPeerError::Banned);
+            }
+            if let Some(c) = self.candidates.get_mut(&a) {
+                c.state = CandidateState::Connected;
+            }
+        }
+        if self.peers.len() >= self.config.max_peers {
+            return Err(AddPeerError::Full);
+        }
+        let session = PeerSession::new(self.config.session.clone(), direction, now);
+        let listen_addr = match direction {
+            Direction::Outgoing => addr,
+            Direction::Incoming => None,
+        };
+        self.peers.insert(
+            key,
+            Peer {
+                session,
+                addr,
+                listen_addr,
+                has: Has::Unknown,
+                early_haves: Vec::new(),
+                allowed_fast: Vec::new(),
+                fast_for_peer: Vec::new(),
+                upload_queue: VecDeque::new(),
+                reads_in_flight: Vec::new(),
+                metadata_pending: Vec::new(),
+                metadata_size: None,
+                pex_sent: HashSet::new(),
+                last_unchoked: Time::ZERO,
+                optimistic: false,
+                connected_at: now,
+            },
+        );
+        self.mark_dirty(key);
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! Peer exchange (`ut_pex`, BEP 11): telling peers which others we are connected to.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use super::{Has, Torrent};
+use crate::ext::{PexFlags, PexMessage};
+use crate::id::PeerKey;
+use crate::time::Time;
+
+impl Torrent {
+    pub(super) fn send_pex(&mut self, now: Time) {
+        if !self.config.session.pex {
+            return;
+        }
+        let connected: Vec<(PeerKey, SocketAddr, bool)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.session.is_active())
+            .filter_map(|(k, p)| p.listen_addr.map(|a| (*k, a, matches!(p.has, Has::All))))
+            .collect();
+        let now_set: HashSet<SocketAddr> = connected.iter().map(|c| c.1).collect();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            let Some(p) = self.peers.get_mut(&k) else {
+                continue;
+            };
+            if !p.session.is_active() || !p.session.peer_supports(crate::ext::UT_PEX) {
+                continue;
+            }
+            let mut msg = PexMessage::default();
+            for (other, addr, seed) in &connected {
+                if *other == k || p.pex_sent.contains(addr) || msg.added.len() >= 50 {
+                    continue;
+                }
+                let flags = if *seed {
+                    PexFlags::SEED
+                } else {
+                    PexFlags::empty()
+                };
+                msg.added.push((*addr, flags));
+            }
+            let dropped: Vec<SocketAddr> = p
+                .pex_sent
+                .iter()
+                .filter(|a| !now_set.contains(a))
+                .take(50)
+                .copied()
+                .collect();
+            msg.dropped = dropped;
+            if msg.added.is_empty() && msg.dropped.is_empty() {
+                continue;
+            }
+            if p.session.send_pex(now, &msg) {
+                for (a, _) in &msg.added {
+                    p.pex_sent.insert(*a);
+                }
+                for a in &msg.dropped {
+                    p.pex_sent.remove(a);
+                }
+                self.mark_dirty(k);
+            }
+        }
+    }
+}
