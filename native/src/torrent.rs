@@ -309,7 +309,7 @@ impl Torrent {
     }
 
     /// Chooses which files to download: `wanted[i]` for file `i` of
-    /// [`files`](Self::files) (padding files count too, in the metainfo's order). Pieces
+    /// [`files`](Self::files), in that order. Pieces
     /// shared with a wanted file are still fetched; [`wait_done`](Self::wait_done) then
     /// resolves once the wanted files are complete. Fails before the metadata is known.
     pub async fn select_files(&self, wanted: Vec<bool>) -> Result<()> {

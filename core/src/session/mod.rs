@@ -18,8 +18,6 @@
 //! WebRTC offers to answer and which answers to apply.
 
 mod rtc;
-mod shim;
-pub use shim::SelectionError;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -40,7 +38,8 @@ use crate::piece::{Bitfield, PieceIndex};
 use crate::signal::AnnounceParams;
 use crate::time::Time;
 use crate::torrent::{
-    Output as TorrentOutput, PeerSource, Torrent, TorrentConfig, TorrentEvent, TorrentStats,
+    Output as TorrentOutput, PeerSource, SelectionError, Torrent, TorrentConfig, TorrentEvent,
+    TorrentStats,
 };
 
 pub use rtc::{RtcAction, TorrentSignal};
@@ -516,17 +515,43 @@ impl TorrentSession {
             .collect()
     }
 
-    /// Which files (by index into the metainfo's file list) are downloaded.
+    /// Which files are downloaded: one entry per file as users see them (padding files
+    /// left out, in the metainfo's order).
     pub fn set_files_wanted(&mut self, now: Time, wanted: &[bool]) -> Result<(), SelectionError> {
         self.now = now;
-        self.torrent.set_files_wanted(now, wanted)?;
+        let meta = self.torrent.metainfo().ok_or(SelectionError::NoMetadata)?;
+        let files = &meta.info.files;
+        let visible = files.iter().filter(|f| !f.padding).count();
+        if wanted.len() != visible {
+            return Err(SelectionError::WrongLength {
+                expected: visible,
+                got: wanted.len(),
+            });
+        }
+        let mut it = wanted.iter();
+        let all: Vec<bool> = files
+            .iter()
+            .map(|f| !f.padding && it.next().copied().unwrap_or(false))
+            .collect();
+        self.torrent.set_files_wanted(now, &all)?;
         self.pump(now);
         Ok(())
     }
 
-    /// The current file selection (`None` before the metadata).
+    /// The current file selection, one entry per file users see (`None` before the
+    /// metadata).
     pub fn files_wanted(&self) -> Option<Vec<bool>> {
-        self.torrent.files_wanted()
+        let meta = self.torrent.metainfo()?;
+        let all = self.torrent.files_wanted()?;
+        Some(
+            meta.info
+                .files
+                .iter()
+                .zip(all)
+                .filter(|(f, _)| !f.padding)
+                .map(|(_, w)| w)
+                .collect(),
+        )
     }
 
     /// Fetches the pieces covering this byte range first; `None` clears it.

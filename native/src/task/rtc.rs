@@ -70,11 +70,10 @@ impl RtcPeers {
     ) -> Option<PeerId> {
         match action {
             RtcAction::Announce { url, params } => {
-                let Some(t) = self.tracker(shared, tx, info_hash, &url) else {
-                    return None;
-                };
-                debug!(%url, event = params.event.as_str(), "announcing (WebSocket)");
-                let _ = t.send(Cmd::Announce(params));
+                if let Some(t) = self.tracker(shared, tx, info_hash, &url) {
+                    debug!(%url, event = params.event.as_str(), "announcing (WebSocket)");
+                    let _ = t.send(Cmd::Announce(params));
+                }
             }
             RtcAction::Leave { url } => {
                 if let Some(t) = self.trackers.remove(&url) {
@@ -82,9 +81,8 @@ impl RtcPeers {
                 }
             }
             RtcAction::CreateOffer { url, offer_id } => {
-                let Some(tracker) = self.trackers.get(&url).cloned() else {
-                    return None;
-                };
+                // Only asked for by a tracker we joined; nothing to answer otherwise.
+                let tracker = self.trackers.get(&url).cloned()?;
                 let cfg = shared.rtc.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
