@@ -266,3 +266,59 @@ async fn hostile_peers_are_dropped_and_banned_and_the_download_completes() {
     leecher.destroy().await.unwrap();
     seeder.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selected_file_only_is_downloaded_to_disk() {
+    // Three files seeded from a folder, 16 KiB pieces.
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path().join("album");
+    std::fs::create_dir_all(&root).unwrap();
+    let files = [
+        ("a.bin", data(300_000, 11)),
+        ("b.bin", data(500_000, 12)),
+        ("c.bin", data(400_000, 13)),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(root.join(name), bytes).unwrap();
+    }
+    let seeder = WebTorrent::new(opts()).await.unwrap();
+    let t = seeder
+        .seed_path(&root, TorrentCreator::new().with_piece_length(16 * 1024))
+        .await
+        .unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let leecher = WebTorrent::new(opts()).await.unwrap();
+    let l = leecher
+        .add_with(
+            t.torrent_file().unwrap(),
+            AddOptions {
+                download_dir: Some(dest.path().to_path_buf()),
+                ..AddOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = l.files().iter().map(|f| f.path.clone()).collect();
+    assert_eq!(names, ["a.bin", "b.bin", "c.bin"]);
+    // A wrong-length selection is refused with a clear error.
+    let err = l.select_files(vec![true]).await.unwrap_err();
+    assert!(err.to_string().contains("expected 3"), "{err}");
+    l.select_files(vec![false, true, false]).await.unwrap();
+    l.add_peers(vec![local(seeder.port())]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), l.wait_done())
+        .await
+        .expect("the selected file finished in time")
+        .unwrap();
+    let got = std::fs::read(dest.path().join("album").join("b.bin")).unwrap();
+    assert_eq!(sha(&got), sha(&files[1].1));
+    // Only the pieces that overlap b.bin came: at most one piece more on each side.
+    let fetched = l.downloaded();
+    assert!(
+        fetched <= 500_000 + 2 * 16 * 1024,
+        "{fetched} bytes fetched for a 500000-byte file"
+    );
+    assert!(l.progress() < 0.5, "progress {}", l.progress());
+    for c in [seeder, leecher] {
+        c.destroy().await.unwrap();
+    }
+}
