@@ -71,8 +71,9 @@ impl Torrent {
                 .max_peers
                 .saturating_sub(self.peers.len() + connecting),
         );
-        if self.is_complete() && self.content.is_some() {
-            // Seeds wait for leechers to come to them, but still dial a few.
+        if self.is_finished() && self.content.is_some() {
+            // Seeds (and leechers with nothing left they want) wait for peers to come to
+            // them, but still dial a few.
             budget = budget.min(2);
         }
         let mut tries = self.candidate_queue.len();

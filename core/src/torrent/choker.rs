@@ -11,7 +11,8 @@ use crate::wire::BlockRequest;
 
 impl Torrent {
     pub(super) fn run_choker(&mut self, now: Time) {
-        let seeding = self.is_complete();
+        // With nothing left to download (all of it, or all that is selected), rank by upload.
+        let seeding = self.is_finished();
         let rotate = now >= self.next_optimistic;
         if rotate {
             self.next_optimistic = now + self.config.optimistic_interval;
