@@ -704,11 +704,11 @@ async fn route_incoming(
     match tx {
         Some(tx) => {
             let _ = tx
-                .send(TaskMsg::Incoming {
+                .send(TaskMsg::Incoming(Box::new((
                     stream,
                     addr,
-                    prefix: Bytes::from(prefix),
-                })
+                    Bytes::from(prefix),
+                ))))
                 .await;
             Ok(())
         }

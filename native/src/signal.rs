@@ -147,7 +147,7 @@ async fn run(
                         // Torrent tasks never wait on this task, so waiting for room cannot
                         // deadlock.
                         Some(tx) => {
-                            let msg = TaskMsg::Input(Input::Signal {
+                            let msg = TaskMsg::input(Input::Signal {
                                 url: url_arc.clone(),
                                 signal,
                             });
@@ -199,7 +199,7 @@ async fn run(
                     reply,
                 } => {
                     if let Some(tx) = torrents.get(&info_hash) {
-                        let msg = TaskMsg::Input(Input::Announced {
+                        let msg = TaskMsg::input(Input::Announced {
                             job,
                             result: Ok(reply),
                             peers: Vec::new(),
@@ -213,7 +213,7 @@ async fn run(
                     failure,
                 } => {
                     if let Some(tx) = torrents.get(&info_hash) {
-                        let msg = TaskMsg::Input(Input::Announced {
+                        let msg = TaskMsg::input(Input::Announced {
                             job,
                             result: Err(failure),
                             peers: Vec::new(),

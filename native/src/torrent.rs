@@ -303,7 +303,7 @@ impl Torrent {
     pub async fn add_peers(&self, peers: Vec<SocketAddr>) -> Result<()> {
         self.inner
             .tx
-            .send(TaskMsg::Input(Input::AddPeers(peers)))
+            .send(TaskMsg::input(Input::AddPeers(peers)))
             .await
             .map_err(|_| Error::Shutdown)
     }
@@ -342,7 +342,7 @@ impl Torrent {
     pub async fn pause(&self) -> Result<()> {
         self.inner
             .tx
-            .send(TaskMsg::Input(Input::Pause))
+            .send(TaskMsg::input(Input::Pause))
             .await
             .map_err(|_| Error::Shutdown)
     }
@@ -351,7 +351,7 @@ impl Torrent {
     pub async fn resume(&self) -> Result<()> {
         self.inner
             .tx
-            .send(TaskMsg::Input(Input::Resume))
+            .send(TaskMsg::input(Input::Resume))
             .await
             .map_err(|_| Error::Shutdown)
     }

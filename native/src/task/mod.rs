@@ -35,13 +35,11 @@ use crate::tracker::{AnnounceParams, TrackerError};
 /// Messages into a torrent task.
 #[derive(Debug)]
 pub(crate) enum TaskMsg {
-    /// Straight to the session.
-    Input(Input),
-    Incoming {
-        stream: TcpStream,
-        addr: SocketAddr,
-        prefix: Bytes,
-    },
+    /// Straight to the session (boxed, like the other large payloads: every torrent's
+    /// channel holds a block of these even when idle).
+    Input(Box<Input>),
+    /// An accepted connection, its address and the handshake bytes already read.
+    Incoming(Box<(TcpStream, SocketAddr, Bytes)>),
     Connected {
         addr: SocketAddr,
         stream: TcpStream,
@@ -62,13 +60,13 @@ pub(crate) enum TaskMsg {
     OfferReady {
         url: Arc<str>,
         offer_id: OfferId,
-        pending: crate::rtc::PendingOffer,
+        pending: Box<crate::rtc::PendingOffer>,
         sdp: String,
     },
     /// A WebRTC data channel opened.
     RtcConnected {
         peer_id: PeerId,
-        stream: crate::rtc::DataChannelStream,
+        stream: Box<crate::rtc::DataChannelStream>,
     },
     /// A WebRTC connection attempt failed.
     RtcFailed {
@@ -85,6 +83,13 @@ pub(crate) enum TaskMsg {
         reply: oneshot::Sender<Result<(), String>>,
     },
     Stop(oneshot::Sender<()>),
+}
+
+impl TaskMsg {
+    /// A session input.
+    pub fn input(input: Input) -> Self {
+        TaskMsg::Input(Box::new(input))
+    }
 }
 
 /// How a task is set up.
@@ -270,12 +275,9 @@ impl Task {
 
     fn handle(&mut self, msg: TaskMsg, stop_reply: &mut Option<oneshot::Sender<()>>) {
         match msg {
-            TaskMsg::Input(input) => self.input(input),
-            TaskMsg::Incoming {
-                stream,
-                addr,
-                prefix,
-            } => {
+            TaskMsg::Input(input) => self.input(*input),
+            TaskMsg::Incoming(incoming) => {
+                let (stream, addr, prefix) = *incoming;
                 let _ = stream.set_nodelay(true);
                 let key = self.connected(stream, Some(addr), Direction::Incoming, Transport::Tcp);
                 self.input(Input::PeerData {
@@ -325,7 +327,7 @@ impl Task {
                 let addr = stream.remote_addr();
                 debug!(?addr, %peer_id, "WebRTC data channel open");
                 self.connected(
-                    stream,
+                    *stream,
                     addr,
                     Direction::Outgoing,
                     Transport::WebRtc { peer_id },
@@ -420,7 +422,7 @@ impl Task {
                             let _ = stream.set_nodelay(true);
                             TaskMsg::Connected { addr, stream }
                         }
-                        _ => TaskMsg::Input(Input::ConnectFailed { addr }),
+                        _ => TaskMsg::input(Input::ConnectFailed { addr }),
                     };
                     let _ = tx.send(msg).await;
                 });
@@ -476,7 +478,7 @@ impl Task {
                     None
                 }
             };
-            let _ = tx.blocking_send(TaskMsg::Input(Input::PieceRead { piece, data }));
+            let _ = tx.blocking_send(TaskMsg::input(Input::PieceRead { piece, data }));
         });
     }
 
@@ -505,7 +507,7 @@ impl Task {
                 outcome,
                 data,
             };
-            let _ = tx.blocking_send(TaskMsg::Input(input));
+            let _ = tx.blocking_send(TaskMsg::input(input));
         });
     }
 
@@ -565,7 +567,7 @@ impl Task {
                 result,
                 peers,
             };
-            let _ = tx.send(TaskMsg::Input(input)).await;
+            let _ = tx.send(TaskMsg::input(input)).await;
         });
     }
 
@@ -691,5 +693,15 @@ impl Task {
             s.meta = self.session.metainfo().cloned();
         }
         s.storage = self.storage.clone();
+    }
+}
+#[cfg(test)]
+mod tests {
+    /// Every torrent's channel allocates a block of 32 messages up front, idle or not: large
+    /// payloads are boxed so that block stays small.
+    #[test]
+    fn task_messages_stay_small() {
+        let size = std::mem::size_of::<super::TaskMsg>();
+        assert!(size <= 96, "TaskMsg grew to {size} bytes: box the large variant");
     }
 }

@@ -19,7 +19,10 @@ use crate::signal::Cmd;
 /// What a connection attempt came to, for the task.
 fn opened(peer_id: PeerId, res: Result<rtc::DataChannelStream, rtc::RtcError>) -> TaskMsg {
     match res {
-        Ok(stream) => TaskMsg::RtcConnected { peer_id, stream },
+        Ok(stream) => TaskMsg::RtcConnected {
+            peer_id,
+            stream: Box::new(stream),
+        },
         Err(e) => {
             debug!(%peer_id, "WebRTC connection failed: {e}");
             TaskMsg::RtcFailed { peer_id }
@@ -91,7 +94,7 @@ impl RtcPeers {
                             let msg = TaskMsg::OfferReady {
                                 url,
                                 offer_id,
-                                pending,
+                                pending: Box::new(pending),
                                 sdp,
                             };
                             if tx.send(msg).await.is_err() {
@@ -189,11 +192,11 @@ impl RtcPeers {
         &mut self,
         url: Arc<str>,
         offer_id: OfferId,
-        pending: PendingOffer,
+        pending: Box<PendingOffer>,
         sdp: String,
     ) {
         if let Some(t) = self.trackers.get(&url) {
-            self.offers.insert(offer_id, pending);
+            self.offers.insert(offer_id, *pending);
             let _ = t.send(Cmd::OfferCreated { offer_id, sdp });
         }
     }
