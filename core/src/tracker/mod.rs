@@ -1,12 +1,16 @@
 //! Tracker message formats: HTTP announce and scrape, UDP (BEP 15) and WebTorrent WebSocket JSON.
 //!
-//! Pure codecs for both sides (client and tracker); nothing here opens a connection or reads a
-//! clock. Every decoder bounds what it allocates and reports malformed input as an error.
+//! Codecs for both sides (client and tracker) and the UDP client's state machine; nothing here
+//! opens a connection or reads a clock. Every decoder bounds what it allocates and reports
+//! malformed input as an error.
 //!
 //! * [`http`]: announce URL query building and parsing (BEP 3, 7, 23) and bencoded announce
 //!   responses in compact and dictionary forms.
 //! * [`scrape`]: the scrape URL convention and bencoded scrape responses (BEP 48).
 //! * [`udp`]: every BEP 15 packet, both directions, with BEP 41 URL data.
+//! * [`udp_client`]: the client side of BEP 15 as a sans-IO state machine
+//!   ([`UdpTrackerClient`]): connect handshake, connection-id cache, transaction ids,
+//!   retransmission and scrape batching. Time is an input; the driver owns the sockets.
 //! * [`ws`]: the JSON messages of WebTorrent WebSocket trackers, as bittorrent-tracker 11 sends and
 //!   accepts them.
 
@@ -14,6 +18,7 @@ mod compact;
 pub mod http;
 pub mod scrape;
 pub mod udp;
+pub mod udp_client;
 pub mod ws;
 
 use std::fmt;
@@ -23,6 +28,7 @@ use crate::id::PeerId;
 
 pub use http::{AnnounceRequest, AnnounceResponse, HttpError, PeerEncoding};
 pub use scrape::{scrape_url, ScrapeFile, ScrapeRequest, ScrapeResponse};
+pub use udp_client::UdpTrackerClient;
 
 /// Most peers accepted in one announce response (all lists together); more is an error.
 pub const MAX_PEERS: usize = 1000;

@@ -8,10 +8,11 @@
 //!   (`compact=1`), a 2xx status required, the body read up to
 //!   [`TrackerClientConfig::max_response_bytes`] and decoded by the core. Scrapes go to the
 //!   BEP 48 scrape URL derived from the announce URL.
-//! * **UDP**: a background task owns the receiving side of one IPv4 and (when available) one
-//!   IPv6 socket and routes each reply to its request by transaction id. Connection ids are
-//!   cached per tracker address for a minute; requests are retransmitted after
-//!   `base * 2^n`. The task ends when the last clone of the client is dropped.
+//! * **UDP**: a background task owns one IPv4 and (when available) one IPv6 socket and drives
+//!   the core's [`UdpTrackerClient`](webtorrent_core::tracker::UdpTrackerClient), which routes
+//!   each reply to its request by transaction id and source, caches connection ids per tracker
+//!   address for a minute and retransmits after `base * 2^n`. The task ends when the last
+//!   clone of the client is dropped.
 //!
 //! WebSocket trackers (`ws://`, `wss://`) are not handled here.
 

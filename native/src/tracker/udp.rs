@@ -1,64 +1,86 @@
-//! UDP tracker client (BEP 15, with BEP 41 URL data).
+//! UDP tracker client (BEP 15, with BEP 41 URL data): a tokio driver for the core's
+//! [`UdpTrackerClient`] state machine.
 //!
-//! [`UdpEngine`] holds one IPv4 and, when available, one IPv6 socket. A background task is the
-//! only reader of both: it takes the transaction id from every datagram and hands the decoded
-//! reply to the request waiting for that id from that address; anything else is dropped.
-//! Requests send from the caller's task and keep their own timers, so dropping an announce
-//! future cancels it cleanly. Dropping the engine (with the last [`TrackerClient`] clone) stops
-//! the task and closes the sockets.
+//! [`UdpEngine`] starts one task that owns one IPv4 and, when available, one IPv6 socket and the
+//! machine, which does all the protocol work (connect handshake, connection-id cache,
+//! transaction ids, retransmission, scrape batching). Requests reach the task over a channel
+//! with a oneshot for the reply; dropping a request's future cancels it in the machine.
+//! Dropping the engine (with the last [`TrackerClient`] clone and the requests still using it)
+//! ends the task and closes the sockets.
 //!
 //! [`TrackerClient`]: super::TrackerClient
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, trace};
-use webtorrent_core::tracker::udp::{
-    self as codec, ConnectRequest, Response, UdpError, MAX_SCRAPE_HASHES,
+use webtorrent_core::tracker::udp::{self as codec, AnnounceResponse};
+use webtorrent_core::tracker::udp_client::{
+    Announce, DatagramOutcome, Phase, RequestError, RequestId, StartError, Transmit,
+    UdpClientConfig, UdpClientEvent,
 };
-use webtorrent_core::tracker::AddressFamily;
-use webtorrent_core::InfoHash;
+use webtorrent_core::tracker::UdpTrackerClient;
+use webtorrent_core::{InfoHash, Time};
 
 use super::{
     clean_peers, redact, secs, AnnounceOutcome, AnnounceParams, ScrapeStats, TrackerClientConfig,
     TrackerError,
 };
 
-/// How long a connection id may be used, from its arrival (BEP 15: one minute for a client).
-const CONNECTION_ID_LIFETIME: Duration = Duration::from_secs(60);
-
-/// Most tracker addresses whose connection id is remembered.
-const MAX_CACHED_CONNECTIONS: usize = 1024;
-
-/// Most requests waiting for a reply at once, across all trackers.
-const MAX_PENDING: usize = 4096;
-
 /// Receive buffer: the largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
 
-/// What the receive task hands to a waiting request.
-type Reply = Result<Response, UdpError>;
+/// How long a socket rests after a receive error other than an ICMP report, so a broken socket
+/// cannot spin the task.
+const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// The UDP sockets, their receive task and the connection-id cache.
+/// Stands in for deadlines too far away to represent.
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// A finished request as the caller sees it.
+type Reply = Result<Outcome, TrackerError>;
+
+/// What a successful request yields.
+enum Outcome {
+    Announce(AnnounceResponse),
+    Scrape(Vec<(InfoHash, codec::ScrapeStats)>),
+}
+
+/// What a request asks for.
+enum Job {
+    Announce(Announce),
+    Scrape(Vec<InfoHash>),
+}
+
+/// Messages to the task.
+enum Command {
+    /// Start a request; `key` names it for [`Command::Cancel`].
+    Start {
+        key: u64,
+        tracker: SocketAddr,
+        job: Job,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// The caller gave up on request `key`.
+    Cancel(u64),
+}
+
+/// The handle to the UDP task; dropping it ends the task and closes the sockets.
 pub(super) struct UdpEngine {
-    v4: Option<Arc<UdpSocket>>,
-    v6: Option<Arc<UdpSocket>>,
-    pending: Arc<Mutex<Pending>>,
-    connections: Mutex<ConnectionCache>,
-    base_timeout: Duration,
-    max_retries: u32,
-    /// Dropped with the engine, which ends the receive task.
-    _shutdown: oneshot::Sender<()>,
+    commands: mpsc::UnboundedSender<Command>,
+    v4: bool,
+    v6: bool,
+    next_key: AtomicU64,
 }
 
 impl UdpEngine {
-    /// Binds the sockets and spawns the receive task on the current tokio runtime.
+    /// Binds the sockets and spawns the task on the current tokio runtime.
     pub(super) async fn start(config: &TrackerClientConfig) -> Result<Self, TrackerError> {
         let v4 = bind(config.bind_v4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).await?;
         let v6 = bind(config.bind_v6, SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))).await?;
@@ -67,23 +89,33 @@ impl UdpEngine {
                 "no UDP socket could be bound".to_string(),
             ));
         }
-        let pending = Arc::new(Mutex::new(Pending::default()));
-        let (shutdown, shutdown_rx) = oneshot::channel();
-        tokio::spawn(receive_loop(
-            v4.clone(),
-            v6.clone(),
-            Arc::clone(&pending),
-            shutdown_rx,
-        ));
-        Ok(UdpEngine {
-            v4,
-            v6,
-            pending,
-            connections: Mutex::new(ConnectionCache::default()),
-            base_timeout: config.udp_base_timeout,
-            max_retries: config.udp_max_retries,
-            _shutdown: shutdown,
-        })
+        let machine = UdpTrackerClient::new(
+            UdpClientConfig {
+                base_timeout: config.udp_base_timeout,
+                max_retries: config.udp_max_retries,
+                ..UdpClientConfig::default()
+            },
+            rand::random(),
+        );
+        let (commands, rx) = mpsc::unbounded_channel();
+        let engine = UdpEngine {
+            commands,
+            v4: v4.is_some(),
+            v6: v6.is_some(),
+            next_key: AtomicU64::new(0),
+        };
+        tokio::spawn(
+            Driver {
+                v4,
+                v6,
+                machine,
+                origin: Instant::now(),
+                waiting: HashMap::new(),
+                keys: HashMap::new(),
+            }
+            .run(rx),
+        );
+        Ok(engine)
     }
 
     /// Announces to the `udp://` tracker at `url`.
@@ -93,29 +125,21 @@ impl UdpEngine {
         params: &AnnounceParams,
     ) -> Result<AnnounceOutcome, TrackerError> {
         let tracker = self.resolve(url).await?;
-        let url_data = codec::url_data(url).as_bytes().to_vec();
-        let reply = self
-            .exchange(tracker, |connection_id, transaction_id| {
-                codec::AnnounceRequest {
-                    connection_id,
-                    transaction_id,
-                    info_hash: params.info_hash,
-                    peer_id: params.peer_id,
-                    downloaded: params.downloaded,
-                    left: params.left,
-                    uploaded: params.uploaded,
-                    event: params.event,
-                    ip: None,
-                    key: params.key,
-                    num_want: params.numwant,
-                    port: params.port,
-                    url_data: url_data.clone(),
-                }
-                .encode()
-            })
-            .await?;
-        match reply {
-            Response::Announce(a) => Ok(AnnounceOutcome {
+        let job = Job::Announce(Announce {
+            info_hash: params.info_hash,
+            peer_id: params.peer_id,
+            downloaded: params.downloaded,
+            left: params.left,
+            uploaded: params.uploaded,
+            event: params.event,
+            ip: None,
+            key: params.key,
+            num_want: params.numwant,
+            port: params.port,
+            url_data: codec::url_data(url).as_bytes().to_vec(),
+        });
+        match self.request(tracker, job).await? {
+            Outcome::Announce(a) => Ok(AnnounceOutcome {
                 interval: secs(a.interval),
                 min_interval: None,
                 complete: Some(a.seeders),
@@ -125,137 +149,61 @@ impl UdpEngine {
                 warning: None,
                 external_ip: None,
             }),
-            other => Err(unexpected("announce", &other)),
+            Outcome::Scrape(_) => Err(TrackerError::Protocol(
+                "scrape outcome of an announce".to_string(),
+            )),
         }
     }
 
-    /// Scrapes the `udp://` tracker at `url`, [`MAX_SCRAPE_HASHES`] hashes per request.
+    /// Scrapes the `udp://` tracker at `url`, [`codec::MAX_SCRAPE_HASHES`] hashes per datagram.
     pub(super) async fn scrape(
         &self,
         url: &str,
         info_hashes: &[InfoHash],
     ) -> Result<Vec<(InfoHash, ScrapeStats)>, TrackerError> {
         let tracker = self.resolve(url).await?;
-        let mut out = Vec::with_capacity(info_hashes.len());
-        for chunk in info_hashes.chunks(MAX_SCRAPE_HASHES) {
-            let reply = self
-                .exchange(tracker, |connection_id, transaction_id| {
-                    codec::ScrapeRequest {
-                        connection_id,
-                        transaction_id,
-                        info_hashes: chunk.to_vec(),
-                    }
-                    .encode()
+        match self
+            .request(tracker, Job::Scrape(info_hashes.to_vec()))
+            .await?
+        {
+            Outcome::Scrape(stats) => Ok(stats
+                .into_iter()
+                .map(|(h, st)| {
+                    (
+                        h,
+                        ScrapeStats {
+                            complete: st.seeders,
+                            downloaded: st.completed,
+                            incomplete: st.leechers,
+                        },
+                    )
                 })
-                .await?;
-            let Response::Scrape(s) = reply else {
-                return Err(unexpected("scrape", &reply));
-            };
-            if s.stats.len() != chunk.len() {
-                debug!(
-                    tracker = %tracker,
-                    asked = chunk.len(),
-                    answered = s.stats.len(),
-                    "UDP scrape reply has a different number of entries"
-                );
-            }
-            out.extend(chunk.iter().zip(&s.stats).map(|(h, st)| {
-                (
-                    *h,
-                    ScrapeStats {
-                        complete: st.seeders,
-                        downloaded: st.completed,
-                        incomplete: st.leechers,
-                    },
-                )
-            }));
+                .collect()),
+            Outcome::Announce(_) => Err(TrackerError::Protocol(
+                "announce outcome of a scrape".to_string(),
+            )),
         }
-        Ok(out)
     }
 
-    /// One request/response exchange with retransmission, connecting first when no fresh
-    /// connection id is cached. `build(connection_id, transaction_id)` makes the request.
-    ///
-    /// Every wait that times out counts as one retransmission `n` (connect and request share
-    /// the count) and the next wait is `base * 2^n`; after `max_retries` retransmissions the
-    /// result is [`TrackerError::Timeout`]. A transaction id stays registered across its
-    /// retransmissions, so a late reply to an earlier copy is still taken.
-    async fn exchange(
-        &self,
-        tracker: SocketAddr,
-        build: impl Fn(u64, u32) -> Vec<u8>,
-    ) -> Result<Response, TrackerError> {
-        let mut attempt: u32 = 0;
-        let mut connect: Option<Registration<'_>> = None;
-        let mut request: Option<Registration<'_>> = None;
-        // Whether the connection id in use was obtained during this exchange.
-        let mut fresh_connection = false;
-        loop {
-            let wait = self.base_timeout.saturating_mul(1 << attempt.min(16));
-            let connection_id = match self.cached_connection(tracker) {
-                Some(id) => id,
-                None => {
-                    let reg = match &mut connect {
-                        Some(reg) => reg,
-                        None => connect.insert(self.register(tracker)?),
-                    };
-                    let packet = ConnectRequest {
-                        transaction_id: reg.transaction_id,
-                    }
-                    .encode();
-                    trace!(%tracker, attempt, transaction_id = reg.transaction_id, "UDP connect");
-                    self.send(tracker, &packet).await?;
-                    match tokio::time::timeout(wait, &mut reg.rx).await {
-                        Err(_) => {
-                            attempt += 1;
-                            debug!(%tracker, attempt, "UDP connect timed out");
-                            if attempt > self.max_retries {
-                                return Err(TrackerError::Timeout);
-                            }
-                            continue;
-                        }
-                        Ok(reply) => match lift(reply)? {
-                            Response::Connect(c) => {
-                                connect = None;
-                                fresh_connection = true;
-                                self.remember_connection(tracker, c.connection_id);
-                                c.connection_id
-                            }
-                            other => return Err(unexpected("connect", &other)),
-                        },
-                    }
-                }
-            };
-            let reg = match &mut request {
-                Some(reg) => reg,
-                None => request.insert(self.register(tracker)?),
-            };
-            let packet = build(connection_id, reg.transaction_id);
-            trace!(%tracker, attempt, transaction_id = reg.transaction_id, len = packet.len(), "UDP request");
-            self.send(tracker, &packet).await?;
-            match tokio::time::timeout(wait, &mut reg.rx).await {
-                Err(_) => {
-                    attempt += 1;
-                    debug!(%tracker, attempt, "UDP request timed out");
-                    if !fresh_connection {
-                        // The tracker may have forgotten the id (restart); opentracker drops
-                        // such requests silently. Connect again on the next attempt.
-                        self.forget_connection(tracker);
-                    }
-                    if attempt > self.max_retries {
-                        return Err(TrackerError::Timeout);
-                    }
-                }
-                Ok(reply) => {
-                    let reply = lift(reply);
-                    if matches!(reply, Err(TrackerError::Failure(_))) {
-                        // Possibly a stale connection id: do not reuse it.
-                        self.forget_connection(tracker);
-                    }
-                    return reply;
-                }
-            }
-        }
+    /// Hands `job` to the task and waits for its outcome. Dropping the future cancels it.
+    async fn request(&self, tracker: SocketAddr, job: Job) -> Reply {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Start {
+                key,
+                tracker,
+                job,
+                reply,
+            })
+            .map_err(|_| task_ended())?;
+        let mut guard = CancelOnDrop {
+            commands: &self.commands,
+            key: Some(key),
+        };
+        let result = rx.await;
+        guard.key = None;
+        result.map_err(|_| task_ended())?
     }
 
     /// The tracker's address for a `udp://host:port…` URL: an IP literal as is, otherwise the
@@ -276,7 +224,7 @@ impl UdpEngine {
         let mut first = None;
         for addr in candidates {
             first.get_or_insert(addr);
-            if self.socket_for(addr).is_some() {
+            if self.has_socket_for(addr) {
                 return Ok(addr);
             }
         }
@@ -286,69 +234,26 @@ impl UdpEngine {
         })
     }
 
-    fn socket_for(&self, addr: SocketAddr) -> Option<&UdpSocket> {
+    fn has_socket_for(&self, addr: SocketAddr) -> bool {
         match addr {
-            SocketAddr::V4(_) => self.v4.as_deref(),
-            SocketAddr::V6(_) => self.v6.as_deref(),
+            SocketAddr::V4(_) => self.v4,
+            SocketAddr::V6(_) => self.v6,
         }
     }
+}
 
-    async fn send(&self, tracker: SocketAddr, packet: &[u8]) -> Result<(), TrackerError> {
-        let socket = self.socket_for(tracker).ok_or_else(|| {
-            TrackerError::Network(format!("no UDP socket of the family of {tracker}"))
-        })?;
-        socket
-            .send_to(packet, tracker)
-            .await
-            .map(drop)
-            .map_err(|e| TrackerError::Network(format!("sending to {tracker}: {e}")))
-    }
+/// Tells the task that a request's caller went away, unless disarmed (`key` taken).
+struct CancelOnDrop<'a> {
+    commands: &'a mpsc::UnboundedSender<Command>,
+    key: Option<u64>,
+}
 
-    fn register(&self, tracker: SocketAddr) -> Result<Registration<'_>, TrackerError> {
-        let (tx, rx) = oneshot::channel();
-        let mut table = lock(&self.pending);
-        if table.entries.len() >= MAX_PENDING {
-            table.entries.retain(|_, e| !e.tx.is_closed());
-            if table.entries.len() >= MAX_PENDING {
-                return Err(TrackerError::Network(
-                    "too many UDP tracker requests in flight".to_string(),
-                ));
-            }
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            // The task may be gone already; then there is nothing to cancel.
+            let _ = self.commands.send(Command::Cancel(key));
         }
-        let transaction_id = loop {
-            let id = rand::random::<u32>();
-            if !table.entries.contains_key(&id) {
-                break id;
-            }
-        };
-        table.next_serial = table.next_serial.wrapping_add(1);
-        let serial = table.next_serial;
-        table.entries.insert(
-            transaction_id,
-            PendingEntry {
-                serial,
-                tracker,
-                tx,
-            },
-        );
-        Ok(Registration {
-            pending: &self.pending,
-            transaction_id,
-            serial,
-            rx,
-        })
-    }
-
-    fn cached_connection(&self, tracker: SocketAddr) -> Option<u64> {
-        lock(&self.connections).get(tracker, Instant::now())
-    }
-
-    fn remember_connection(&self, tracker: SocketAddr, id: u64) {
-        lock(&self.connections).insert(tracker, id, Instant::now());
-    }
-
-    fn forget_connection(&self, tracker: SocketAddr) {
-        lock(&self.connections).map.remove(&tracker);
     }
 }
 
@@ -357,12 +262,12 @@ impl UdpEngine {
 async fn bind(
     configured: Option<SocketAddr>,
     default: SocketAddr,
-) -> Result<Option<Arc<UdpSocket>>, TrackerError> {
+) -> Result<Option<UdpSocket>, TrackerError> {
     let addr = configured.unwrap_or(default);
     match UdpSocket::bind(addr).await {
         Ok(socket) => {
             debug!(local = ?socket.local_addr().ok(), "UDP tracker socket bound");
-            Ok(Some(Arc::new(socket)))
+            Ok(Some(socket))
         }
         Err(e) if configured.is_some() => Err(TrackerError::Network(format!(
             "binding UDP socket {addr}: {e}"
@@ -374,182 +279,249 @@ async fn bind(
     }
 }
 
-/// A waiting request's end of the pending table; unregisters on drop.
-struct Registration<'a> {
-    pending: &'a Mutex<Pending>,
-    transaction_id: u32,
-    serial: u64,
-    rx: oneshot::Receiver<Reply>,
+/// The task's state: the sockets, the machine and who waits for which request.
+struct Driver {
+    v4: Option<UdpSocket>,
+    v6: Option<UdpSocket>,
+    machine: UdpTrackerClient,
+    /// The machine's clock starts here.
+    origin: Instant,
+    /// Callers by request.
+    waiting: HashMap<RequestId, (u64, oneshot::Sender<Reply>)>,
+    /// Requests by caller key.
+    keys: HashMap<u64, RequestId>,
 }
 
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        let mut table = lock(self.pending);
-        // The entry may already be gone (answered) and its id reused by another request.
-        if table
-            .entries
-            .get(&self.transaction_id)
-            .is_some_and(|e| e.serial == self.serial)
-        {
-            table.entries.remove(&self.transaction_id);
-        }
-    }
-}
-
-/// Requests waiting for a reply, by transaction id.
-#[derive(Default)]
-struct Pending {
-    entries: HashMap<u32, PendingEntry>,
-    next_serial: u64,
-}
-
-struct PendingEntry {
-    serial: u64,
-    /// The only address a reply is accepted from.
-    tracker: SocketAddr,
-    tx: oneshot::Sender<Reply>,
-}
-
-/// Connection ids by tracker address, with the time each arrived.
-#[derive(Default)]
-struct ConnectionCache {
-    map: HashMap<SocketAddr, (u64, Instant)>,
-}
-
-impl ConnectionCache {
-    fn get(&mut self, tracker: SocketAddr, now: Instant) -> Option<u64> {
-        let &(id, since) = self.map.get(&tracker)?;
-        if now.saturating_duration_since(since) < CONNECTION_ID_LIFETIME {
-            Some(id)
-        } else {
-            self.map.remove(&tracker);
-            None
-        }
-    }
-
-    fn insert(&mut self, tracker: SocketAddr, id: u64, now: Instant) {
-        if self.map.len() >= MAX_CACHED_CONNECTIONS && !self.map.contains_key(&tracker) {
-            self.map.retain(|_, (_, since)| {
-                now.saturating_duration_since(*since) < CONNECTION_ID_LIFETIME
-            });
-            if self.map.len() >= MAX_CACHED_CONNECTIONS {
-                let oldest = self
-                    .map
-                    .iter()
-                    .min_by_key(|(_, (_, since))| *since)
-                    .map(|(addr, _)| *addr);
-                if let Some(addr) = oldest {
-                    self.map.remove(&addr);
+impl Driver {
+    /// Serves commands and datagrams until every [`UdpEngine`] handle is gone.
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut buf4 = vec![0u8; if self.v4.is_some() { MAX_DATAGRAM } else { 0 }];
+        let mut buf6 = vec![0u8; if self.v6.is_some() { MAX_DATAGRAM } else { 0 }];
+        // Sockets resting after a receive error, until then.
+        let mut rest4: Option<Instant> = None;
+        let mut rest6: Option<Instant> = None;
+        loop {
+            self.flush().await;
+            let deadline = self.machine.poll_timeout().map(|t| self.instant(t));
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => break,
+                    Some(command) => self.command(command),
+                },
+                r = recv(self.v4.as_ref(), &mut buf4, rest4) => {
+                    rest4 = self.received(r, &buf4);
+                }
+                r = recv(self.v6.as_ref(), &mut buf6, rest6) => {
+                    rest6 = self.received(r, &buf6);
+                }
+                () = sleep_until(deadline) => {
+                    let now = self.now();
+                    self.machine.handle_timeout(now);
                 }
             }
         }
-        self.map.insert(tracker, (id, now));
+        trace!("UDP tracker receive task finished");
     }
-}
 
-/// Reads both sockets until `shutdown` fires (its sender is dropped).
-async fn receive_loop(
-    v4: Option<Arc<UdpSocket>>,
-    v6: Option<Arc<UdpSocket>>,
-    pending: Arc<Mutex<Pending>>,
-    mut shutdown: oneshot::Receiver<()>,
-) {
-    let mut buf4 = vec![0u8; if v4.is_some() { MAX_DATAGRAM } else { 0 }];
-    let mut buf6 = vec![0u8; if v6.is_some() { MAX_DATAGRAM } else { 0 }];
-    loop {
-        let (family, received) = tokio::select! {
-            _ = &mut shutdown => break,
-            r = recv(v4.as_deref(), &mut buf4) => (AddressFamily::V4, r),
-            r = recv(v6.as_deref(), &mut buf6) => (AddressFamily::V6, r),
-        };
-        let buf = match family {
-            AddressFamily::V4 => &buf4,
-            AddressFamily::V6 => &buf6,
-        };
+    fn now(&self) -> Time {
+        Time::from_duration(self.origin.elapsed())
+    }
+
+    /// The instant of machine time `t`; a year from now for times beyond the clock's range
+    /// (a huge configured timeout).
+    fn instant(&self, t: Time) -> Instant {
+        self.origin
+            .checked_add(Duration::from_micros(t.as_micros()))
+            .unwrap_or_else(|| Instant::now() + FAR_FUTURE)
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Start {
+                key,
+                tracker,
+                job,
+                reply,
+            } => {
+                let now = self.now();
+                let started = match job {
+                    Job::Announce(a) => self.machine.announce(now, tracker, a),
+                    Job::Scrape(hashes) => self.machine.scrape(now, tracker, hashes),
+                };
+                match started {
+                    Ok(id) => {
+                        self.waiting.insert(id, (key, reply));
+                        self.keys.insert(key, id);
+                    }
+                    Err(e @ StartError::TooManyRequests) => {
+                        let _ = reply.send(Err(TrackerError::Network(e.to_string())));
+                    }
+                }
+            }
+            Command::Cancel(key) => {
+                if let Some(id) = self.keys.remove(&key) {
+                    self.waiting.remove(&id);
+                    self.machine.cancel(id);
+                }
+            }
+        }
+    }
+
+    /// Handles what one socket received; returns until when the socket should rest.
+    fn received(
+        &mut self,
+        received: io::Result<(usize, SocketAddr)>,
+        buf: &[u8],
+    ) -> Option<Instant> {
         match received {
             Ok((len, from)) => {
-                if let Some(packet) = buf.get(..len) {
-                    dispatch(&pending, packet, from, family);
+                let packet = buf.get(..len)?;
+                let now = self.now();
+                match self.machine.handle_datagram(now, from, packet) {
+                    DatagramOutcome::Accepted => {}
+                    DatagramOutcome::TooShort => {
+                        trace!(%from, len = packet.len(), "dropping short UDP datagram");
+                    }
+                    DatagramOutcome::Stray { transaction_id } => {
+                        trace!(%from, transaction_id, "dropping stray UDP datagram");
+                    }
                 }
+                None
             }
             Err(e) => {
                 // ICMP errors surface here on some platforms; they concern a request that will
-                // time out on its own. Pause on anything else so a broken socket cannot spin.
+                // time out on its own. Rest on anything else so a broken socket cannot spin.
                 debug!(error = %e, "UDP tracker socket receive error");
-                if !matches!(
+                (!matches!(
                     e.kind(),
                     io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused
-                ) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                ))
+                .then(|| Instant::now() + RECEIVE_ERROR_PAUSE)
             }
         }
     }
-    trace!("UDP tracker receive task finished");
+
+    /// Sends what the machine has to send and hands finished requests to their callers.
+    async fn flush(&mut self) {
+        loop {
+            if let Some(t) = self.machine.poll_transmit() {
+                self.transmit(t).await;
+                continue;
+            }
+            let Some(event) = self.machine.poll_event() else {
+                break;
+            };
+            self.event(event);
+        }
+    }
+
+    async fn transmit(&mut self, t: Transmit) {
+        let tracker = t.destination;
+        if t.phase == Phase::Connect {
+            trace!(%tracker, attempt = t.attempt, transaction_id = t.transaction_id, "UDP connect");
+        } else {
+            trace!(%tracker, attempt = t.attempt, transaction_id = t.transaction_id, len = t.payload.len(), "UDP request");
+        }
+        let socket = match tracker {
+            SocketAddr::V4(_) => self.v4.as_ref(),
+            SocketAddr::V6(_) => self.v6.as_ref(),
+        };
+        let sent = match socket {
+            None => Err(TrackerError::Network(format!(
+                "no UDP socket of the family of {tracker}"
+            ))),
+            Some(socket) => socket
+                .send_to(&t.payload, tracker)
+                .await
+                .map(drop)
+                .map_err(|e| TrackerError::Network(format!("sending to {tracker}: {e}"))),
+        };
+        if let Err(e) = sent {
+            self.machine.cancel(t.request);
+            self.finish(t.request, Err(e));
+        }
+    }
+
+    fn event(&mut self, event: UdpClientEvent) {
+        match event {
+            UdpClientEvent::Announced { id, response, .. } => {
+                self.finish(id, Ok(Outcome::Announce(response)));
+            }
+            UdpClientEvent::Scraped { id, stats, .. } => {
+                self.finish(id, Ok(Outcome::Scrape(stats)));
+            }
+            UdpClientEvent::Failed { id, error, .. } => self.finish(id, Err(lift(error))),
+            UdpClientEvent::TimedOut {
+                tracker,
+                phase,
+                attempt,
+                ..
+            } => {
+                if phase == Phase::Connect {
+                    debug!(%tracker, attempt, "UDP connect timed out");
+                } else {
+                    debug!(%tracker, attempt, "UDP request timed out");
+                }
+            }
+            UdpClientEvent::ScrapeMismatch {
+                tracker,
+                asked,
+                answered,
+                ..
+            } => debug!(
+                tracker = %tracker,
+                asked,
+                answered,
+                "UDP scrape reply has a different number of entries"
+            ),
+        }
+    }
+
+    /// Hands a finished request's result to its caller, if it still waits.
+    fn finish(&mut self, id: RequestId, result: Reply) {
+        if let Some((key, reply)) = self.waiting.remove(&id) {
+            self.keys.remove(&key);
+            // The caller may have given up meanwhile; nothing to do then.
+            let _ = reply.send(result);
+        }
+    }
 }
 
-async fn recv(socket: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    match socket {
-        Some(s) => s.recv_from(buf).await,
+/// Receives on `socket` after its rest (if any); never completes without a socket.
+async fn recv(
+    socket: Option<&UdpSocket>,
+    buf: &mut [u8],
+    rest_until: Option<Instant>,
+) -> io::Result<(usize, SocketAddr)> {
+    let Some(socket) = socket else {
+        return std::future::pending().await;
+    };
+    if let Some(until) = rest_until {
+        tokio::time::sleep_until(until).await;
+    }
+    socket.recv_from(buf).await
+}
+
+/// Completes at `deadline`; never without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
 
-/// Hands `packet` to the request waiting for its transaction id from `from`, or drops it.
-fn dispatch(pending: &Mutex<Pending>, packet: &[u8], from: SocketAddr, family: AddressFamily) {
-    let Some(transaction_id) = packet
-        .get(4..8)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(u32::from_be_bytes)
-    else {
-        trace!(%from, len = packet.len(), "dropping short UDP datagram");
-        return;
-    };
-    let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-    let entry = {
-        let mut table = lock(pending);
-        match table.entries.get(&transaction_id) {
-            Some(e) if same_endpoint(e.tracker, from) => table.entries.remove(&transaction_id),
-            _ => None,
-        }
-    };
-    let Some(entry) = entry else {
-        trace!(%from, transaction_id, "dropping stray UDP datagram");
-        return;
-    };
-    // The requester may have given up meanwhile; nothing to do then.
-    let _ = entry.tx.send(Response::decode(packet, family));
-}
-
-/// Same IP and port (an IPv6 scope id or flow label may differ).
-fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
-    a.ip() == b.ip() && a.port() == b.port()
-}
-
-/// A reply as the requester sees it: tracker errors become [`TrackerError::Failure`].
-fn lift(reply: Result<Reply, oneshot::error::RecvError>) -> Result<Response, TrackerError> {
-    match reply {
-        Err(_) => Err(TrackerError::Network(
-            "UDP tracker receive task ended".to_string(),
-        )),
-        Ok(Err(e)) => Err(TrackerError::Protocol(e.to_string())),
-        Ok(Ok(Response::Error(e))) => Err(TrackerError::Failure(e.message)),
-        Ok(Ok(r)) => Ok(r),
+/// A failed request as the caller sees it.
+fn lift(error: RequestError) -> TrackerError {
+    match error {
+        RequestError::Timeout { .. } => TrackerError::Timeout,
+        RequestError::Tracker(message) => TrackerError::Failure(message),
+        RequestError::Malformed(e) => TrackerError::Protocol(e.to_string()),
+        e @ RequestError::Unexpected { .. } => TrackerError::Protocol(e.to_string()),
     }
 }
 
-fn unexpected(wanted: &str, got: &Response) -> TrackerError {
-    let action = match got {
-        Response::Connect(_) => "connect",
-        Response::Announce(_) => "announce",
-        Response::Scrape(_) => "scrape",
-        Response::Error(_) => "error",
-    };
-    TrackerError::Protocol(format!("{action} reply to a {wanted} request"))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+fn task_ended() -> TrackerError {
+    TrackerError::Network("UDP tracker receive task ended".to_string())
 }
 
 /// Host and port of `udp://[user@]host:port[/path][?query][#fragment]`; IPv6 hosts in brackets.
@@ -589,6 +561,7 @@ fn host_port(url: &str) -> Result<(&str, u16), TrackerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use webtorrent_core::Id20;
 
     #[test]
     fn host_and_port() {
@@ -615,63 +588,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn connection_cache_expires_and_is_bounded() {
-        let mut c = ConnectionCache::default();
-        let t0 = Instant::now();
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        c.insert(a, 7, t0);
-        assert_eq!(c.get(a, t0 + Duration::from_secs(59)), Some(7));
-        assert_eq!(c.get(a, t0 + CONNECTION_ID_LIFETIME), None);
-        assert!(c.map.is_empty());
-        for port in 0..(MAX_CACHED_CONNECTIONS as u16 + 10) {
-            let addr = SocketAddr::from(([10, 0, 0, 1], port));
-            c.insert(
-                addr,
-                u64::from(port),
-                t0 + Duration::from_millis(u64::from(port)),
-            );
+    #[tokio::test]
+    async fn dropping_the_future_cancels_the_request() {
+        // A tracker that never answers, and counts what it gets.
+        let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("udp://{}", silent.local_addr().expect("addr"));
+        let engine = UdpEngine::start(&TrackerClientConfig {
+            udp_base_timeout: Duration::from_millis(40),
+            udp_max_retries: 3,
+            bind_v6: None,
+            ..TrackerClientConfig::default()
+        })
+        .await
+        .expect("engine");
+        let params = AnnounceParams::new(Id20([1; 20]), Id20([2; 20]), 6881);
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(20), engine.announce(&url, &params)).await;
+        assert!(gave_up.is_err(), "no answer expected");
+        // Unless cancelled, retransmissions would follow at 40, 120 and 280 ms.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let mut buf = [0u8; 64];
+        let mut received = 0;
+        while silent.try_recv_from(&mut buf).is_ok() {
+            received += 1;
         }
-        assert_eq!(c.map.len(), MAX_CACHED_CONNECTIONS);
-        // The oldest went first.
-        assert!(!c.map.contains_key(&SocketAddr::from(([10, 0, 0, 1], 0))));
-    }
-
-    #[test]
-    fn dispatch_checks_id_and_source() {
-        let pending = Mutex::new(Pending::default());
-        let tracker: SocketAddr = "127.0.0.1:6969".parse().unwrap();
-        let (tx, mut rx) = oneshot::channel();
-        lock(&pending).entries.insert(
-            5,
-            PendingEntry {
-                serial: 1,
-                tracker,
-                tx,
-            },
-        );
-        let reply = codec::ConnectResponse {
-            transaction_id: 5,
-            connection_id: 9,
-        }
-        .encode();
-        // Short, wrong id, wrong source: dropped.
-        dispatch(&pending, &reply[..6], tracker, AddressFamily::V4);
-        let mut other_id = reply.clone();
-        other_id[7] = 6;
-        dispatch(&pending, &other_id, tracker, AddressFamily::V4);
-        dispatch(
-            &pending,
-            &reply,
-            "127.0.0.1:6970".parse().unwrap(),
-            AddressFamily::V4,
-        );
-        assert!(rx.try_recv().is_err());
-        dispatch(&pending, &reply, tracker, AddressFamily::V4);
-        assert!(matches!(
-            rx.try_recv(),
-            Ok(Ok(Response::Connect(c))) if c.connection_id == 9
-        ));
-        assert!(lock(&pending).entries.is_empty());
+        assert_eq!(received, 1, "only the first connect went out");
     }
 }
