@@ -194,3 +194,49 @@ async fn adding_a_magnet_knows_the_hash_before_the_metadata() {
     assert!(c.get(hex).is_none());
     c.destroy();
 }
+
+fn error_message(e: JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .unwrap_or_default()
+}
+
+#[wasm_bindgen_test]
+async fn file_selection_and_priority_check_their_input() {
+    let c = client();
+    // Before the metadata there is nothing to select.
+    let hex = "1123456789abcdef0123456789abcdef01234567";
+    let v = JsFuture::from(c.add(
+        format!("magnet:?xt=urn:btih:{hex}").into(),
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .unwrap();
+    let m = Torrent::try_from_js(v);
+    let msg = error_message(m.select_files(vec![1]).unwrap_err());
+    assert!(msg.contains("metadata"), "{msg}");
+    // A two-file torrent takes one flag per file, and byte ranges inside it.
+    let parts_a = Array::of1(&Uint8Array::from(&data(40_000, 5)[..]));
+    let parts_b = Array::of1(&Uint8Array::from(&data(20_000, 6)[..]));
+    let fa = web_sys::File::new_with_u8_array_sequence(&parts_a, "a.bin").unwrap();
+    let fb = web_sys::File::new_with_u8_array_sequence(&parts_b, "b.bin").unwrap();
+    let t = seed(
+        &c,
+        Array::of2(&fa, &fb).into(),
+        opts(&[("name", "ab".into())]),
+    )
+    .await
+    .unwrap();
+    let msg = error_message(t.select_files(vec![1]).unwrap_err());
+    assert!(msg.contains("expected 2"), "{msg}");
+    t.select_files(vec![1, 0]).unwrap();
+    let msg = error_message(t.prioritize(10.0, 5.0).unwrap_err());
+    assert!(msg.contains("start <= end"), "{msg}");
+    let msg = error_message(t.prioritize(0.0, 1e9).unwrap_err());
+    assert!(msg.contains("outside"), "{msg}");
+    t.prioritize(0.0, 1000.0).unwrap();
+    t.deprioritize().unwrap();
+    // A seed stays done whatever is selected.
+    assert!(t.done());
+    c.destroy();
+}

@@ -702,6 +702,9 @@ mod tests {
     #[test]
     fn task_messages_stay_small() {
         let size = std::mem::size_of::<super::TaskMsg>();
-        assert!(size <= 96, "TaskMsg grew to {size} bytes: box the large variant");
+        assert!(
+            size <= 96,
+            "TaskMsg grew to {size} bytes: box the large variant"
+        );
     }
 }
