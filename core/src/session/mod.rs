@@ -329,6 +329,24 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// What to tell the user about this event, if it is a warning (a piece to fetch again, a
+    /// banned peer, a tracker's warning or failure); the same words for every driver.
+    pub fn warning(&self) -> Option<String> {
+        Some(match self {
+            Event::PeerBanned { addr } => match addr {
+                Some(a) => format!("banned peer {a}: it sent corrupt data"),
+                None => "banned a peer that sent corrupt data".to_string(),
+            },
+            Event::HashFailed(p) => format!("piece {p} failed verification; fetching it again"),
+            Event::StoreFailed(p) => format!("piece {p} could not be stored; fetching it again"),
+            Event::TrackerWarning { url, message } => format!("tracker {url}: {message}"),
+            Event::TrackerError { url, error } => format!("tracker {url}: {error}"),
+            _ => return None,
+        })
+    }
+}
+
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {

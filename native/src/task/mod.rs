@@ -572,6 +572,9 @@ impl Task {
     }
 
     fn on_event(&mut self, e: SessionEvent) {
+        if let Some(w) = e.warning() {
+            warn!("{w}");
+        }
         match e {
             SessionEvent::PeerConnected {
                 peer_id,
@@ -589,30 +592,13 @@ impl Task {
                 debug!(?addr, "peer dropped: {reason}");
                 self.events.send(Event::PeerDisconnected { addr, reason });
             }
-            SessionEvent::PeerBanned { addr } => {
-                warn!(?addr, "banned peer for sending corrupt data");
-                self.events.send(Event::PeerBanned { addr });
-            }
-            SessionEvent::Metadata => {}
-            SessionEvent::Ready => {
-                if self.magnet {
-                    self.events.send(Event::Metadata);
+            SessionEvent::PeerBanned { addr } => self.events.send(Event::PeerBanned { addr }),
+            SessionEvent::Ready if self.magnet => self.events.send(Event::Metadata),
+            SessionEvent::PieceVerified(p) => self.events.send(Event::PieceVerified(p.get())),
+            SessionEvent::HashFailed(_) | SessionEvent::StoreFailed(_) => {
+                if let Some(w) = e.warning() {
+                    self.events.send(Event::Warning(w));
                 }
-                self.update_status(true);
-            }
-            SessionEvent::PieceVerified(p) => {
-                self.events.send(Event::PieceVerified(p.get()));
-            }
-            SessionEvent::HashFailed(p) => {
-                warn!("piece {p} failed verification");
-                self.events.send(Event::Warning(format!(
-                    "piece {p} failed verification; fetching it again"
-                )));
-            }
-            SessionEvent::StoreFailed(p) => {
-                self.events.send(Event::Warning(format!(
-                    "piece {p} could not be stored; fetching it again"
-                )));
             }
             SessionEvent::Done { complete } => {
                 if let Some(s) = &self.storage {
@@ -620,19 +606,16 @@ impl Task {
                         warn!("flushing storage: {e}");
                     }
                 }
-                if complete {
-                    info!(info_hash = %self.info_hash, "download complete, seeding");
+                let what = if complete {
+                    "download"
                 } else {
-                    info!(info_hash = %self.info_hash, "selected files downloaded");
-                }
+                    "selected files"
+                };
+                info!(info_hash = %self.info_hash, "{what} complete, seeding");
                 let _ = self.done.send(true);
                 self.events.send(Event::Done);
-                self.update_status(true);
             }
-            SessionEvent::Refused(reason) => {
-                self.events.send(Event::Refused(reason));
-                self.update_status(true);
-            }
+            SessionEvent::Refused(reason) => self.events.send(Event::Refused(reason)),
             SessionEvent::TrackerReply {
                 url,
                 event,
@@ -651,19 +634,16 @@ impl Task {
                     peers,
                 });
             }
-            SessionEvent::TrackerWarning { url, message } => {
-                warn!(%url, "tracker warning: {message}");
-                self.events
-                    .send(Event::Warning(format!("{url}: {message}")));
-            }
-            SessionEvent::TrackerError { url, error } => {
-                warn!(%url, "announce failed: {error}");
-                self.events.send(Event::TrackerError {
-                    url,
-                    error: error.to_string(),
-                });
-            }
+            SessionEvent::TrackerWarning { url, message } => self
+                .events
+                .send(Event::Warning(format!("{url}: {message}"))),
+            SessionEvent::TrackerError { url, error } => self.events.send(Event::TrackerError {
+                url,
+                error: error.to_string(),
+            }),
+            SessionEvent::Metadata | SessionEvent::Ready => {}
         }
+        self.update_status(true);
     }
 
     fn update_status(&mut self, force: bool) {

@@ -352,6 +352,9 @@ fn on_output(t: &mut Inner, out: Output, work: &mut Vec<Work>) {
 }
 
 fn on_event(t: &mut Inner, e: Event) {
+    if let Some(w) = e.warning() {
+        t.emit("warning", JsValue::from_str(&w));
+    }
     match e {
         Event::PeerConnected { peer_id, .. } => {
             let o = Object::new();
@@ -360,11 +363,6 @@ fn on_event(t: &mut Inner, e: Event) {
             t.emit("wire", o.into());
         }
         Event::PeerDisconnected { key, .. } => t.close_peer(key),
-        Event::PeerBanned { .. } => t.emit(
-            "warning",
-            JsValue::from_str("banned a peer that sent corrupt data"),
-        ),
-        Event::Metadata => {}
         Event::Ready => {
             t.ready = true;
             if t.torrent_file.is_none() {
@@ -381,32 +379,15 @@ fn on_event(t: &mut Inner, e: Event) {
                 t.emit("download", JsValue::from_f64(len as f64));
             }
         }
-        Event::HashFailed(p) => t.emit(
-            "warning",
-            JsValue::from_str(&format!("piece {p} failed verification; fetching it again")),
-        ),
-        Event::StoreFailed(p) => t.emit(
-            "warning",
-            JsValue::from_str(&format!("storing piece {p} failed; fetching it again")),
-        ),
-        Event::Done { .. } => {
-            if !t.done {
-                t.done = true;
-                t.emit("done", JsValue::UNDEFINED);
-            }
+        Event::Done { .. } if !t.done => {
+            t.done = true;
+            t.emit("done", JsValue::UNDEFINED);
         }
         Event::Refused(reason) => {
             t.error = Some(reason.clone());
             t.emit("error", JsValue::from_str(&reason));
         }
-        Event::TrackerReply { .. } => {}
-        Event::TrackerWarning { url, message } => {
-            t.emit("warning", JsValue::from_str(&format!("{url}: {message}")))
-        }
-        Event::TrackerError { url, error } => t.emit(
-            "warning",
-            JsValue::from_str(&format!("tracker {url}: {error}")),
-        ),
+        _ => {}
     }
 }
 
