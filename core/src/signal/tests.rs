@@ -4,8 +4,11 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::announce::{AnnounceConfig, Announcer};
-use crate::tracker::ws::AnnounceRequest;
+use crate::announce::{AnnounceConfig, Announcer, TrackerFailure, TrackerReply};
+use crate::tracker::ws::{
+    AnnounceReply, AnnounceRequest, AnswerMessage, AnswerRequest, Failure, OfferMessage,
+    ScrapeReply, ScrapeRequest, SdpType, SessionDescription, TrackerMessage, WsAction,
+};
 use crate::tracker::{Event, ScrapeFile};
 
 const T0: Time = Time::ZERO;
