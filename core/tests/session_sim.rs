@@ -152,7 +152,7 @@ impl Net {
                 }
             }
         }
-        self.now = self.now + Duration::from_millis(5);
+        self.now += Duration::from_millis(5);
     }
 
     fn on_output(&mut self, i: usize, out: Output) {

@@ -59,9 +59,7 @@ impl RtcPeers {
     ) -> Option<PeerId> {
         match action {
             RtcAction::Announce { url, params } => {
-                let Some(t) = self.tracker(shared, tx, info_hash, &url) else {
-                    return None;
-                };
+                let t = self.tracker(shared, tx, info_hash, &url)?;
                 debug!(%url, event = params.event.as_str(), "announcing (WebSocket)");
                 let _ = t.send(Cmd::Announce(params));
             }
@@ -71,9 +69,7 @@ impl RtcPeers {
                 }
             }
             RtcAction::CreateOffer { url, offer_id } => {
-                let Some(tracker) = self.trackers.get(&url).cloned() else {
-                    return None;
-                };
+                let tracker = self.trackers.get(&url).cloned()?;
                 let cfg = shared.rtc.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
