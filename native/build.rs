@@ -1,7 +1,8 @@
 //! Embeds the browser page (`../www/`: index.html, app.js, style.css and the wasm client in
 //! `pkg/`, present once `bash wasm/build.sh` has run) into the crate, so that `webtorrent
 //! serve` serves it wherever the binary runs. Writes `$OUT_DIR/www_files.rs`, a sorted table
-//! of `(url path, include_bytes!(…))` that `server::www` includes.
+//! of `(url path, include_bytes!(…))` that `server::www` includes. Without the `server`
+//! feature there is no page to serve: it does nothing.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,10 @@ const ASSET_EXTENSIONS: &[&str] = &[
 ];
 
 fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    if std::env::var_os("CARGO_FEATURE_SERVER").is_none() {
+        return;
+    }
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let www = manifest_dir.join("..").join("www");
     let www = www.canonicalize().unwrap_or(www);
@@ -36,7 +41,6 @@ fn main() {
     // A directory is scanned for changes to anything below it; pkg/ is named too so that a
     // rebuild after `wasm/build.sh` re-embeds it. A path that does not exist would rerun this
     // script on every build, so only existing ones are named (creating pkg/ touches www/).
-    println!("cargo:rerun-if-changed=build.rs");
     for dir in [&www, &pkg] {
         if dir.is_dir() {
             println!("cargo:rerun-if-changed={}", dir.display());

@@ -55,6 +55,14 @@ cargo fmt --all --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "the library without default features (TCP only: no webrtc-rs, no server)"
+# Clippy checks it (lib, CLI, the tests that need no feature), then the unit tests run. Its
+# dependencies resolve to other features than the workspace's, so nothing built above is
+# reused: building them unoptimised keeps this step to about two minutes on two cores.
+tcp_only=(-p webtorrent --no-default-features --locked --config 'profile.dev.package."*".opt-level=0')
+cargo clippy "${tcp_only[@]}" --all-targets -- -D warnings
+cargo test "${tcp_only[@]}" --lib
+
 step "core builds for wasm32-unknown-unknown"
 cargo build -p webtorrent-core --target wasm32-unknown-unknown --locked
 

@@ -151,8 +151,10 @@ pub(crate) struct Shared {
     pub up_limit: Option<Arc<RateLimiter>>,
     pub down_limit: Option<Arc<RateLimiter>>,
     /// WebSocket trackers (`None` when WebRTC or trackers are off).
+    #[cfg(feature = "webrtc")]
     pub signals: Option<crate::signal::SignalPool>,
     /// WebRTC settings.
+    #[cfg(feature = "webrtc")]
     pub rtc: crate::rtc::RtcConfig,
     /// Disk threads shared by every torrent.
     pub disk: crate::disk::DiskPool,
@@ -225,7 +227,18 @@ async fn bind(opts: &WebTorrentOptions) -> Result<TcpListener> {
 
 impl WebTorrent {
     /// Starts a client: binds the listen port and prepares the tracker client.
+    ///
+    /// Fails with [`Error::Options`] when `opts.webrtc` is set in a build without the
+    /// `webrtc` feature.
     pub async fn new(opts: WebTorrentOptions) -> Result<WebTorrent> {
+        #[cfg(not(feature = "webrtc"))]
+        if opts.webrtc {
+            return Err(Error::Options(
+                "WebTorrentOptions::webrtc needs the `webrtc` cargo feature of the webtorrent \
+                 crate, which this build lacks: enable it, or set webrtc to false"
+                    .into(),
+            ));
+        }
         let listener = bind(&opts).await?;
         let port = listener.local_addr()?.port();
         let trackers = if opts.trackers {
@@ -244,13 +257,17 @@ impl WebTorrent {
         let peer_id = opts.peer_id.unwrap_or_else(random_peer_id);
         let seed = opts.rng_seed.unwrap_or_else(rand::random);
         let start = Instant::now();
+        #[cfg(feature = "webrtc")]
         let signals = (opts.webrtc && opts.trackers).then(|| {
             let cfg = opts.signal.clone().unwrap_or_default();
             crate::signal::SignalPool::new(peer_id, start, seed ^ 0x5157_4e41_4c21, cfg)
         });
+        #[cfg(feature = "webrtc")]
         let rtc = opts.rtc_config();
         let shared = Arc::new(Shared {
+            #[cfg(feature = "webrtc")]
             signals,
+            #[cfg(feature = "webrtc")]
             rtc,
             disk: crate::disk::DiskPool::default(),
             up_limit: opts.upload_limit.map(|r| Arc::new(RateLimiter::new(r))),
@@ -653,6 +670,7 @@ impl WebTorrent {
         }
         let all: Vec<Torrent> = self.lock_torrents().drain().map(|(_, t)| t).collect();
         futures::future::join_all(all.iter().map(|t| t.stop())).await;
+        #[cfg(feature = "webrtc")]
         if let Some(s) = &self.shared.signals {
             s.shutdown();
         }

@@ -3,6 +3,21 @@
 //! Peers over TCP (BEP 3, 6, 9, 10, 11), HTTP and UDP trackers (BEP 3, 12, 15, 23, 48),
 //! storage in memory or in files.
 //!
+//! # Cargo features
+//!
+//! Both are on by default; with `default-features = false` the crate is a TCP-only client
+//! (TCP peers, HTTP(S) and UDP trackers, memory or file storage) that compiles neither
+//! webrtc-rs, nor a WebSocket client, nor an HTTP server.
+//!
+//! | Feature  | Adds | Extra dependencies |
+//! |----------|------|--------------------|
+//! | `webrtc` | WebRTC peers found through WebSocket trackers (`ws://`, `wss://`): the `rtc` module, [`WebTorrentOptions::webrtc`] on by default, `WebTorrentOptions::signal`, `WebTorrentOptions::rtc` and `WebTorrentOptions::rtc_config` | webrtc, rtc, tokio-tungstenite, async-trait, socket2 |
+//! | `server` | The tracker and page server of `webtorrent serve` (the `server` module) and the bridge between WebRTC and TCP swarms (the `bridge` module); implies `webrtc` | hyper (server side), hyper-util, http-body-util, serde, serde_json |
+//!
+//! Without `webrtc`, a torrent's `ws://` and `wss://` trackers are skipped (its other
+//! trackers are used as usual), [`WebTorrentOptions::webrtc`] defaults to `false`, and
+//! [`WebTorrent::new`] refuses options that set it with [`Error::Options`].
+//!
 //! ```no_run
 //! use webtorrent::{TorrentCreator, WebTorrent, WebTorrentOptions};
 //! use bytes::Bytes;
@@ -23,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "server")]
 pub mod bridge;
 mod client;
 mod conn;
@@ -31,11 +47,16 @@ mod disk;
 mod error;
 mod limit;
 mod options;
+#[cfg(feature = "webrtc")]
 pub mod rtc;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "webrtc")]
 mod signal;
 pub mod storage;
 mod task;
+#[cfg(all(test, not(feature = "webrtc")))]
+mod tcp_only_tests;
 mod torrent;
 pub mod tracker;
 

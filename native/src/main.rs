@@ -1,7 +1,9 @@
 //! The `webtorrent` command: create, inspect, seed and download torrents, and serve a tracker
-//! with the browser page.
+//! with the browser page. Without the crate's `server` feature, `serve` and `bridge` only say
+//! that they need it; without `webrtc` peers are reached over TCP only.
 
 use std::io::IsTerminal;
+#[cfg(feature = "server")]
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,11 +13,14 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+#[cfg(feature = "server")]
 use webtorrent::bridge::{Bridge, BridgeConfig, BridgeSource};
 use webtorrent::core::magnet::Magnet;
 use webtorrent::core::metainfo::Metainfo;
+#[cfg(feature = "server")]
+use webtorrent::server;
 use webtorrent::{
-    server, AddOptions, Torrent, TorrentCreator, TorrentSource, WebTorrent, WebTorrentOptions,
+    AddOptions, Torrent, TorrentCreator, TorrentSource, WebTorrent, WebTorrentOptions,
 };
 
 /// `println!` that ignores a closed stdout (e.g. a pipe whose reader went away) instead of
@@ -123,6 +128,7 @@ enum Cmd {
     },
     /// Run a tracker (HTTP, WebSocket and UDP) and the browser page on one port, and
     /// optionally seed files through it, until interrupted (SIGINT/SIGTERM).
+    #[cfg(feature = "server")]
     Serve {
         /// Files or folders to seed through this tracker.
         files: Vec<PathBuf>,
@@ -166,6 +172,7 @@ enum Cmd {
     },
     /// Bridge the WebRTC swarm (browsers) and the TCP swarm (desktop clients) of trackers
     /// run elsewhere, e.g. a bittorrent-tracker server, until interrupted.
+    #[cfg(feature = "server")]
     Bridge {
         /// A tracker of the server to bridge (repeatable): its HTTP announce URL and/or its
         /// WebSocket URL (the other is derived when only one is given).
@@ -183,9 +190,22 @@ enum Cmd {
         #[command(flatten)]
         bridge: BridgeArgs,
     },
+    /// `serve` and `bridge` in a build without the `server` feature: an error saying so.
+    #[cfg(not(feature = "server"))]
+    #[command(
+        name = "serve",
+        alias = "bridge",
+        hide = true,
+        disable_help_flag = true
+    )]
+    NoServer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// The bridge's bounds, shared by `serve` and `bridge`.
+#[cfg(feature = "server")]
 #[derive(clap::Args)]
 struct BridgeArgs {
     /// Where bridged torrents live (default: the user's cache folder, webtorrent/bridge).
@@ -202,6 +222,7 @@ struct BridgeArgs {
     bridge_idle: u64,
 }
 
+#[cfg(feature = "server")]
 impl BridgeArgs {
     fn config(&self) -> AnyResult<BridgeConfig> {
         let data_dir = match &self.data {
@@ -227,6 +248,7 @@ impl BridgeArgs {
 
 /// A byte count: digits, optionally followed by a unit (K, M, G, T, with or without `iB`/`B`,
 /// all binary).
+#[cfg(feature = "server")]
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -269,7 +291,11 @@ fn tune_allocator(_server: bool) {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tune_allocator(matches!(cli.cmd, Cmd::Serve { .. } | Cmd::Bridge { .. }));
+    #[cfg(feature = "server")]
+    let server = matches!(cli.cmd, Cmd::Serve { .. } | Cmd::Bridge { .. });
+    #[cfg(not(feature = "server"))]
+    let server = false;
+    tune_allocator(server);
     // Our crates' warnings, not those of dependencies (webrtc-rs warns about routine ICE and
     // SCTP events); RUST_LOG overrides it all.
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
@@ -479,6 +505,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
             }
             client.destroy().await?;
         }
+        #[cfg(feature = "server")]
         Cmd::Serve {
             files,
             host,
@@ -515,6 +542,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
             })
             .await?
         }
+        #[cfg(feature = "server")]
         Cmd::Bridge {
             trackers,
             host,
@@ -547,10 +575,19 @@ async fn run(cli: Cli) -> AnyResult<()> {
             b.shutdown().await;
             client.destroy().await?;
         }
+        #[cfg(not(feature = "server"))]
+        Cmd::NoServer { .. } => {
+            return Err(
+                "`webtorrent serve` and `webtorrent bridge` need the `server` feature of \
+                 the webtorrent crate, which this build lacks (it is on by default)"
+                    .into(),
+            )
+        }
     }
     Ok(())
 }
 
+#[cfg(feature = "server")]
 struct ServeArgs {
     files: Vec<PathBuf>,
     listen: SocketAddr,
@@ -567,6 +604,7 @@ struct ServeArgs {
 }
 
 /// `webtorrent serve`: the tracker and page server, plus a seeding client when files are given.
+#[cfg(feature = "server")]
 async fn serve(a: ServeArgs) -> AnyResult<()> {
     let www = a.www.map_or_else(server::Www::embedded, server::Www::new);
     if !a.quiet {
@@ -688,6 +726,7 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
 /// Per-torrent upload cache of a bridging client: the core's floor of two pieces. With a
 /// hundred torrents, 8 MiB each would make the server's memory grow with what it bridges;
 /// the operating system's page cache serves re-reads.
+#[cfg(feature = "server")]
 const BRIDGE_UPLOAD_CACHE: usize = 0;
 
 fn options(port: Option<u16>, dir: Option<PathBuf>) -> WebTorrentOptions {
@@ -874,6 +913,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "server")]
     fn sizes_parse_with_units() {
         assert_eq!(parse_size("1048576"), Ok(1 << 20));
         assert_eq!(parse_size("500M"), Ok(500 << 20));

@@ -37,19 +37,26 @@ pub struct WebTorrentOptions {
     /// Seed for the state machines' random choices; random when `None`.
     pub rng_seed: Option<u64>,
     /// Join WebRTC swarms through WebSocket trackers (`ws://`) listed by torrents, beside TCP.
+    /// Needs the crate's `webrtc` feature: defaults to `true` with it and `false` without it,
+    /// where [`WebTorrent::new`](crate::WebTorrent::new) refuses `true` (and `ws://` trackers
+    /// are skipped).
     pub webrtc: bool,
     /// Bytes of whole pieces each torrent keeps in memory for uploading (at least two
     /// pieces); `None`: the core's default (8 MiB). A server with many torrents (the bridge)
     /// wants less.
     pub upload_cache_bytes: Option<usize>,
     /// WebSocket-tracker signaling settings (offers per announce, timeouts, reconnect
-    /// delays); `None`: bittorrent-tracker's client defaults.
+    /// delays); `None`: bittorrent-tracker's client defaults. Only with the `webrtc` feature.
+    #[cfg(feature = "webrtc")]
     pub signal: Option<webtorrent_core::signal::Config>,
     /// WebRTC settings; `None` derives them from `listen_address` (a loopback listen address
     /// binds ICE to loopback only, any other address binds every interface plus loopback; see [`RtcConfig::loopback`](crate::rtc::RtcConfig::loopback)).
+    /// Only with the `webrtc` feature.
+    #[cfg(feature = "webrtc")]
     pub rtc: Option<crate::rtc::RtcConfig>,
 }
 
+#[cfg(feature = "webrtc")]
 impl WebTorrentOptions {
     /// The WebRTC settings in effect.
     pub fn rtc_config(&self) -> crate::rtc::RtcConfig {
@@ -83,9 +90,11 @@ impl Default for WebTorrentOptions {
             stop_timeout: Duration::from_secs(5),
             udp_bind: None,
             rng_seed: None,
-            webrtc: true,
+            webrtc: cfg!(feature = "webrtc"),
+            #[cfg(feature = "webrtc")]
             rtc: None,
             upload_cache_bytes: None,
+            #[cfg(feature = "webrtc")]
             signal: None,
         }
     }

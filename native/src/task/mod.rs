@@ -3,6 +3,10 @@
 //! connections, disk work on the client's [`DiskPool`](crate::disk::DiskPool), HTTP/UDP
 //! announces and (in [`rtc`]) WebSocket signaling and WebRTC connections.
 
+#[cfg(feature = "webrtc")]
+mod rtc;
+#[cfg(not(feature = "webrtc"))]
+#[path = "no_rtc.rs"]
 mod rtc;
 
 use std::collections::HashMap;
@@ -23,8 +27,11 @@ use webtorrent_core::session::{
     CheckOutcome, Event as SessionEvent, Input, Output, SessionSettings, Start, TorrentSession,
     Transport,
 };
+#[cfg(feature = "webrtc")]
 use webtorrent_core::signal::OfferId;
-use webtorrent_core::{InfoHash, PeerId, PeerKey, Time};
+#[cfg(feature = "webrtc")]
+use webtorrent_core::PeerId;
+use webtorrent_core::{InfoHash, PeerKey, Time};
 
 use crate::client::{Admit, Shared};
 use crate::conn::Conn;
@@ -57,6 +64,7 @@ pub(crate) enum TaskMsg {
     /// Storage for a magnet's metadata is open, with the pieces found already on disk.
     StorageOpened(Result<(Arc<dyn Storage>, Option<Bitfield>), String>),
     /// One of our WebRTC offers is ready (kept until its answer comes).
+    #[cfg(feature = "webrtc")]
     OfferReady {
         url: Arc<str>,
         offer_id: OfferId,
@@ -64,11 +72,13 @@ pub(crate) enum TaskMsg {
         sdp: String,
     },
     /// A WebRTC data channel opened.
+    #[cfg(feature = "webrtc")]
     RtcConnected {
         peer_id: PeerId,
         stream: Box<crate::rtc::DataChannelStream>,
     },
     /// A WebRTC connection attempt failed.
+    #[cfg(feature = "webrtc")]
     RtcFailed {
         peer_id: PeerId,
     },
@@ -316,12 +326,14 @@ impl Task {
                     self.input(Input::Refuse(format!("cannot prepare files: {e}")));
                 }
             },
+            #[cfg(feature = "webrtc")]
             TaskMsg::OfferReady {
                 url,
                 offer_id,
                 pending,
                 sdp,
             } => self.rtc.offer_ready(url, offer_id, pending, sdp),
+            #[cfg(feature = "webrtc")]
             TaskMsg::RtcConnected { peer_id, stream } => {
                 self.rtc.connected(peer_id);
                 let addr = stream.remote_addr();
@@ -333,6 +345,7 @@ impl Task {
                     Transport::WebRtc { peer_id },
                 );
             }
+            #[cfg(feature = "webrtc")]
             TaskMsg::RtcFailed { peer_id } => {
                 self.rtc.connected(peer_id);
                 self.input(Input::RtcFailed { peer_id });

@@ -17,6 +17,7 @@
 //! WebSocket trackers (`ws://`, `wss://`) are not handled here.
 
 mod http;
+#[cfg(feature = "webrtc")]
 pub(crate) use http::ensure_crypto_provider;
 mod udp;
 
