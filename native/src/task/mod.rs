@@ -178,6 +178,8 @@ impl Task {
             ..AnnounceConfig::default()
         };
         settings.trackers = shared.opts.trackers;
+        // As many pieces hashing as the disk pool can take at once, as before the session.
+        settings.max_verifying = 16;
         let magnet = init.meta.is_none();
         let start = match (&init.meta, init.have) {
             (Some(m), Some(have)) => Start::Metainfo {
