@@ -153,15 +153,7 @@ async fn run(
                             });
                             let _ = tx.send(msg).await;
                         }
-                        None => match signal {
-                            TorrentSignal::CreateOffer { offer_id } => {
-                                m.offer_failed(now(), offer_id)
-                            }
-                            TorrentSignal::Offer {
-                                peer_id, offer_id, ..
-                            } => m.answer_failed(now(), info_hash, peer_id, offer_id),
-                            _ => {}
-                        },
+                        None => signal.refuse(&mut m, now(), info_hash),
                     }
                     continue;
                 }

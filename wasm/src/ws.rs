@@ -235,20 +235,7 @@ fn pump(tr: &Rc<WsTracker>) {
             Ok((info_hash, signal)) => {
                 match torrent_of(tr, &info_hash) {
                     Some(h) => torrent::signal(&h, &tr.url, signal),
-                    None => match signal {
-                        TorrentSignal::CreateOffer { offer_id } => {
-                            tr.machine.borrow_mut().offer_failed(now(), offer_id)
-                        }
-                        TorrentSignal::Offer {
-                            peer_id, offer_id, ..
-                        } => tr.machine.borrow_mut().answer_failed(
-                            now(),
-                            info_hash,
-                            peer_id,
-                            offer_id,
-                        ),
-                        _ => {}
-                    },
+                    None => signal.refuse(&mut tr.machine.borrow_mut(), now(), info_hash),
                 }
                 continue;
             }

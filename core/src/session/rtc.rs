@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::id::PeerId;
-use crate::signal::{AnnounceParams, OfferId, Output as SignalOutput};
+use crate::signal::{AnnounceParams, OfferId, Output as SignalOutput, SignalMachine};
 use crate::time::Time;
 use crate::torrent::Torrent;
 use crate::InfoHash;
@@ -103,6 +103,20 @@ impl TorrentSignal {
             } => (info_hash, TorrentSignal::DropAnswer { peer_id, offer_id }),
             other => return Err(other),
         })
+    }
+}
+
+impl TorrentSignal {
+    /// Answers for a torrent the driver no longer has: the tracker is told that it makes no
+    /// offer and answers no offer (nothing is needed for the other messages).
+    pub fn refuse(self, machine: &mut SignalMachine, now: Time, info_hash: InfoHash) {
+        match self {
+            TorrentSignal::CreateOffer { offer_id } => machine.offer_failed(now, offer_id),
+            TorrentSignal::Offer {
+                peer_id, offer_id, ..
+            } => machine.answer_failed(now, info_hash, peer_id, offer_id),
+            _ => {}
+        }
     }
 }
 
