@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
-use webtorrent_core::session::{Input, TorrentSignal};
+use webtorrent_core::session::{Endpoint, Routed};
 use webtorrent_core::signal::{AnnounceParams, Config, OfferId, Output, SignalMachine};
 use webtorrent_core::{InfoHash, PeerId, Time};
 
@@ -134,30 +134,22 @@ async fn run(
 ) {
     let now = || Time::from_duration(start.elapsed());
     let mut m = SignalMachine::new(peer_id, config, seed, now());
-    let mut torrents: HashMap<InfoHash, mpsc::Sender<TaskMsg>> = HashMap::new();
+    let mut torrents: Endpoint<mpsc::Sender<TaskMsg>> = Endpoint::new();
     let mut ws: Option<Ws> = None;
     let mut connecting: Option<tokio::task::JoinHandle<Result<Ws, String>>> = None;
     let url_arc: Arc<str> = Arc::from(url.as_str());
     let mut cmds_open = true;
     loop {
         while let Some(out) = m.poll_output() {
-            let out = match TorrentSignal::from_output(out) {
-                Ok((info_hash, signal)) => {
-                    match torrents.get(&info_hash) {
-                        // Torrent tasks never wait on this task, so waiting for room cannot
-                        // deadlock.
-                        Some(tx) => {
-                            let msg = TaskMsg::input(Input::Signal {
-                                url: url_arc.clone(),
-                                signal,
-                            });
-                            let _ = tx.send(msg).await;
-                        }
-                        None => signal.refuse(&mut m, now(), info_hash),
-                    }
+            let out = match torrents.route(&url_arc, &mut m, now(), out) {
+                Routed::Torrent(tx, input) => {
+                    // Torrent tasks never wait on this task, so waiting for room cannot
+                    // deadlock.
+                    let _ = tx.send(TaskMsg::input(input)).await;
                     continue;
                 }
-                Err(out) => out,
+                Routed::Handled => continue,
+                Routed::Driver(out) => out,
             };
             match out {
                 Output::Connect => {
@@ -185,34 +177,6 @@ async fn run(
                         }
                     }
                 }
-                Output::AnnounceDone {
-                    job: Some(job),
-                    info_hash,
-                    reply,
-                } => {
-                    if let Some(tx) = torrents.get(&info_hash) {
-                        let msg = TaskMsg::input(Input::Announced {
-                            job,
-                            result: Ok(reply),
-                            peers: Vec::new(),
-                        });
-                        let _ = tx.send(msg).await;
-                    }
-                }
-                Output::AnnounceFailed {
-                    job: Some(job),
-                    info_hash,
-                    failure,
-                } => {
-                    if let Some(tx) = torrents.get(&info_hash) {
-                        let msg = TaskMsg::input(Input::Announced {
-                            job,
-                            result: Err(failure),
-                            peers: Vec::new(),
-                        });
-                        let _ = tx.send(msg).await;
-                    }
-                }
                 Output::Warning(w) => warn!(%url, "WebSocket tracker: {w}"),
                 _ => {}
             }
@@ -229,7 +193,7 @@ async fn run(
             cmd = rx.recv(), if cmds_open => match cmd {
                 None => {
                     cmds_open = false;
-                    for ih in torrents.drain().map(|(k, _)| k).collect::<Vec<_>>() {
+                    for ih in torrents.clear() {
                         m.remove_torrent(now(), ih);
                     }
                 }

@@ -4,14 +4,14 @@
 //! timeouts), the session which peers to connect (see `torrent::channels`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::spawn_local;
 use web_sys::{MessageEvent, WebSocket};
-use webtorrent_core::session::TorrentSignal;
+use webtorrent_core::session::{Endpoint, Routed};
 use webtorrent_core::signal::{AnnounceParams, Config, OfferId, Output, SignalMachine};
 use webtorrent_core::{InfoHash, PeerId};
 
@@ -46,7 +46,7 @@ pub(crate) struct WsTracker {
     socket: RefCell<Option<Socket>>,
     /// Incremented per socket so late events of an old socket are ignored.
     generation: Cell<u64>,
-    torrents: RefCell<HashMap<InfoHash, WeakHandle>>,
+    torrents: RefCell<Endpoint<WeakHandle>>,
     /// Remote offers whose answer the machine gave up on while we were still creating it.
     closed: Cell<bool>,
 }
@@ -65,7 +65,7 @@ fn tracker_for(client: &Rc<ClientShared>, url: &str) -> Rc<WsTracker> {
         )),
         socket: RefCell::new(None),
         generation: Cell::new(0),
-        torrents: RefCell::new(HashMap::new()),
+        torrents: RefCell::new(Endpoint::new()),
         closed: Cell::new(false),
     });
     client
@@ -90,8 +90,8 @@ pub(crate) fn announce(client: &Rc<ClientShared>, h: &Handle, url: &str, params:
     let ih = h.borrow().info_hash;
     {
         let mut torrents = tr.torrents.borrow_mut();
-        if let std::collections::hash_map::Entry::Vacant(e) = torrents.entry(ih) {
-            e.insert(Rc::downgrade(h));
+        if !torrents.contains(&ih) {
+            torrents.insert(ih, Rc::downgrade(h));
             tr.machine.borrow_mut().add_torrent(now(), ih);
         }
     }
@@ -222,24 +222,24 @@ fn spawn_ticker(tr: &Rc<WsTracker>) {
     });
 }
 
-fn torrent_of(tr: &WsTracker, ih: &InfoHash) -> Option<Handle> {
-    tr.torrents.borrow().get(ih).and_then(|w| w.upgrade())
-}
-
 /// Carries out the machine's outputs.
 fn pump(tr: &Rc<WsTracker>) {
+    let url: Arc<str> = Arc::from(tr.url.as_str());
     loop {
         let out = tr.machine.borrow_mut().poll_output();
         let Some(out) = out else { break };
-        let out = match TorrentSignal::from_output(out) {
-            Ok((info_hash, signal)) => {
-                match torrent_of(tr, &info_hash) {
-                    Some(h) => torrent::signal(&h, &tr.url, signal),
-                    None => signal.refuse(&mut tr.machine.borrow_mut(), now(), info_hash),
-                }
+        let routed = tr
+            .torrents
+            .borrow()
+            .route(&url, &mut tr.machine.borrow_mut(), now(), out);
+        let out = match routed {
+            // Torrents leave their trackers before their handles go (`torrent::destroy`).
+            Routed::Torrent(w, input) => {
+                torrent::feed(&w, input);
                 continue;
             }
-            Err(out) => out,
+            Routed::Handled => continue,
+            Routed::Driver(out) => out,
         };
         match out {
             Output::Connect => connect(tr),
@@ -258,24 +258,6 @@ fn pump(tr: &Rc<WsTracker>) {
                     .unwrap_or(false);
                 if !sent {
                     util::warn(&format!("{}: could not send a tracker message", tr.url));
-                }
-            }
-            Output::AnnounceDone {
-                job: Some(job),
-                info_hash,
-                reply,
-            } => {
-                if let Some(h) = torrent_of(tr, &info_hash) {
-                    torrent::announce_result(&h, job, Ok(reply));
-                }
-            }
-            Output::AnnounceFailed {
-                job: Some(job),
-                info_hash,
-                failure,
-            } => {
-                if let Some(h) = torrent_of(tr, &info_hash) {
-                    torrent::announce_result(&h, job, Err(failure));
                 }
             }
             Output::Warning(w) => util::warn(&format!("{}: {w}", tr.url)),

@@ -17,6 +17,7 @@
 //! magnet's metadata arrives (storage is opened, what is already there is counted), which
 //! WebRTC offers to answer and which answers to apply.
 
+mod endpoint;
 mod rtc;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -42,6 +43,7 @@ use crate::torrent::{
     TorrentStats,
 };
 
+pub use endpoint::{Endpoint, Routed};
 pub use rtc::{RtcAction, TorrentSignal};
 
 /// Settings of a [`TorrentSession`].

@@ -19,15 +19,12 @@ use bytes::{Bytes, BytesMut};
 use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::spawn_local;
-use webtorrent_core::announce::{
-    AnnounceConfig, AnnounceJob, JobId, Scheme, SchemeSet, TrackerFailure, TrackerReply,
-};
+use webtorrent_core::announce::{AnnounceConfig, AnnounceJob, Scheme, SchemeSet, TrackerReply};
 use webtorrent_core::magnet::Magnet;
 use webtorrent_core::metainfo::Metainfo;
 use webtorrent_core::piece::{Bitfield, PieceIndex};
 use webtorrent_core::session::{
     CheckOutcome, Event, Input, Output, RtcAction, SessionSettings, Start, TorrentSession,
-    TorrentSignal,
 };
 use webtorrent_core::InfoHash;
 
@@ -391,8 +388,8 @@ fn on_event(t: &mut Inner, e: Event) {
     }
 }
 
-/// Feeds one input from async work and drives.
-fn feed(w: &WeakHandle, input: Input) {
+/// Feeds one input (from async work or a tracker) and drives.
+pub(crate) fn feed(w: &WeakHandle, input: Input) {
     let Some(h) = w.upgrade() else { return };
     {
         let mut t = h.borrow_mut();
@@ -530,33 +527,6 @@ async fn verify(
             CheckOutcome::StoreFailed
         }
     }
-}
-
-/// A WebSocket tracker answered (or failed) an announce of ours.
-pub(crate) fn announce_result(
-    h: &Handle,
-    job: JobId,
-    result: Result<TrackerReply, TrackerFailure>,
-) {
-    feed(
-        &Rc::downgrade(h),
-        Input::Announced {
-            job,
-            result,
-            peers: Vec::new(),
-        },
-    );
-}
-
-/// A WebSocket tracker's message for this torrent.
-pub(crate) fn signal(h: &Handle, url: &str, signal: TorrentSignal) {
-    feed(
-        &Rc::downgrade(h),
-        Input::Signal {
-            url: Arc::from(url),
-            signal,
-        },
-    );
 }
 
 /// Bytes from a data channel.
