@@ -590,6 +590,11 @@ impl Task {
         if let Some(w) = e.warning() {
             warn!("{w}");
         }
+        // Handles read these at once; the rest reaches them with the next (rate-limited) drive.
+        let force = matches!(
+            e,
+            SessionEvent::Ready | SessionEvent::Done { .. } | SessionEvent::Refused(_)
+        );
         match e {
             SessionEvent::PeerConnected {
                 peer_id,
@@ -658,7 +663,9 @@ impl Task {
             }),
             SessionEvent::Metadata | SessionEvent::Ready => {}
         }
-        self.update_status(true);
+        if force {
+            self.update_status(true);
+        }
     }
 
     fn update_status(&mut self, force: bool) {
