@@ -285,6 +285,11 @@ pub enum Event {
     },
     /// The metadata arrived (magnet links).
     Metadata,
+    /// Metadata assembled from peers did not match the info hash; it is fetched again.
+    MetadataFailed {
+        /// How many peers sent pieces of it.
+        sources: usize,
+    },
     /// Storage is open: the torrent is ready.
     Ready,
     /// A piece was verified and stored.
@@ -341,6 +346,9 @@ impl Event {
                 None => "banned a peer that sent corrupt data".to_string(),
             },
             Event::HashFailed(p) => format!("piece {p} failed verification; fetching it again"),
+            Event::MetadataFailed { sources } => format!(
+                "metadata from {sources} peer(s) did not match the info hash; fetching it again"
+            ),
             Event::StoreFailed(p) => format!("piece {p} could not be stored; fetching it again"),
             Event::TrackerWarning { url, message } => format!("tracker {url}: {message}"),
             Event::TrackerError { url, error } => format!("tracker {url}: {error}"),
@@ -997,6 +1005,7 @@ impl TorrentSession {
                 }
                 Event::Metadata
             }
+            TorrentEvent::MetadataFailed { sources } => Event::MetadataFailed { sources },
             TorrentEvent::PieceVerified(p) => Event::PieceVerified(p),
             TorrentEvent::HashFailed(p) => Event::HashFailed(p),
             TorrentEvent::Done => {

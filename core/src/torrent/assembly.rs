@@ -209,7 +209,13 @@ impl Torrent {
         }
     }
 
-    fn ban(&mut self, now: Time, key: PeerKey, addr: Option<SocketAddr>, pid: Option<PeerId>) {
+    pub(super) fn ban(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        addr: Option<SocketAddr>,
+        pid: Option<PeerId>,
+    ) {
         let already = pid.is_some_and(|id| self.banned_ids.contains(&id))
             || addr.is_some_and(|a| self.is_banned(a));
         if already {

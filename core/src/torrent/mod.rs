@@ -27,6 +27,7 @@ mod candidates;
 mod choker;
 mod dispatch;
 mod metadata;
+pub use metadata::METADATA_REQUEST_TIMEOUT;
 mod pex;
 mod requests;
 mod selection;
@@ -41,7 +42,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::ext::MetadataAssembler;
 use crate::id::{InfoHash, PeerId, PeerKey};
 use crate::metainfo::Metainfo;
 use crate::peer::{PeerSession, SessionConfig};
@@ -173,6 +173,12 @@ pub enum TorrentEvent {
     },
     /// The info dictionary arrived from peers (magnet link) and checked out.
     MetadataReceived,
+    /// The metadata assembled from peers did not match the info hash; it is fetched again
+    /// (a lone sender is banned, several are asked one at a time).
+    MetadataFailed {
+        /// How many peers sent pieces of it.
+        sources: usize,
+    },
     /// A piece was verified and stored.
     PieceVerified(PieceIndex),
     /// A piece failed its hash check; it will be fetched again.
@@ -338,7 +344,7 @@ pub struct Torrent {
     config: TorrentConfig,
     info_hash: InfoHash,
     content: Option<Content>,
-    metadata: Option<MetadataAssembler>,
+    metadata: metadata::MetadataFetch,
     trackers_hint: Vec<Vec<String>>,
     peers: HashMap<PeerKey, Peer>,
     candidates: HashMap<SocketAddr, Candidate>,
@@ -388,7 +394,7 @@ impl Torrent {
             config,
             info_hash,
             content: None,
-            metadata: None,
+            metadata: metadata::MetadataFetch::default(),
             trackers_hint: Vec::new(),
             peers: HashMap::new(),
             candidates: HashMap::new(),

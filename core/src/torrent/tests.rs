@@ -928,3 +928,128 @@ fn wanted_pieces_skip_padding_and_empty_files() {
     assert_eq!(ones(&[false, true, false, true]), [3, 4]);
     assert_eq!(ones(&[true, true, true, true]), [0, 1, 2, 3, 4]);
 }
+
+/// How a remote peer answers a magnet's metadata requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetaPeer {
+    /// The right size and the right bytes.
+    Honest,
+    /// A made-up size, then silence.
+    WrongSizeSilent,
+    /// A made-up size, then rejects.
+    WrongSizeRejects,
+    /// A made-up size, and bytes of that size.
+    WrongSizeJunk,
+    /// The right size, wrong bytes.
+    Junk,
+}
+
+/// A magnet torrent fed by `peers` (connected in order, 300 ms apart) until it has the
+/// metadata or two simulated minutes pass. Returns the torrent and when it finished.
+fn fetch_metadata(peers: &[MetaPeer], seed: u64) -> (Torrent, Option<Time>) {
+    use crate::ext::MetadataMessage;
+    let (m, _) = meta(200 * 16384);
+    let info = m.info_bytes.clone();
+    let mut t = Torrent::from_info_hash(
+        TorrentConfig::new(Id20([1; 20])),
+        m.info_hash,
+        Vec::new(),
+        seed,
+        Time::ZERO,
+    );
+    let mut rng = crate::rng::Rng::new(seed ^ 0x5eed);
+    let mut remotes: Vec<(Remote, MetaPeer)> = Vec::new();
+    for step in 0..1200u32 {
+        let now = Time::ZERO + Duration::from_millis(100 * u64::from(step));
+        if step % 3 == 0 && remotes.len() < peers.len() {
+            let behaviour = peers[remotes.len()];
+            let n = remotes.len() as u8 + 2;
+            let mut r = connect(&mut t, now, n, &m);
+            let size = match behaviour {
+                MetaPeer::Honest | MetaPeer::Junk => info.len() as u32,
+                _ => info.len() as u32 + 20_000,
+            };
+            r.s.send_extended_handshake(now, Some(size), None);
+            exchange(&mut t, now, &mut r);
+            remotes.push((r, behaviour));
+        }
+        t.handle_timeout(now);
+        for (r, behaviour) in &mut remotes {
+            if !t.peers.contains_key(&r.key) {
+                continue;
+            }
+            exchange(&mut t, now, r);
+            let requests: Vec<u32> = std::iter::from_fn(|| r.s.poll_event())
+                .filter_map(|e| match e {
+                    SessionEvent::Metadata(MetadataMessage::Request { piece }) => Some(piece),
+                    _ => None,
+                })
+                .collect();
+            for piece in requests {
+                let reply = match behaviour {
+                    MetaPeer::Honest => crate::ext::serve_metadata_piece(&info, piece),
+                    MetaPeer::WrongSizeSilent => continue,
+                    MetaPeer::WrongSizeRejects => MetadataMessage::Reject { piece },
+                    MetaPeer::WrongSizeJunk | MetaPeer::Junk => {
+                        let total = match behaviour {
+                            MetaPeer::Junk => info.len() as u32,
+                            _ => info.len() as u32 + 20_000,
+                        };
+                        let start = piece * 16384;
+                        let len = (total - start.min(total)).min(16384) as usize;
+                        let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+                        MetadataMessage::Data {
+                            piece,
+                            total_size: total,
+                            data: Bytes::from(data),
+                        }
+                    }
+                };
+                r.s.send_metadata(now, &reply);
+            }
+            exchange(&mut t, now, r);
+        }
+        if t.metainfo().is_some() {
+            assert_eq!(t.metainfo().unwrap().info_bytes, info);
+            return (t, Some(now));
+        }
+    }
+    (t, None)
+}
+
+#[test]
+fn a_metadata_size_liar_connected_first_does_not_stall_a_magnet() {
+    for liar in [
+        MetaPeer::WrongSizeSilent,
+        MetaPeer::WrongSizeRejects,
+        MetaPeer::WrongSizeJunk,
+    ] {
+        let (_, done) = fetch_metadata(&[liar, MetaPeer::Honest], 3);
+        assert!(done.is_some(), "{liar:?} stalled the metadata fetch");
+    }
+}
+
+#[test]
+fn metadata_from_a_lone_liar_bans_it_and_mixed_sources_go_one_at_a_time() {
+    // A lone sender of bad metadata is banned.
+    let (t, done) = fetch_metadata(&[MetaPeer::Junk, MetaPeer::Honest], 5);
+    assert!(done.is_some());
+    assert!(t.is_banned(SocketAddr::from(([10, 0, 0, 2], 6881))));
+    // Liars and the honest peer all serve at once: the failed attempt is followed by
+    // single-source ones until the honest peer's succeeds.
+    for seed in 0..40 {
+        let peers = [
+            MetaPeer::Junk,
+            MetaPeer::Honest,
+            MetaPeer::Junk,
+            MetaPeer::WrongSizeJunk,
+            MetaPeer::WrongSizeSilent,
+        ];
+        let (t, done) = fetch_metadata(&peers, seed);
+        assert!(done.is_some(), "seed {seed}: no metadata");
+        assert!(
+            !t.is_banned(SocketAddr::from(([10, 0, 0, 3], 6881))),
+            "seed {seed}: the honest peer was banned"
+        );
+    }
+}

@@ -615,7 +615,9 @@ impl Task {
             SessionEvent::PeerBanned { addr } => self.events.send(Event::PeerBanned { addr }),
             SessionEvent::Ready if self.magnet => self.events.send(Event::Metadata),
             SessionEvent::PieceVerified(p) => self.events.send(Event::PieceVerified(p.get())),
-            SessionEvent::HashFailed(_) | SessionEvent::StoreFailed(_) => {
+            SessionEvent::HashFailed(_)
+            | SessionEvent::StoreFailed(_)
+            | SessionEvent::MetadataFailed { .. } => {
                 if let Some(w) = e.warning() {
                     self.events.send(Event::Warning(w));
                 }
