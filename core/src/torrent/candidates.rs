@@ -12,17 +12,23 @@ use crate::time::Time;
 
 impl Torrent {
     /// Adds addresses to try (from a tracker, PEX or the user). Bounded; banned and known
-    /// addresses are skipped.
+    /// addresses are skipped. PEX addresses, which any peer can make up, take at most half
+    /// the table and are dialled after the others; a tracker's or the user's address makes
+    /// room for itself by evicting an idle PEX one.
     pub fn add_candidates(
         &mut self,
         now: Time,
         addrs: impl IntoIterator<Item = SocketAddr>,
-        _source: PeerSource,
+        source: PeerSource,
     ) {
+        let pex_cap = self.config.max_candidates / 2;
+        let mut pex = self
+            .candidates
+            .values()
+            .filter(|c| c.source == PeerSource::Pex)
+            .count();
+        let mut first = Vec::new();
         for a in addrs {
-            if self.candidates.len() >= self.config.max_candidates {
-                break;
-            }
             if a.port() == 0 || self.is_banned(a) || self.candidates.contains_key(&a) {
                 continue;
             }
@@ -33,16 +39,59 @@ impl Torrent {
                 // catch it, this saves a dial.
                 continue;
             }
+            if source == PeerSource::Pex && pex >= pex_cap {
+                break;
+            }
+            if self.candidates.len() >= self.config.max_candidates {
+                if source == PeerSource::Pex || !self.evict_idle_pex() {
+                    break;
+                }
+                pex -= 1;
+            }
             self.candidates.insert(
                 a,
                 Candidate {
                     state: CandidateState::Idle,
                     failures: 0,
+                    source,
                 },
             );
-            self.candidate_queue.push_back(a);
+            if source == PeerSource::Pex {
+                pex += 1;
+                self.candidate_queue.push_back(a);
+            } else {
+                first.push(a);
+            }
+        }
+        // Ahead of what is queued, in the order given.
+        for a in first.into_iter().rev() {
+            self.candidate_queue.push_front(a);
+        }
+        if self.candidate_queue.len() > 2 * self.candidates.len() + 64 {
+            // Evicted and removed addresses leave entries behind: sweep them.
+            let known = &self.candidates;
+            self.candidate_queue.retain(|a| known.contains_key(a));
         }
         self.connect_more(now);
+    }
+
+    /// Forgets one PEX address not being dialled or connected; false if there is none.
+    fn evict_idle_pex(&mut self) -> bool {
+        let victim = self
+            .candidates
+            .iter()
+            .find(|(_, c)| {
+                c.source == PeerSource::Pex
+                    && matches!(c.state, CandidateState::Idle | CandidateState::RetryAt(_))
+            })
+            .map(|(a, _)| *a);
+        match victim {
+            Some(a) => {
+                self.candidates.remove(&a);
+                true
+            }
+            None => false,
+        }
     }
 
     /// An outgoing connection attempt failed.
@@ -145,6 +194,8 @@ impl Torrent {
                 metadata_pending: Vec::new(),
                 metadata_size: None,
                 pex_sent: HashSet::new(),
+                pex_last: None,
+                pex_accepted: 0,
                 last_unchoked: Time::ZERO,
                 optimistic: false,
                 connected_at: now,

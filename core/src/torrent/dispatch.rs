@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{CandidateState, Has, Output, Peer, PeerSource, Torrent, TorrentEvent};
+use super::{CandidateState, Has, Output, Peer, Torrent, TorrentEvent};
 use crate::id::PeerKey;
 use crate::peer::{Direction, PeerSession, SessionEvent};
 use crate::picker::PeerView;
@@ -279,12 +279,7 @@ impl Torrent {
             }
             SessionEvent::Suggest(_) => {}
             SessionEvent::Metadata(m) => self.on_metadata(now, key, m)?,
-            SessionEvent::Pex(m) => {
-                if self.config.session.pex {
-                    let addrs: Vec<SocketAddr> = m.added.iter().map(|(a, _)| *a).collect();
-                    self.add_candidates(now, addrs, PeerSource::Pex);
-                }
-            }
+            SessionEvent::Pex(m) => self.on_pex(now, key, &m),
         }
         Ok(())
     }

@@ -283,6 +283,10 @@ struct Peer {
     metadata_pending: Vec<(u32, Time)>,
     metadata_size: Option<u32>,
     pex_sent: HashSet<SocketAddr>,
+    /// When this peer's last PEX message was taken.
+    pex_last: Option<Time>,
+    /// Addresses taken from this peer's PEX messages.
+    pex_accepted: usize,
     last_unchoked: Time,
     optimistic: bool,
     connected_at: Time,
@@ -300,6 +304,7 @@ enum CandidateState {
 struct Candidate {
     state: CandidateState,
     failures: u32,
+    source: PeerSource,
 }
 
 /// Who sent blocks of a piece: connection, address and peer id (kept after disconnects so a

@@ -2,13 +2,43 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use super::{Has, Torrent};
+use super::{Has, PeerSource, Torrent};
 use crate::ext::{PexFlags, PexMessage};
 use crate::id::PeerKey;
 use crate::time::Time;
 
+/// Least time between two PEX messages taken from one peer (BEP 11 asks for at most one a
+/// minute; some slack for timers).
+pub const PEX_MIN_INTERVAL: Duration = Duration::from_secs(45);
+/// Addresses taken from one PEX message (BEP 11's limit on `added`).
+pub const PEX_MAX_ADDED: usize = 50;
+/// Addresses taken from one peer's PEX messages over its whole connection.
+pub const PEX_MAX_PER_PEER: usize = 200;
+
 impl Torrent {
+    /// A PEX message: its new addresses become candidates, within the per-message, per-peer
+    /// and per-minute limits; more frequent messages are ignored.
+    pub(super) fn on_pex(&mut self, now: Time, key: PeerKey, m: &PexMessage) {
+        if !self.config.session.pex {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.pex_last
+            .is_some_and(|t| now.saturating_since(t) < PEX_MIN_INTERVAL)
+        {
+            return;
+        }
+        p.pex_last = Some(now);
+        let take = PEX_MAX_ADDED.min(PEX_MAX_PER_PEER.saturating_sub(p.pex_accepted));
+        let addrs: Vec<SocketAddr> = m.added.iter().take(take).map(|(a, _)| *a).collect();
+        p.pex_accepted += addrs.len();
+        self.add_candidates(now, addrs, PeerSource::Pex);
+    }
+
     pub(super) fn send_pex(&mut self, now: Time) {
         if !self.config.session.pex {
             return;

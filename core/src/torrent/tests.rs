@@ -1053,3 +1053,62 @@ fn metadata_from_a_lone_liar_bans_it_and_mixed_sources_go_one_at_a_time() {
         );
     }
 }
+
+/// `n` PEX messages of 50 fresh addresses each from `r`, `gap` apart, starting at `start`.
+fn pex_flood(t: &mut Torrent, r: &mut Remote, start: Time, n: u32, gap: Duration, net: u8) {
+    use crate::ext::{PexFlags, PexMessage};
+    for i in 0..n {
+        let now = start + gap * i;
+        let added = (0..50u16)
+            .map(|j| {
+                let a = SocketAddr::from(([net, i as u8, (j >> 8) as u8, j as u8], 6881 + j));
+                (a, PexFlags::empty())
+            })
+            .collect();
+        let msg = PexMessage {
+            added,
+            ..PexMessage::default()
+        };
+        assert!(r.s.send_pex(now, &msg), "the torrent offers ut_pex");
+        exchange(t, now, r);
+    }
+}
+
+fn candidates_from(t: &Torrent, source: PeerSource) -> usize {
+    t.candidates.values().filter(|c| c.source == source).count()
+}
+
+#[test]
+fn pex_floods_are_rate_limited_capped_per_peer_and_cannot_crowd_out_trackers() {
+    let (m, _) = meta(40 * 16384);
+    let now = Time::ZERO;
+    let mut cfg = TorrentConfig::new(Id20([1; 20]));
+    cfg.max_candidates = 400;
+    cfg.max_connecting = 0;
+    let mut t = Torrent::new(cfg, m.clone(), Bitfield::new(40), 7, now).unwrap();
+    let mut r = connect(&mut t, now, 2, &m);
+    r.s.send_extended_handshake(now, None, None);
+    exchange(&mut t, now, &mut r);
+    // Ten messages in ten seconds: only the first counts.
+    pex_flood(&mut t, &mut r, now, 10, Duration::from_secs(1), 20);
+    assert_eq!(candidates_from(&t, PeerSource::Pex), 50);
+    // One a minute for ten minutes: the peer's share stops at 200.
+    let later = now + Duration::from_secs(60);
+    pex_flood(&mut t, &mut r, later, 10, Duration::from_secs(60), 21);
+    assert_eq!(candidates_from(&t, PeerSource::Pex), 200);
+    // Other flooders fill PEX's half of the table and no more.
+    let mut s = connect(&mut t, now, 3, &m);
+    s.s.send_extended_handshake(now, None, None);
+    exchange(&mut t, now, &mut s);
+    pex_flood(&mut t, &mut s, later, 10, Duration::from_secs(60), 22);
+    assert_eq!(candidates_from(&t, PeerSource::Pex), 200);
+    // Trackers still get the whole table: PEX addresses make room.
+    let tracker: Vec<SocketAddr> = (0..400u16)
+        .map(|j| SocketAddr::from(([30, 0, (j >> 8) as u8, j as u8], 6881)))
+        .collect();
+    t.add_candidates(later, tracker.clone(), PeerSource::Tracker);
+    assert_eq!(candidates_from(&t, PeerSource::Tracker), 400);
+    assert_eq!(candidates_from(&t, PeerSource::Pex), 0);
+    // And they are dialled first.
+    assert_eq!(t.candidate_queue.front(), Some(&tracker[0]));
+}
