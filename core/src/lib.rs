@@ -103,6 +103,7 @@ pub mod ext;
 pub mod fast;
 pub mod id;
 pub mod magnet;
+pub mod memory;
 pub mod metainfo;
 pub mod peer;
 pub mod percent;

@@ -20,6 +20,7 @@ use webtorrent_core::{Id20, InfoHash, PeerId, Time};
 
 use crate::creator::TorrentCreator;
 use crate::limit::RateLimiter;
+use crate::options::memory_refusal;
 use crate::options::WebTorrentOptions;
 use crate::storage::{verify_existing, FileStorage, MemoryStorage, Storage};
 use crate::task::{Task, TaskInit, TaskMsg};
@@ -514,10 +515,16 @@ impl WebTorrent {
                 }
                 (Arc::new(fs), have)
             }
-            None => (
-                Arc::new(MemoryStorage::new(meta.info.total_length() as usize)),
-                Bitfield::new(meta.info.num_pieces()),
-            ),
+            None => {
+                let len = meta.info.total_length();
+                if let Some(why) = memory_refusal(len, self.shared.opts.memory_limit) {
+                    return Err(Error::Storage(why));
+                }
+                (
+                    Arc::new(MemoryStorage::new(len)),
+                    Bitfield::new(meta.info.num_pieces()),
+                )
+            }
         };
         self.start(meta, Some(storage), Some(have), opts.peers, folder)
     }

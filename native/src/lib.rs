@@ -63,7 +63,7 @@ pub mod tracker;
 pub use client::{AddOptions, Admit, TorrentSource, WebTorrent};
 pub use creator::TorrentCreator;
 pub use error::{Error, Result};
-pub use options::WebTorrentOptions;
+pub use options::{human_bytes, WebTorrentOptions, DEFAULT_MEMORY_LIMIT};
 pub use torrent::{Event, Torrent, TorrentFile};
 pub use webtorrent_core as core;
 pub use webtorrent_core::{InfoHash, PeerId};

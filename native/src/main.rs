@@ -853,8 +853,8 @@ fn watch(t: Torrent, quiet: bool, downloading: bool) -> tokio::task::JoinHandle<
             let msg = format!(
                 "{} peers, down {}/s, up {}/s",
                 t.num_peers(),
-                human(t.download_speed()),
-                human(t.upload_speed())
+                webtorrent::human_bytes(t.download_speed()),
+                webtorrent::human_bytes(t.upload_speed())
             );
             match &bar {
                 Some(b) => {
@@ -866,7 +866,7 @@ fn watch(t: Torrent, quiet: bool, downloading: bool) -> tokio::task::JoinHandle<
                     if downloading {
                         eprintln!("{:5.1} % {msg}", t.progress() * 100.0);
                     } else {
-                        eprintln!("uploaded {} {msg}", human(t.uploaded()));
+                        eprintln!("uploaded {} {msg}", webtorrent::human_bytes(t.uploaded()));
                     }
                 }
                 None => {}
@@ -875,17 +875,6 @@ fn watch(t: Torrent, quiet: bool, downloading: bool) -> tokio::task::JoinHandle<
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })
-}
-
-fn human(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
 }
 
 async fn wait_for_signal() {

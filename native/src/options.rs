@@ -6,6 +6,39 @@ use std::time::Duration;
 
 use webtorrent_core::PeerId;
 
+/// Default of [`WebTorrentOptions::memory_limit`]: 2 GiB.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 2 << 30;
+
+/// Why a torrent of `len` bytes cannot be downloaded into memory under `limit`, if it
+/// cannot.
+pub(crate) fn memory_refusal(len: u64, limit: u64) -> Option<String> {
+    (len > limit).then(|| {
+        format!(
+            "the torrent is {} and downloads without a folder are kept in memory, up to {}: \
+             give the client a download folder (WebTorrentOptions::download_dir, or --out on \
+             the command line) or raise WebTorrentOptions::memory_limit",
+            human_bytes(len),
+            human_bytes(limit)
+        )
+    })
+}
+
+/// `n` bytes for people: `1.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// Settings of a [`WebTorrent`](crate::WebTorrent) client.
 #[derive(Debug, Clone)]
 pub struct WebTorrentOptions {
@@ -45,6 +78,10 @@ pub struct WebTorrentOptions {
     /// pieces); `None`: the core's default (8 MiB). A server with many torrents (the bridge)
     /// wants less.
     pub upload_cache_bytes: Option<usize>,
+    /// Largest torrent downloaded into memory when there is no `download_dir` (default
+    /// [`DEFAULT_MEMORY_LIMIT`]); a larger one is refused with an error saying so. Memory is
+    /// taken as pieces arrive, never from the length a torrent declares.
+    pub memory_limit: u64,
     /// WebSocket-tracker signaling settings (offers per announce, timeouts, reconnect
     /// delays); `None`: bittorrent-tracker's client defaults. Only with the `webrtc` feature.
     #[cfg(feature = "webrtc")]
@@ -94,6 +131,7 @@ impl Default for WebTorrentOptions {
             #[cfg(feature = "webrtc")]
             rtc: None,
             upload_cache_bytes: None,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
             #[cfg(feature = "webrtc")]
             signal: None,
         }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
+use webtorrent_core::memory::MemoryBuffer;
 use webtorrent_core::metainfo::Info;
 use webtorrent_core::piece::{sha1, Bitfield};
 
@@ -42,7 +43,7 @@ pub struct MemoryStorage {
 #[derive(Debug)]
 enum MemoryData {
     Shared(Bytes),
-    Owned(Vec<u8>),
+    Owned(MemoryBuffer),
 }
 
 impl MemoryStorage {
@@ -53,18 +54,21 @@ impl MemoryStorage {
         }
     }
 
-    /// Empty storage of `len` bytes for a download.
-    pub fn new(len: usize) -> Self {
+    /// Empty storage of `len` bytes for a download; memory is taken as pieces are written.
+    pub fn new(len: u64) -> Self {
         MemoryStorage {
-            data: RwLock::new(MemoryData::Owned(vec![0; len])),
+            data: RwLock::new(MemoryData::Owned(MemoryBuffer::new(len))),
         }
     }
 
     /// A copy of the whole content.
-    pub fn to_bytes(&self) -> Bytes {
+    pub fn to_bytes(&self) -> io::Result<Bytes> {
         match &*self.data.read().unwrap_or_else(|e| e.into_inner()) {
-            MemoryData::Shared(b) => b.clone(),
-            MemoryData::Owned(v) => Bytes::copy_from_slice(v),
+            MemoryData::Shared(b) => Ok(b.clone()),
+            MemoryData::Owned(m) => {
+                let len = usize::try_from(m.len()).map_err(|_| out_of_range())?;
+                Ok(Bytes::from(m.read(0, len).map_err(|_| out_of_range())?))
+            }
         }
     }
 }
@@ -79,7 +83,10 @@ impl Storage for MemoryStorage {
         let end = start.checked_add(len).ok_or_else(out_of_range)?;
         match &*self.data.read().unwrap_or_else(|e| e.into_inner()) {
             MemoryData::Shared(b) if end <= b.len() => Ok(b.slice(start..end)),
-            MemoryData::Owned(v) if end <= v.len() => Ok(Bytes::copy_from_slice(&v[start..end])),
+            MemoryData::Owned(m) => m
+                .read(offset, len)
+                .map(Bytes::from)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e)),
             _ => Err(out_of_range()),
         }
     }
@@ -90,14 +97,18 @@ impl Storage for MemoryStorage {
         let mut guard = self.data.write().unwrap_or_else(|e| e.into_inner());
         if let MemoryData::Shared(b) = &*guard {
             // Seeded data is immutable; a write means a re-download: switch to owned bytes.
-            *guard = MemoryData::Owned(b.to_vec());
+            if end > b.len() {
+                return Err(out_of_range());
+            }
+            let mut owned = MemoryBuffer::new(b.len() as u64);
+            owned.write(0, b).map_err(|_| out_of_range())?;
+            *guard = MemoryData::Owned(owned);
         }
         match &mut *guard {
-            MemoryData::Owned(v) if end <= v.len() => {
-                v[start..end].copy_from_slice(data);
-                Ok(())
-            }
-            _ => Err(out_of_range()),
+            MemoryData::Owned(m) => m
+                .write(offset, data)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e)),
+            MemoryData::Shared(_) => Err(out_of_range()),
         }
     }
 }
@@ -515,6 +526,6 @@ mod tests {
         let w = MemoryStorage::new(4);
         w.write(1, b"ab").unwrap();
         assert!(w.write(3, b"ab").is_err());
-        assert_eq!(w.to_bytes(), &b"\0ab\0"[..]);
+        assert_eq!(w.to_bytes().unwrap(), &b"\0ab\0"[..]);
     }
 }

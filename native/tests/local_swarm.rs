@@ -322,3 +322,81 @@ async fn selected_file_only_is_downloaded_to_disk() {
         c.destroy().await.unwrap();
     }
 }
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// A magnet whose metadata declares 1 TiB: with default options the client refuses it with a
+/// reason (memory is the default storage) instead of allocating; with the limit raised it
+/// takes it, and memory is still only taken as pieces arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_magnet_declaring_a_terabyte_is_refused_not_allocated() {
+    const TIB: u64 = 1 << 40;
+    const PIECE: u64 = 16 << 20;
+    let pieces = (TIB / PIECE) as usize;
+    let mut info = format!(
+        "d6:lengthi{TIB}e4:name4:huge12:piece lengthi{PIECE}e6:pieces{}:",
+        pieces * 20
+    )
+    .into_bytes();
+    info.extend(std::iter::repeat_n(7u8, pieces * 20));
+    info.push(b'e');
+    let mut file = b"d4:info".to_vec();
+    file.extend_from_slice(&info);
+    file.push(b'e');
+    // Someone who has the metadata (and none of the data) serves it.
+    let server = WebTorrent::new(WebTorrentOptions {
+        memory_limit: u64::MAX,
+        ..opts()
+    })
+    .await
+    .unwrap();
+    let served = server.add(Bytes::from(file)).await.unwrap();
+    assert_eq!(served.length(), TIB);
+    let magnet = format!("{}&x.pe=127.0.0.1:{}", served.magnet_uri(), server.port());
+
+    let default = WebTorrent::new(opts()).await.unwrap();
+    let t = default.add(magnet.as_str()).await.unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Some(r) = t.refused() {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the metadata arrived and the torrent was refused");
+    assert!(refused.contains("1.0 TiB"), "{refused}");
+    assert!(refused.contains("download folder"), "{refused}");
+
+    let raised = WebTorrent::new(WebTorrentOptions {
+        memory_limit: u64::MAX,
+        ..opts()
+    })
+    .await
+    .unwrap();
+    let t = raised.add(magnet.as_str()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while t.metainfo().is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("metadata");
+    assert_eq!(t.length(), TIB);
+    assert_eq!(t.refused(), None);
+    assert!(rss() < 512 << 20, "RSS {} MiB", rss() >> 20);
+    for c in [server, default, raised] {
+        c.destroy().await.unwrap();
+    }
+}

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use js_sys::{Array, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
+use webtorrent_core::memory::MemoryBuffer;
 use webtorrent_core::metainfo::Info;
 use webtorrent_core::piece::PieceIndex;
 
@@ -28,8 +29,8 @@ impl From<JsValue> for StoreError {
 pub(crate) enum Store {
     /// Seeding the user's blobs: `(blob, offset in the torrent, length)` in torrent order.
     Blobs(Vec<(web_sys::Blob, u64, u64)>),
-    /// A download held in wasm memory.
-    Memory(Vec<u8>),
+    /// A download held in wasm memory (taken as pieces arrive).
+    Memory(MemoryBuffer),
     /// A download in the Origin Private File System: a folder named after the info hash with
     /// one file per piece.
     Opfs(web_sys::FileSystemDirectoryHandle),
@@ -52,13 +53,13 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let total = info.total_length();
         if total <= memory_limit {
-            return Ok(Store::Memory(vec![0; total as usize]));
+            return Ok(Store::Memory(MemoryBuffer::new(total)));
         }
         match opfs_dir(info_hash_hex).await {
             Ok(dir) => Ok(Store::Opfs(dir)),
             Err(e) if total <= 1 << 30 => {
                 crate::util::warn(&format!("OPFS unavailable ({e}); keeping the download in memory"));
-                Ok(Store::Memory(vec![0; total as usize]))
+                Ok(Store::Memory(MemoryBuffer::new(total)))
             }
             Err(e) => Err(StoreError(format!("the download is too large for memory and the Origin Private File System is unavailable: {e}"))),
         }

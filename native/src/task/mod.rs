@@ -35,6 +35,7 @@ use webtorrent_core::{InfoHash, PeerKey, Time};
 
 use crate::client::{Admit, Shared};
 use crate::conn::Conn;
+use crate::options::memory_refusal;
 use crate::storage::{verify_existing, FileStorage, MemoryStorage, Storage};
 use crate::torrent::{Event, Events, Status};
 use crate::tracker::{AnnounceParams, TrackerError};
@@ -552,9 +553,13 @@ impl Task {
                 });
             }
             None => {
-                self.storage = Some(Arc::new(MemoryStorage::new(
-                    meta.info.total_length() as usize
-                )));
+                let len = meta.info.total_length();
+                if let Some(why) = memory_refusal(len, self.shared.opts.memory_limit) {
+                    warn!(info_hash = %self.info_hash, "torrent refused: {why}");
+                    self.input(Input::Refuse(why));
+                    return;
+                }
+                self.storage = Some(Arc::new(MemoryStorage::new(len)));
                 self.input(Input::StorageReady { have: None });
             }
         }

@@ -285,10 +285,11 @@ impl TorrentFile {
                 let view = match &t.store {
                     Some(Store::Blobs(b)) => StoreView::Blobs(b.clone()),
                     Some(Store::Memory(buf)) => {
-                        let s = range.start as usize;
-                        let e = range.end as usize;
-                        let slice = buf.get(s..e).unwrap_or(&[]);
-                        StoreView::Memory(Bytes::copy_from_slice(slice))
+                        let bytes = usize::try_from(range.end - range.start)
+                            .ok()
+                            .and_then(|len| buf.read(range.start, len).ok())
+                            .ok_or_else(|| JsValue::from_str("the file is too large for memory"))?;
+                        StoreView::Memory(Bytes::from(bytes))
                     }
                     Some(Store::Opfs(d)) => StoreView::Opfs(d.clone()),
                     None => return Err(JsValue::from_str("no storage")),

@@ -317,8 +317,7 @@ fn on_output(t: &mut Inner, out: Output, work: &mut Vec<Work>) {
             ..
         } => match &t.store {
             Some(Store::Memory(buf)) => {
-                let s = offset as usize;
-                let data = buf.get(s..s + length as usize).map(Bytes::copy_from_slice);
+                let data = buf.read(offset, length as usize).ok().map(Bytes::from);
                 t.input(Input::PieceRead { piece, data });
             }
             Some(store) => work.push(Work::Load {
@@ -506,13 +505,9 @@ async fn verify(
         let mut t = h.borrow_mut();
         match &mut t.store {
             Some(Store::Memory(buf)) => {
-                let s = offset as usize;
-                return match buf.get_mut(s..s + data.len()) {
-                    Some(dst) => {
-                        dst.copy_from_slice(data);
-                        CheckOutcome::Stored
-                    }
-                    None => CheckOutcome::StoreFailed,
+                return match buf.write(offset, data) {
+                    Ok(()) => CheckOutcome::Stored,
+                    Err(_) => CheckOutcome::StoreFailed,
                 };
             }
             Some(Store::Opfs(dir)) => dir.clone(),
