@@ -18,6 +18,7 @@ use webtorrent_core::piece::Bitfield;
 use webtorrent_core::wire::{HandshakeHeader, HANDSHAKE_HEADER_LEN};
 use webtorrent_core::{Id20, InfoHash, PeerId, Time};
 
+use crate::accept::{Gate, Ticket, HANDSHAKE_TIMEOUT};
 use crate::creator::TorrentCreator;
 use crate::limit::RateLimiter;
 use crate::options::memory_refusal;
@@ -689,6 +690,7 @@ impl WebTorrent {
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let gate = Gate::default();
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(x) => x,
@@ -698,26 +700,55 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        // An honest peer sends its handshake as soon as it connects: usually the bytes are
+        // here already, and such a connection needs no place among those still waiting.
+        let mut prefix = [0u8; HANDSHAKE_HEADER_LEN];
+        let have = match stream.try_read(&mut prefix) {
+            Ok(0) => continue,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(_) => continue,
+        };
+        let ticket = if have < HANDSHAKE_HEADER_LEN {
+            let Some(ticket) = gate.admit(addr.ip()) else {
+                debug!(%addr, "closed: too many connections from this address waiting for a handshake");
+                continue;
+            };
+            Some(ticket)
+        } else {
+            None
+        };
+        let id = ticket.as_ref().map(Ticket::id);
         let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = route_incoming(stream, addr, shared).await {
+        let task = tokio::spawn(async move {
+            if let Err(e) = route_incoming(stream, addr, shared, (prefix, have), ticket).await {
                 debug!(%addr, "incoming connection dropped: {e}");
             }
         });
+        if let Some(id) = id {
+            gate.set_task(id, task.abort_handle());
+        }
     }
 }
 
-/// Reads the first 48 bytes of an incoming handshake to find the torrent, then hands the
-/// connection (and those bytes) to its task.
+/// Reads the rest of the first 48 bytes of an incoming handshake (`got` holds those read so
+/// far) to find the torrent, then hands the connection (and those bytes) to its task.
+/// `ticket` holds its place among the connections waiting for a handshake until the bytes
+/// are there.
 async fn route_incoming(
     mut stream: TcpStream,
     addr: SocketAddr,
     shared: Arc<Shared>,
+    got: ([u8; HANDSHAKE_HEADER_LEN], usize),
+    ticket: Option<Ticket>,
 ) -> Result<()> {
-    let mut prefix = vec![0u8; HANDSHAKE_HEADER_LEN];
-    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut prefix))
-        .await
-        .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+    let (mut prefix, have) = got;
+    if have < HANDSHAKE_HEADER_LEN {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut prefix[have..]))
+            .await
+            .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+    }
+    drop(ticket);
     let header = HandshakeHeader::decode(&prefix)
         .map_err(|e| Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     let tx = shared
@@ -732,7 +763,7 @@ async fn route_incoming(
                 .send(TaskMsg::Incoming(Box::new((
                     stream,
                     addr,
-                    Bytes::from(prefix),
+                    Bytes::copy_from_slice(&prefix),
                 ))))
                 .await;
             Ok(())

@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod accept;
 #[cfg(feature = "server")]
 pub mod bridge;
 mod client;
