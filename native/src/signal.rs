@@ -22,6 +22,26 @@ use crate::task::TaskMsg;
 const MAX_FRAME: usize = 256 * 1024;
 /// How long opening the socket (TCP + WebSocket handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one frame may take to send, or the close handshake to finish, before the
+/// tracker is taken as stalled (the socket is dropped and reconnected later).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Commands waiting for a tracker's task. Its task never blocks longer than
+/// [`SEND_TIMEOUT`], so this is only reached by a tracker that is stalled for good; commands
+/// beyond it are dropped (signaling is best effort: announces are retried, offers time out).
+const CMD_QUEUE: usize = 1024;
+
+/// A tracker task's command channel.
+pub(crate) type CmdTx = mpsc::Sender<Cmd>;
+
+/// Sends `cmd` to a tracker task without waiting: a full queue (a stalled tracker) drops it.
+pub(crate) fn send_cmd(tx: &CmdTx, cmd: Cmd) {
+    if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(cmd) {
+        debug!(
+            ?cmd,
+            "WebSocket tracker queue full (stalled tracker); command dropped"
+        );
+    }
+}
 
 /// What a torrent task asks of a tracker.
 #[derive(Debug)]
@@ -61,7 +81,7 @@ pub(crate) struct SignalPool {
     start: Instant,
     seed: u64,
     config: Config,
-    trackers: Mutex<HashMap<String, mpsc::UnboundedSender<Cmd>>>,
+    trackers: Mutex<HashMap<String, CmdTx>>,
 }
 
 impl SignalPool {
@@ -76,12 +96,12 @@ impl SignalPool {
     }
 
     /// The command channel of the tracker at `url`, starting its task if needed.
-    pub fn tracker(&self, url: &str) -> mpsc::UnboundedSender<Cmd> {
+    pub fn tracker(&self, url: &str) -> CmdTx {
         let mut map = self.trackers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = map.get(url).filter(|tx| !tx.is_closed()) {
             return tx.clone();
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(CMD_QUEUE);
         let seed = self.seed ^ (map.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let cfg = self.config.clone();
         tokio::spawn(run(
@@ -130,7 +150,7 @@ async fn run(
     start: Instant,
     seed: u64,
     config: Config,
-    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    mut rx: mpsc::Receiver<Cmd>,
 ) {
     let now = || Time::from_duration(start.elapsed());
     let mut m = SignalMachine::new(peer_id, config, seed, now());
@@ -143,9 +163,11 @@ async fn run(
         while let Some(out) = m.poll_output() {
             let out = match torrents.route(&url_arc, &mut m, now(), out) {
                 Routed::Torrent(tx, input) => {
-                    // Torrent tasks never wait on this task, so waiting for room cannot
-                    // deadlock.
-                    let _ = tx.send(TaskMsg::input(input)).await;
+                    // Never wait for a busy torrent: the others on this tracker would wait
+                    // too. What it misses is retried (announces) or times out (offers).
+                    if tx.try_send(TaskMsg::input(input)).is_err() {
+                        debug!(%url, "torrent busy or gone; signaling message dropped");
+                    }
                     continue;
                 }
                 Routed::Handled => continue,
@@ -165,12 +187,18 @@ async fn run(
                         h.abort();
                     }
                     if let Some(mut s) = ws.take() {
-                        let _ = s.close(None).await;
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, s.close(None)).await;
                     }
                 }
                 Output::Send(text) => {
                     if let Some(s) = ws.as_mut() {
-                        if let Err(e) = s.send(Message::text(text)).await {
+                        let sent = tokio::time::timeout(SEND_TIMEOUT, s.send(Message::text(text)));
+                        let failed = match sent.await {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some(e.to_string()),
+                            Err(_) => Some(format!("no progress in {SEND_TIMEOUT:?}")),
+                        };
+                        if let Some(e) = failed {
                             debug!(%url, "send failed: {e}");
                             ws = None;
                             m.closed(now());
@@ -248,7 +276,7 @@ async fn run(
         h.abort();
     }
     if let Some(mut s) = ws.take() {
-        let _ = s.close(None).await;
+        let _ = tokio::time::timeout(SEND_TIMEOUT, s.close(None)).await;
     }
     debug!(%url, "WebSocket tracker task ended");
 }

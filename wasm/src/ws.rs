@@ -250,13 +250,27 @@ fn pump(tr: &Rc<WsTracker>) {
                 }
             }
             Output::Send(text) => {
-                let sent = tr
-                    .socket
-                    .borrow()
+                let socket = tr.socket.borrow();
+                let stalled = socket
                     .as_ref()
-                    .map(|s| s.ws.send_with_str(&text).is_ok())
-                    .unwrap_or(false);
-                if !sent {
+                    .is_some_and(|s| s.ws.buffered_amount() > MAX_UNSENT);
+                let sent = !stalled
+                    && socket
+                        .as_ref()
+                        .is_some_and(|s| s.ws.send_with_str(&text).is_ok());
+                drop(socket);
+                if stalled {
+                    // The tracker stopped reading: start over rather than queue without end.
+                    util::warn(&format!(
+                        "{}: the tracker is not reading; reconnecting",
+                        tr.url
+                    ));
+                    tr.generation.set(tr.generation.get() + 1);
+                    if let Some(s) = tr.socket.borrow_mut().take() {
+                        s.close();
+                    }
+                    tr.machine.borrow_mut().closed(now());
+                } else if !sent {
                     util::warn(&format!("{}: could not send a tracker message", tr.url));
                 }
             }
@@ -265,6 +279,9 @@ fn pump(tr: &Rc<WsTracker>) {
         }
     }
 }
+
+/// Bytes a tracker socket may hold unsent before the tracker counts as stalled.
+const MAX_UNSENT: u32 = 1 << 20;
 
 fn connect(tr: &Rc<WsTracker>) {
     if let Some(s) = tr.socket.borrow_mut().take() {

@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{Assembly, Output, Suspects, Torrent, TorrentEvent, Verifying, PIECE_BUF_ALIGN};
+use super::{
+    Assembly, Output, Striker, Suspects, Torrent, TorrentEvent, Verifying, MAX_STRIKERS,
+    PIECE_BUF_ALIGN,
+};
 use crate::id::{PeerId, PeerKey};
 use crate::piece::PieceIndex;
 use crate::time::Time;
@@ -190,13 +193,22 @@ impl Torrent {
             }
             c.suspects.insert(piece, suspects);
             for (key, addr, pid) in contributors {
-                let strikes = match addr {
-                    Some(a) => {
-                        let s = self.strikes.entry(a.ip()).or_insert(0);
+                // Counted by IP, or by peer id for a peer with no address (WebRTC in a
+                // browser), so a peer's strikes add up across pieces either way.
+                let who = match (addr, pid) {
+                    (Some(a), _) => Some(Striker::Ip(a.ip())),
+                    (None, Some(id)) => Some(Striker::Id(id)),
+                    (None, None) => None,
+                };
+                let strikes = match who {
+                    Some(w)
+                        if self.strikes.len() < MAX_STRIKERS || self.strikes.contains_key(&w) =>
+                    {
+                        let s = self.strikes.entry(w).or_insert(0);
                         *s += 1;
                         *s
                     }
-                    None => 1,
+                    _ => 1,
                 };
                 if strikes >= self.config.max_strikes {
                     self.ban(now, key, addr, pid);

@@ -292,6 +292,17 @@ struct Peer {
     connected_at: Time,
 }
 
+/// Who a strike (a share in a piece that failed its hash check) counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Striker {
+    Ip(IpAddr),
+    /// A peer with no address (a WebRTC peer in a browser).
+    Id(PeerId),
+}
+
+/// Most strikers remembered per torrent.
+const MAX_STRIKERS: usize = 4096;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CandidateState {
     Idle,
@@ -358,7 +369,7 @@ pub struct Torrent {
     /// Banned exact addresses (used for loopback, where every peer shares one IP).
     banned_addrs: HashSet<SocketAddr>,
     banned_ids: HashSet<PeerId>,
-    strikes: HashMap<IpAddr, u32>,
+    strikes: HashMap<Striker, u32>,
     outputs: VecDeque<Output>,
     dirty: VecDeque<PeerKey>,
     rng: Rng,

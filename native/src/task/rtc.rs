@@ -14,7 +14,7 @@ use webtorrent_core::{InfoHash, PeerId};
 use super::TaskMsg;
 use crate::client::Shared;
 use crate::rtc::{self, PendingOffer};
-use crate::signal::Cmd;
+use crate::signal::{send_cmd, Cmd, CmdTx};
 
 /// What a connection attempt came to, for the task.
 fn opened(peer_id: PeerId, res: Result<rtc::DataChannelStream, rtc::RtcError>) -> TaskMsg {
@@ -34,7 +34,7 @@ fn opened(peer_id: PeerId, res: Result<rtc::DataChannelStream, rtc::RtcError>) -
 #[derive(Default)]
 pub(super) struct RtcPeers {
     /// WebSocket trackers this torrent is registered with.
-    trackers: HashMap<Arc<str>, mpsc::UnboundedSender<Cmd>>,
+    trackers: HashMap<Arc<str>, CmdTx>,
     /// Our offers waiting for answers.
     offers: HashMap<OfferId, PendingOffer>,
     /// Connections being set up, by remote peer id, with the task doing it.
@@ -49,16 +49,19 @@ impl RtcPeers {
         tx: &mpsc::Sender<TaskMsg>,
         info_hash: InfoHash,
         url: &Arc<str>,
-    ) -> Option<mpsc::UnboundedSender<Cmd>> {
+    ) -> Option<CmdTx> {
         if let Some(t) = self.trackers.get(url).filter(|t| !t.is_closed()) {
             return Some(t.clone());
         }
         let pool = shared.signals.as_ref()?;
         let t = pool.tracker(url);
-        let _ = t.send(Cmd::Register {
-            info_hash,
-            tx: tx.clone(),
-        });
+        send_cmd(
+            &t,
+            Cmd::Register {
+                info_hash,
+                tx: tx.clone(),
+            },
+        );
         self.trackers.insert(url.clone(), t.clone());
         Some(t)
     }
@@ -75,12 +78,12 @@ impl RtcPeers {
             RtcAction::Announce { url, params } => {
                 if let Some(t) = self.tracker(shared, tx, info_hash, &url) {
                     debug!(%url, event = params.event.as_str(), "announcing (WebSocket)");
-                    let _ = t.send(Cmd::Announce(params));
+                    send_cmd(&t, Cmd::Announce(params));
                 }
             }
             RtcAction::Leave { url } => {
                 if let Some(t) = self.trackers.remove(&url) {
-                    let _ = t.send(Cmd::Unregister { info_hash });
+                    send_cmd(&t, Cmd::Unregister { info_hash });
                 }
             }
             RtcAction::CreateOffer { url, offer_id } => {
@@ -98,12 +101,12 @@ impl RtcPeers {
                                 sdp,
                             };
                             if tx.send(msg).await.is_err() {
-                                let _ = tracker.send(Cmd::OfferFailed { offer_id });
+                                send_cmd(&tracker, Cmd::OfferFailed { offer_id });
                             }
                         }
                         Err(e) => {
                             debug!("creating a WebRTC offer failed: {e}");
-                            let _ = tracker.send(Cmd::OfferFailed { offer_id });
+                            send_cmd(&tracker, Cmd::OfferFailed { offer_id });
                         }
                     }
                 });
@@ -141,21 +144,27 @@ impl RtcPeers {
                 let h = tokio::spawn(async move {
                     let pending = match rtc::answer_offer(&cfg, &sdp).await {
                         Ok((pending, answer)) => {
-                            let _ = tracker.send(Cmd::AnswerCreated {
-                                info_hash,
-                                peer_id,
-                                offer_id,
-                                sdp: answer,
-                            });
+                            send_cmd(
+                                &tracker,
+                                Cmd::AnswerCreated {
+                                    info_hash,
+                                    peer_id,
+                                    offer_id,
+                                    sdp: answer,
+                                },
+                            );
                             pending
                         }
                         Err(e) => {
                             debug!(%peer_id, "answering a WebRTC offer failed: {e}");
-                            let _ = tracker.send(Cmd::AnswerFailed {
-                                info_hash,
-                                peer_id,
-                                offer_id,
-                            });
+                            send_cmd(
+                                &tracker,
+                                Cmd::AnswerFailed {
+                                    info_hash,
+                                    peer_id,
+                                    offer_id,
+                                },
+                            );
                             let _ = tx.send(TaskMsg::RtcFailed { peer_id }).await;
                             return;
                         }
@@ -170,11 +179,14 @@ impl RtcPeers {
                 offer_id,
             } => {
                 if let Some(t) = self.trackers.get(&url) {
-                    let _ = t.send(Cmd::AnswerFailed {
-                        info_hash,
-                        peer_id,
-                        offer_id,
-                    });
+                    send_cmd(
+                        &t,
+                        Cmd::AnswerFailed {
+                            info_hash,
+                            peer_id,
+                            offer_id,
+                        },
+                    );
                 }
             }
             RtcAction::Abort { peer_id } => {
@@ -197,7 +209,7 @@ impl RtcPeers {
     ) {
         if let Some(t) = self.trackers.get(&url) {
             self.offers.insert(offer_id, *pending);
-            let _ = t.send(Cmd::OfferCreated { offer_id, sdp });
+            send_cmd(&t, Cmd::OfferCreated { offer_id, sdp });
         }
     }
 
@@ -209,7 +221,7 @@ impl RtcPeers {
     /// Ends everything: trackers forget the torrent, offers and attempts are dropped.
     pub(super) fn close(&mut self, info_hash: InfoHash) {
         for (_, t) in self.trackers.drain() {
-            let _ = t.send(Cmd::Unregister { info_hash });
+            send_cmd(&t, Cmd::Unregister { info_hash });
         }
         self.offers.clear();
         for (_, h) in self.connecting.drain() {
