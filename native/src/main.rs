@@ -167,6 +167,14 @@ enum Cmd {
         /// seeds it on both sides.
         #[arg(long)]
         no_bridge: bool,
+        /// Track only the torrents listed in FILE (one info hash or magnet link per line, `#`
+        /// starts a comment) and the files given here; other announces get a failure reply.
+        #[arg(long, value_name = "FILE")]
+        allow: Option<PathBuf>,
+        /// Announces one address may make per second, after a burst of 25 times that (0: no
+        /// limit).
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        announce_rate: u32,
         #[command(flatten)]
         bridge: BridgeArgs,
     },
@@ -519,6 +527,8 @@ async fn run(cli: Cli) -> AnyResult<()> {
             seed_port,
             piece_length,
             no_bridge,
+            allow,
+            announce_rate,
             bridge,
         } => {
             let bridge = if no_bridge {
@@ -539,6 +549,8 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 piece_length,
                 quiet,
                 bridge,
+                allow,
+                announce_rate,
             })
             .await?
         }
@@ -601,12 +613,43 @@ struct ServeArgs {
     piece_length: Option<u32>,
     quiet: bool,
     bridge: Option<BridgeConfig>,
+    allow: Option<PathBuf>,
+    announce_rate: u32,
 }
 
 /// `webtorrent serve`: the tracker and page server, plus a seeding client when files are given.
 #[cfg(feature = "server")]
 async fn serve(a: ServeArgs) -> AnyResult<()> {
     let www = a.www.map_or_else(server::Www::embedded, server::Www::new);
+    // The allow-list, and the torrents seeded here (known once hashed).
+    let seeded: Arc<std::sync::RwLock<std::collections::HashSet<webtorrent::InfoHash>>> =
+        Arc::default();
+    let allow = match &a.allow {
+        None => server::InfoHashFilter::Any,
+        Some(path) => {
+            let listed = match server::InfoHashFilter::from_file(path)
+                .map_err(|e| format!("{e}; fix the file or leave out --allow"))?
+            {
+                server::InfoHashFilter::Only(set) => set,
+                _ => Arc::default(),
+            };
+            if !a.quiet {
+                eprintln!(
+                    "tracking only the {} torrents in {} and those seeded here",
+                    listed.len(),
+                    path.display()
+                );
+            }
+            let seeded = seeded.clone();
+            server::InfoHashFilter::With(Arc::new(move |ih| {
+                listed.contains(ih)
+                    || seeded
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains(ih)
+            }))
+        }
+    };
     if !a.quiet {
         match www.root() {
             Some(dir) if !www.has_index() => eprintln!(
@@ -640,6 +683,11 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
             max_torrents: a.max_torrents.max(1),
             max_peers: a.max_peers.max(1),
             ..server::TrackerConfig::default()
+        },
+        allow,
+        announce_rate: server::RateLimit {
+            per_second: a.announce_rate,
+            burst: a.announce_rate.saturating_mul(25),
         },
         ..server::ServerConfig::default()
     };
@@ -700,6 +748,10 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
                 creator = creator.with_piece_length(pl);
             }
             let t = c.seed_path(f, creator).await?;
+            seeded
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(t.info_hash());
             say!("{}", t.magnet_uri());
             if !a.quiet {
                 eprintln!("seeding {} ({})", t.name(), t.info_hash().to_hex());

@@ -1838,3 +1838,101 @@ async fn browser_peers_use_our_websocket_tracker() {
     assert!(status.success(), "{status}");
     server.shutdown().await;
 }
+
+/// The allow-list and the per-address rate limit refuse announces with a reason on HTTP, UDP
+/// and WebSocket alike; oversized WebSocket messages and SDPs close the socket with code 1009
+/// (message too big) and a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_list_rate_limit_and_size_refusals() {
+    use webtorrent::server::{InfoHashFilter, RateLimit};
+    use webtorrent::tracker::TrackerError;
+    let allowed = ih(1);
+    let server = start(ServerConfig {
+        allow: InfoHashFilter::parse_list(&format!("# test\n{}\n", allowed.to_hex())).unwrap(),
+        announce_rate: RateLimit {
+            per_second: 1,
+            burst: 4,
+        },
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = tracker_client();
+    let http_url = server.http_announce_url();
+    let udp_url = server.udp_announce_url().expect("UDP runs");
+    // Not on the list: refused, on both protocols.
+    let p = AnnounceParams::new(ih(2), pid(b"-WR0001-", 1), 7001);
+    for url in [&http_url, &udp_url] {
+        match client.announce(url, &p).await {
+            Err(TrackerError::Failure(m)) => assert!(m.contains("not allowed"), "{url}: {m}"),
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+    // Listed: taken until the burst (4, the two refusals above counted nothing) is used up.
+    let ok = AnnounceParams::new(allowed, pid(b"-WR0001-", 1), 7001);
+    for _ in 0..4 {
+        client
+            .announce(&http_url, &ok)
+            .await
+            .expect("within the burst");
+    }
+    match client.announce(&udp_url, &ok).await {
+        Err(TrackerError::Failure(m)) => assert!(m.contains("too many announces"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // WebSocket: refused with a failure naming the torrent.
+    let mut ws = ws_connect(&server.ws_url()).await;
+    ws_send(
+        &mut ws,
+        &ws_announce(ih(2), pid(b"-WW0208-", 2), Vec::new(), Some(5)),
+    )
+    .await;
+    match ws_recv(&mut ws).await {
+        TrackerMessage::Failure(f) => {
+            assert!(f.reason.contains("not allowed"), "{}", f.reason);
+            assert_eq!(f.info_hash, Some(ih(2)));
+        }
+        other => panic!("{other:?}"),
+    }
+    // An SDP over the limit closes the socket with a reason.
+    let big = "a".repeat(webtorrent_core::tracker::ws::MAX_SDP_LEN + 1);
+    ws_send(
+        &mut ws,
+        &ws_announce(allowed, pid(b"-WW0208-", 2), vec![offer(1, &big)], Some(5)),
+    )
+    .await;
+    let close = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let frame = tokio::time::timeout(Duration::from_secs(5), close)
+        .await
+        .expect("closed in time")
+        .expect("with a frame");
+    assert_eq!(u16::from(frame.code), 1009);
+    assert!(frame.reason.contains("SDP"), "{}", frame.reason);
+    // So does a message over the limit.
+    let mut ws = ws_connect(&server.ws_url()).await;
+    let huge = "x".repeat(webtorrent_core::tracker::ws::MAX_MESSAGE_LEN + 10);
+    let _ = ws.send(Message::text(huge)).await;
+    let close = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let frame = tokio::time::timeout(Duration::from_secs(5), close)
+        .await
+        .expect("closed in time")
+        .expect("with a frame");
+    assert_eq!(u16::from(frame.code), 1009);
+    assert!(frame.reason.contains("too large"), "{}", frame.reason);
+    server.shutdown().await;
+}

@@ -30,6 +30,9 @@ use super::{Event, ScrapeFile, MAX_SCRAPE_HASHES};
 /// Longest JSON text accepted, in bytes.
 pub const MAX_MESSAGE_LEN: usize = 128 * 1024;
 
+/// Longest SDP accepted in an offer or answer, in bytes (a non-trickle SDP is 0.5–10 KiB).
+pub const MAX_SDP_LEN: usize = 32 * 1024;
+
 /// Most offers accepted in one announce.
 pub const MAX_OFFERS: usize = 50;
 
@@ -39,6 +42,14 @@ pub enum WsError {
     /// The text is longer than [`MAX_MESSAGE_LEN`].
     #[error("message is {0} bytes, more than {MAX_MESSAGE_LEN}")]
     TooLarge(usize),
+    /// An offer's or answer's SDP is longer than [`MAX_SDP_LEN`].
+    #[error("`{field}` SDP is {len} bytes, more than {MAX_SDP_LEN}")]
+    SdpTooLarge {
+        /// `offer` or `answer`.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
     /// The text is not valid JSON.
     #[error("invalid JSON: {0}")]
     Json(String),
@@ -480,6 +491,14 @@ struct Tagged<'a, T> {
     body: &'a T,
 }
 
+impl WsError {
+    /// Whether the message was refused for its size (the whole text or an SDP in it): a
+    /// tracker closes such a connection rather than answer it.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, WsError::TooLarge(_) | WsError::SdpTooLarge { .. })
+    }
+}
+
 fn tagged<T: Serialize>(action: &'static str, body: &T) -> String {
     to_string(&Tagged { action, body })
 }
@@ -532,10 +551,17 @@ fn req_id(obj: &Map<String, Value>, field: &'static str) -> Result<Id20, WsError
 }
 
 fn req_sdp(obj: &Map<String, Value>, field: &'static str) -> Result<SessionDescription, WsError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Err(WsError::MissingField(field)),
-        Some(v) => SessionDescription::deserialize(v).map_err(|_| WsError::InvalidField(field)),
+    let sd = match obj.get(field) {
+        None | Some(Value::Null) => return Err(WsError::MissingField(field)),
+        Some(v) => SessionDescription::deserialize(v).map_err(|_| WsError::InvalidField(field))?,
+    };
+    if sd.sdp.len() > MAX_SDP_LEN {
+        return Err(WsError::SdpTooLarge {
+            field,
+            len: sd.sdp.len(),
+        });
     }
+    Ok(sd)
 }
 
 fn opt_string(obj: &Map<String, Value>, field: &'static str) -> Result<Option<String>, WsError> {

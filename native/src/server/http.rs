@@ -190,6 +190,9 @@ fn announce(shared: &Shared, remote: SocketAddr, query: &str) -> Response<Body> 
     if req.port == 0 {
         return bencoded(encode_failure("invalid port"));
     }
+    if let Err(reason) = shared.admit(remote.ip(), &req.info_hash) {
+        return bencoded(encode_failure(&reason));
+    }
     let announce = PeerAnnounce {
         info_hash: req.info_hash,
         peer_id: req.peer_id,

@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 mod http;
 mod lru;
 pub mod peerid;
@@ -44,6 +45,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 use webtorrent_core::{InfoHash, PeerId, Time};
 
+pub use admission::{InfoHashFilter, RateLimit};
 pub use stats::{BridgeStats, Stats};
 pub use swarm::{ConnId, SwarmSides, Tracker, TrackerConfig};
 pub use www::Www;
@@ -80,6 +82,10 @@ pub struct ServerConfig {
     /// are built from it. Default `None`: the listening address, with loopback for a
     /// wildcard address.
     pub public_url: Option<String>,
+    /// Which torrents are tracked (default: all). Announces for others get a failure reply.
+    pub allow: InfoHashFilter,
+    /// Announces one address may make (default: 20 a second after a burst of 500).
+    pub announce_rate: RateLimit,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +100,8 @@ impl Default for ServerConfig {
             ws_idle_timeout: Duration::from_secs(300),
             ws_queue_bytes: 1024 * 1024,
             public_url: None,
+            allow: InfoHashFilter::Any,
+            announce_rate: RateLimit::default(),
         }
     }
 }
@@ -213,6 +221,7 @@ struct WsOutbox {
 #[derive(Debug)]
 struct Shared {
     tracker: Mutex<Tracker>,
+    admission: Mutex<admission::Admission>,
     outboxes: Mutex<HashMap<ConnId, WsOutbox>>,
     next_conn: AtomicU64,
     start: Instant,
@@ -236,6 +245,19 @@ struct CachedStats {
 }
 
 impl Shared {
+    /// Whether an announce from `ip` for `info_hash` is taken (`Err`: the reason to reply).
+    fn admit(
+        &self,
+        ip: std::net::IpAddr,
+        info_hash: &webtorrent_core::InfoHash,
+    ) -> Result<(), String> {
+        let now = self.now();
+        self.admission
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(now, ip, info_hash)
+    }
+
     fn now(&self) -> Time {
         Time::from_duration(self.start.elapsed())
     }
@@ -276,6 +298,10 @@ impl Server {
         let www = config.www.clone();
         let shared = Arc::new(Shared {
             tracker: Mutex::new(Tracker::new(config.tracker.clone(), rand::random())),
+            admission: Mutex::new(admission::Admission::new(
+                config.allow.clone(),
+                config.announce_rate,
+            )),
             outboxes: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             start: Instant::now(),

@@ -114,6 +114,15 @@ fn handle(shared: &Shared, packet: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
             connection_id: shared.udp_ids.issue(from.ip(), secs),
         }),
         Request::Announce(a) => {
+            if let Err(message) = shared.admit(from.ip(), &a.info_hash) {
+                return Some(
+                    Response::Error(ErrorResponse {
+                        transaction_id,
+                        message,
+                    })
+                    .encode(AddressFamily::of(&from)),
+                );
+            }
             let port = if a.port == 0 { from.port() } else { a.port };
             let announce = PeerAnnounce {
                 info_hash: a.info_hash,

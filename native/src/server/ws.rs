@@ -14,12 +14,16 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
-use webtorrent_core::tracker::ws::{ClientMessage, Failure, TrackerMessage, MAX_MESSAGE_LEN};
+use webtorrent_core::tracker::ws::{
+    ClientMessage, Failure, TrackerMessage, WsAction, MAX_MESSAGE_LEN,
+};
 
 use super::http::{text, Body};
 use super::swarm::ConnId;
@@ -134,18 +138,37 @@ where
     'conn: loop {
         tokio::select! {
             m = stream.next() => {
-                let replies = match m {
-                    Some(Ok(Message::Text(t))) => process(&shared, conn, t.as_str()),
+                let processed = match m {
+                    Some(Ok(Message::Text(t))) => process(&shared, conn, remote, t.as_str()),
                     Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
-                        Ok(t) => process(&shared, conn, t),
-                        Err(_) => vec![failure("binary message is not UTF-8 text")],
+                        Ok(t) => process(&shared, conn, remote, t),
+                        Err(_) => Ok(vec![failure("binary message is not UTF-8 text")]),
                     },
                     Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(tungstenite::Error::Capacity(e))) => {
+                        Err(format!("message too large ({e}); at most {MAX_MESSAGE_LEN} bytes"))
+                    }
                     Some(Err(e)) => {
                         debug!("WebSocket {}: {e}", conn.0);
                         break;
                     }
-                    Some(Ok(_)) => Vec::new(),
+                    Some(Ok(_)) => Ok(Vec::new()),
+                };
+                let replies = match processed {
+                    Ok(r) => r,
+                    Err(reason) => {
+                        debug!("WebSocket {} refused: {reason}", conn.0);
+                        let frame = CloseFrame {
+                            code: CloseCode::Size,
+                            reason: close_reason(&reason).into(),
+                        };
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            sink.send(Message::Close(Some(frame))),
+                        )
+                        .await;
+                        break;
+                    }
                 };
                 last_heard = Instant::now();
                 for r in replies {
@@ -190,12 +213,38 @@ fn failure(reason: &str) -> String {
     .to_json()
 }
 
-/// Handles one message: returns the replies for this connection, queues the rest.
-fn process(shared: &Shared, conn: ConnId, text: &str) -> Vec<String> {
+/// A close frame's reason: at most 123 bytes, cut at a character boundary.
+fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// Handles one message: returns the replies for this connection and queues the rest, or the
+/// reason to close the connection (a message or SDP over the size limits).
+fn process(
+    shared: &Shared,
+    conn: ConnId,
+    remote: SocketAddr,
+    text: &str,
+) -> Result<Vec<String>, String> {
     let msg = match ClientMessage::from_json(text) {
         Ok(m) => m,
-        Err(e) => return vec![failure(&e.to_string())],
+        Err(e) if e.is_too_large() => return Err(e.to_string()),
+        Err(e) => return Ok(vec![failure(&e.to_string())]),
     };
+    if let ClientMessage::Announce(a) = &msg {
+        if let Err(reason) = shared.admit(remote.ip(), &a.info_hash) {
+            let refusal = TrackerMessage::Failure(Failure {
+                action: Some(WsAction::Announce),
+                reason,
+                info_hash: Some(a.info_hash),
+            });
+            return Ok(vec![refusal.to_json()]);
+        }
+    }
     let now = shared.now();
     let sends = shared.tracker().ws_message(now, conn, msg);
     let mut mine = Vec::new();
@@ -225,5 +274,5 @@ fn process(shared: &Shared, conn: ConnId, text: &str) -> Vec<String> {
             }
         }
     }
-    mine
+    Ok(mine)
 }

@@ -180,7 +180,7 @@ impl RtcPeers {
             } => {
                 if let Some(t) = self.trackers.get(&url) {
                     send_cmd(
-                        &t,
+                        t,
                         Cmd::AnswerFailed {
                             info_hash,
                             peer_id,
@@ -209,7 +209,7 @@ impl RtcPeers {
     ) {
         if let Some(t) = self.trackers.get(&url) {
             self.offers.insert(offer_id, *pending);
-            send_cmd(&t, Cmd::OfferCreated { offer_id, sdp });
+            send_cmd(t, Cmd::OfferCreated { offer_id, sdp });
         }
     }
 
