@@ -2,6 +2,8 @@
 //! server's stats page) count browser peers. Browsers cannot take TCP connections, so the
 //! peers an HTTP tracker returns are of no use here and none are asked for.
 
+use std::time::Duration;
+
 use js_sys::Uint8Array;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -28,10 +30,18 @@ pub(crate) enum HttpOutcome {
     Opaque,
 }
 
-async fn fetch(url: &str, mode: RequestMode) -> Result<Response, String> {
+/// Starts a `GET`, aborted (body included) after `timeout`.
+async fn fetch(url: &str, mode: RequestMode, timeout: Duration) -> Result<Response, String> {
     let init = RequestInit::new();
     init.set_method("GET");
     init.set_mode(mode);
+    let abort = web_sys::AbortController::new().map_err(|e| js_error_message(&e))?;
+    init.set_signal(Some(&abort.signal()));
+    let ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+    wasm_bindgen_futures::spawn_local(async move {
+        crate::util::sleep(ms).await;
+        abort.abort();
+    });
     let promise = if let Some(w) = web_sys::window() {
         w.fetch_with_str_and_init(url, &init)
     } else {
@@ -55,7 +65,7 @@ pub(crate) async fn announce(
     let mut req = AnnounceRequest::from_job(job, info_hash, peer_id, BROWSER_ANNOUNCE_PORT);
     req.numwant = Some(0);
     let url = req.to_url(&job.url);
-    match fetch(&url, RequestMode::Cors).await {
+    match fetch(&url, RequestMode::Cors, job.timeout).await {
         Ok(resp) => {
             if !resp.ok() {
                 return Err(TrackerFailure::Network(format!("HTTP {}", resp.status())));
@@ -92,7 +102,7 @@ pub(crate) async fn announce(
         Err(first) => {
             // A CORS-blocked reply and an unreachable tracker look the same to a page. An
             // opaque request tells them apart: it resolves if the tracker answered at all.
-            match fetch(&url, RequestMode::NoCors).await {
+            match fetch(&url, RequestMode::NoCors, job.timeout).await {
                 Ok(_) => Ok(HttpOutcome::Opaque),
                 Err(_) => Err(TrackerFailure::Network(first)),
             }

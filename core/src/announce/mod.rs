@@ -229,6 +229,10 @@ pub struct AnnounceJob {
     pub key: u32,
     /// The `tracker id` this tracker last sent, to echo as `trackerid`.
     pub tracker_id: Option<Vec<u8>>,
+    /// How long the announcer waits for the reply ([`AnnounceConfig::request_timeout`], or
+    /// [`AnnounceConfig::stop_timeout`] for `stopped`): the one owner of that timeout, so
+    /// drivers give up on the request after it too.
+    pub timeout: Duration,
 }
 
 /// What a tracker answered to an announce (peers go from the driver to the torrent directly).
@@ -876,6 +880,7 @@ impl Announcer {
             },
             key: self.key,
             tracker_id: t.tracker_id.clone(),
+            timeout,
         }
     }
 

@@ -1091,3 +1091,16 @@ proptest! {
         run(tiers, all_tiers, all_trackers, seed, ops);
     }
 }
+
+#[test]
+fn jobs_carry_the_timeout_the_announcer_waits_for() {
+    let mut a = single("http://a/announce");
+    a.start(T0, Some(1000));
+    let job = one(&mut a, T0);
+    assert_eq!(job.timeout, AnnounceConfig::default().request_timeout);
+    a.handle_reply(T0, job.id, ok(1800));
+    a.stop(t(10));
+    let stop = one(&mut a, t(10));
+    assert_eq!(stop.event, AnnounceEvent::Stopped);
+    assert_eq!(stop.timeout, AnnounceConfig::default().stop_timeout);
+}

@@ -17,6 +17,34 @@ use crate::wire::BlockRequest;
 /// Most failed pieces remembered for smart banning.
 const MAX_SUSPECT_PIECES: usize = 64;
 
+/// Failed pieces' block fingerprints, oldest first; beyond [`MAX_SUSPECT_PIECES`] the oldest
+/// is forgotten.
+#[derive(Debug, Default)]
+pub(super) struct SuspectLog(std::collections::VecDeque<(PieceIndex, Suspects)>);
+
+impl SuspectLog {
+    /// Takes a piece's fingerprints out.
+    pub(super) fn take(&mut self, piece: PieceIndex) -> Option<Suspects> {
+        let i = self.0.iter().position(|(p, _)| *p == piece)?;
+        self.0.remove(i).map(|(_, s)| s)
+    }
+
+    /// Records a piece's fingerprints (replacing older ones of it), forgetting the oldest
+    /// piece when full.
+    pub(super) fn insert(&mut self, piece: PieceIndex, suspects: Suspects) {
+        self.take(piece);
+        if self.0.len() >= MAX_SUSPECT_PIECES {
+            self.0.pop_front();
+        }
+        self.0.push_back((piece, suspects));
+    }
+
+    #[cfg(test)]
+    pub(super) fn pieces(&self) -> Vec<PieceIndex> {
+        self.0.iter().map(|(p, _)| *p).collect()
+    }
+}
+
 /// Most spare piece buffers kept.
 const MAX_SPARE_BUFS: usize = 16;
 
@@ -125,7 +153,7 @@ impl Torrent {
         if valid {
             // Smart ban: if this piece failed before, whoever sent a block that differs from
             // the good one lied.
-            if let Some(suspects) = c.suspects.remove(&piece) {
+            if let Some(suspects) = c.suspects.take(piece) {
                 let mut liars = Vec::new();
                 for (begin, hash, who) in suspects {
                     let start = begin as usize;
@@ -184,11 +212,6 @@ impl Torrent {
                 let end = (start + crate::piece::BLOCK_SIZE as usize).min(v.data.len());
                 if start < end {
                     suspects.push((start as u32, crate::piece::sha1(&v.data[start..end]), *who));
-                }
-            }
-            if c.suspects.len() >= MAX_SUSPECT_PIECES {
-                if let Some(old) = c.suspects.keys().next().copied() {
-                    c.suspects.remove(&old);
                 }
             }
             c.suspects.insert(piece, suspects);

@@ -79,7 +79,8 @@ pub struct TorrentConfig {
     pub max_piece_reads: usize,
     /// Hash failures a peer may contribute to before it is banned.
     pub max_strikes: u32,
-    /// An outgoing connection attempt that has not resolved after this long is abandoned.
+    /// An outgoing connection attempt that has not resolved after this long is abandoned
+    /// (default 10 s). Drivers bound their dials by it: it is the one owner of that timeout.
     pub connect_timeout: Duration,
     /// Close connections to other seeds once we are a seed.
     pub disconnect_seeds_when_done: bool,
@@ -103,7 +104,7 @@ impl TorrentConfig {
             upload_cache_bytes: 8 * 1024 * 1024,
             max_piece_reads: 8,
             max_strikes: 8,
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             disconnect_seeds_when_done: true,
             picker: PickerConfig::default(),
         }
@@ -349,7 +350,7 @@ struct Content {
     picker: Picker,
     assembling: HashMap<PieceIndex, Assembly>,
     verifying: HashMap<PieceIndex, Verifying>,
-    suspects: HashMap<PieceIndex, Suspects>,
+    suspects: assembly::SuspectLog,
     /// Which files are wanted (one entry per file of the info dictionary, padding included).
     files_wanted: Vec<bool>,
 }
@@ -485,7 +486,7 @@ impl Torrent {
             picker,
             assembling: HashMap::new(),
             verifying: HashMap::new(),
-            suspects: HashMap::new(),
+            suspects: assembly::SuspectLog::default(),
             files_wanted,
         });
         self.update_left();

@@ -60,7 +60,7 @@ impl Torrent {
             c.assembling.remove(p);
             // A verdict still to come for it is ignored.
             c.verifying.remove(p);
-            c.suspects.remove(p);
+            c.suspects.take(*p);
             c.picker.piece_verified(*p);
         }
         self.update_left();

@@ -1112,3 +1112,21 @@ fn pex_floods_are_rate_limited_capped_per_peer_and_cannot_crowd_out_trackers() {
     // And they are dialled first.
     assert_eq!(t.candidate_queue.front(), Some(&tracker[0]));
 }
+
+#[test]
+fn the_oldest_failed_piece_is_forgotten_first() {
+    let (m, _) = meta(100 * 16384);
+    let piece = |i| m.info.layout.piece(i).unwrap();
+    let mut log = super::assembly::SuspectLog::default();
+    for i in 0..70 {
+        log.insert(piece(i), Vec::new());
+    }
+    // Pieces 0..6 went, in the order they failed.
+    assert_eq!(log.pieces(), (6..70).map(piece).collect::<Vec<_>>());
+    // Failing again moves a piece to the back.
+    log.insert(piece(6), Vec::new());
+    log.insert(piece(80), Vec::new());
+    assert_eq!(log.pieces()[0], piece(8));
+    assert!(log.take(piece(6)).is_some());
+    assert!(log.take(piece(6)).is_none());
+}

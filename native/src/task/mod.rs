@@ -140,6 +140,8 @@ pub(crate) struct Task {
     admit: Option<Admit>,
     /// Started from a magnet link (its storage comes when the metadata does).
     magnet: bool,
+    /// How long a TCP dial may take (the session's `connect_timeout`).
+    connect_timeout: Duration,
     stopped: bool,
 }
 
@@ -182,6 +184,7 @@ impl Task {
         // As many pieces hashing as the disk pool can take at once, as before the session.
         settings.max_verifying = 16;
         let magnet = init.meta.is_none();
+        let connect_timeout = settings.torrent.connect_timeout;
         let start = match (&init.meta, init.have) {
             (Some(m), Some(have)) => Start::Metainfo {
                 meta: m.clone(),
@@ -218,6 +221,7 @@ impl Task {
             folder: init.folder,
             admit: init.admit,
             magnet,
+            connect_timeout,
             stopped: false,
         };
         if !init.peers.is_empty() {
@@ -427,12 +431,11 @@ impl Task {
             Output::Connect(addr) => {
                 debug!(%addr, "connecting");
                 let tx = self.tx.clone();
+                // The session's connect timeout (its one owner) bounds the dial too.
+                let connect_timeout = self.connect_timeout;
                 tokio::spawn(async move {
-                    let msg = match tokio::time::timeout(
-                        Duration::from_secs(10),
-                        TcpStream::connect(addr),
-                    )
-                    .await
+                    let msg = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+                        .await
                     {
                         Ok(Ok(stream)) => {
                             let _ = stream.set_nodelay(true);
@@ -577,10 +580,13 @@ impl Task {
         debug!(%url, event = job.event.as_str(), "announcing");
         // Reap finished announces; the rest are aborted when the task ends.
         while self.announcing.try_join_next().is_some() {}
+        let timeout = job.timeout;
         self.announcing.spawn(async move {
-            let (result, peers) = match client.announce(&url, &params).await {
-                Ok(o) => (Ok(o.to_reply()), o.peers),
-                Err(e) => (Err(tracker_failure(e)), Vec::new()),
+            let reply = tokio::time::timeout(timeout, client.announce(&url, &params)).await;
+            let (result, peers) = match reply {
+                Ok(Ok(o)) => (Ok(o.to_reply()), o.peers),
+                Ok(Err(e)) => (Err(tracker_failure(e)), Vec::new()),
+                Err(_) => (Err(TrackerFailure::Timeout), Vec::new()),
             };
             let input = Input::Announced {
                 job: id,
