@@ -400,3 +400,45 @@ async fn a_magnet_declaring_a_terabyte_is_refused_not_allocated() {
         c.destroy().await.unwrap();
     }
 }
+
+/// A magnet link added with a folder that already holds most of the data: once the metadata
+/// arrives, what is on disk is verified and kept, and only the rest is fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_magnet_into_a_folder_with_the_data_fetches_only_what_is_missing() {
+    let content = data(2_000_000, 9);
+    let (file, _) = TorrentCreator::new()
+        .with_piece_length(32768)
+        .create_from_data("kept.bin".to_string(), content.clone())
+        .await
+        .unwrap();
+    let seed_dir = tempfile::tempdir().unwrap();
+    std::fs::write(seed_dir.path().join("kept.bin"), &content).unwrap();
+    let seeder = WebTorrent::new(opts()).await.unwrap();
+    let s = seeder
+        .add_with_data(file, seed_dir.path().to_path_buf())
+        .await
+        .unwrap();
+    // All but the last 100 kB are there already, one byte of it wrong.
+    let dir = tempfile::tempdir().unwrap();
+    let mut partial = content[..1_900_000].to_vec();
+    partial[500_000] ^= 1;
+    std::fs::write(dir.path().join("kept.bin"), &partial).unwrap();
+    let leecher = WebTorrent::new(opts()).await.unwrap();
+    let magnet = format!("{}&x.pe=127.0.0.1:{}", s.magnet_uri(), seeder.port());
+    let l = leecher
+        .add_with_data(magnet.as_str(), dir.path().to_path_buf())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), l.wait_done())
+        .await
+        .expect("done in time")
+        .unwrap();
+    let on_disk = std::fs::read(dir.path().join("kept.bin")).unwrap();
+    assert_eq!(sha(&on_disk), sha(&content));
+    // The missing tail (4 pieces) and the corrupt piece, not the whole file.
+    let got = l.downloaded();
+    assert!(got <= 6 * 32768, "downloaded {got} bytes");
+    for c in [seeder, leecher] {
+        c.destroy().await.unwrap();
+    }
+}
