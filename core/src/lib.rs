@@ -12,7 +12,7 @@
 //! | Layer | Modules |
 //! |---|---|
 //! | Formats | [`bencode`], [`metainfo`], [`magnet`], [`creator`], [`percent`], [`id`] |
-//! | Pieces | [`piece`] (layout, blocks, bitfields, validated [`piece::PieceIndex`]), [`picker`] (rarest first, endgame, file selection, priority ranges) |
+//! | Pieces | [`piece`] (layout, blocks, bitfields, validated [`piece::PieceIndex`]), [`picker`] (rarest first, endgame, file selection, priority ranges), [`memory`] (a torrent's bytes in memory, allocated as pieces arrive) |
 //! | Peer wire | [`wire`] (messages, decoder), [`ext`] (BEP 10 extensions: `ut_metadata`, `ut_pex`), [`fast`] (BEP 6), [`peer`] (one connection: handshake, choke/interest, requests, timeouts) |
 //! | Trackers | [`tracker`] (HTTP, UDP and WebSocket message formats, UDP client machine), [`announce`] (tiers, intervals, events), [`signal`] (one WebSocket tracker: announces, WebRTC offers and answers) |
 //! | Swarm | [`torrent`] (one torrent's peers, pieces, choker, PEX, metadata exchange) |
