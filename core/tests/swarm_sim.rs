@@ -146,8 +146,8 @@ fn two_peers_transfer_and_seed_to_seed_disconnects() {
     assert_eq!(sha256(&sim.nodes[l].data()), sha256(&data));
     // Once both are seeds the connection is closed.
     sim.run(Duration::from_secs(5), |_| false);
-    assert_eq!(sim.nodes[l].torrent.num_peers(), 0);
-    let st = sim.nodes[l].torrent.stats(sim.now);
+    assert_eq!(sim.nodes[l].torrent().num_peers(), 0);
+    let st = sim.nodes[l].torrent_mut().stats(sim.now);
     assert_eq!(st.left, Some(0));
     assert!(st.downloaded >= 3_000_000);
 }
@@ -165,7 +165,7 @@ fn magnet_only_swarm_gets_metadata() {
         .is_some()));
     assert_eq!(sha256(&sim.nodes[m].data()), sha256(&data));
     assert_eq!(
-        sim.nodes[m].torrent.metainfo().unwrap().info_bytes,
+        sim.nodes[m].torrent().metainfo().unwrap().info_bytes,
         meta.info_bytes
     );
 }
@@ -185,7 +185,7 @@ fn leecher_fetches_only_the_selected_file() {
     let l = sim.add_leecher(&meta);
     let now = sim.now;
     sim.nodes[l]
-        .torrent
+        .torrent_mut()
         .set_files_wanted(now, &[false, true, false])
         .expect("metadata is known");
     sim.introduce(l, s);
@@ -200,10 +200,10 @@ fn leecher_fetches_only_the_selected_file() {
     let (first, last) = (file.start / pl, (file.end - 1) / pl);
     let span = (first * pl) as usize..(((last + 1) * pl) as usize).min(total);
     let node = &sim.nodes[l];
-    let have: Vec<u32> = node.torrent.have().expect("metadata").ones().collect();
+    let have: Vec<u32> = node.torrent().have().expect("metadata").ones().collect();
     assert_eq!(have, (first as u32..=last as u32).collect::<Vec<_>>());
-    assert!(node.torrent.is_finished());
-    assert!(!node.torrent.is_complete());
+    assert!(node.torrent().is_finished());
+    assert!(!node.torrent().is_complete());
     let dones = node
         .events
         .iter()
@@ -217,7 +217,7 @@ fn leecher_fetches_only_the_selected_file() {
     assert!(stored[..span.start].iter().all(|b| *b == 0xee));
     assert!(stored[span.end..].iter().all(|b| *b == 0xee));
     drop(stored);
-    let st = sim.nodes[l].torrent.stats(sim.now);
+    let st = sim.nodes[l].torrent_mut().stats(sim.now);
     assert_eq!(
         st.downloaded,
         span.len() as u64,
@@ -225,7 +225,7 @@ fn leecher_fetches_only_the_selected_file() {
     );
     assert_eq!(st.left, Some((total - span.len()) as u64));
     assert_eq!(
-        sim.nodes[l].torrent.num_peers(),
+        sim.nodes[l].torrent().num_peers(),
         1,
         "still connected to the seed"
     );

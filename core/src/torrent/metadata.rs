@@ -5,8 +5,9 @@
 //! until the whole dictionary hashes to the info hash, so no single peer may decide the
 //! fetch:
 //! * the size being assembled is dropped once no connected peer still offers it;
-//! * a peer that leaves a request unanswered for [`METADATA_REQUEST_TIMEOUT`] is no longer
-//!   asked;
+//! * a peer that rejects a request, or leaves one unanswered for
+//!   [`METADATA_REQUEST_TIMEOUT`], is not asked again on that connection, even if it
+//!   announces a size again (else a liar re-announcing its size would keep it offered);
 //! * when the assembled dictionary fails its hash check, a lone sender is banned; with
 //!   several senders the next attempt takes every piece from one peer (the longest
 //!   connected), so each failure either succeeds or rules a peer out.
@@ -52,6 +53,7 @@ impl Torrent {
         self.peers.get(&key).is_some_and(|p| {
             p.session.is_active()
                 && p.session.peer_supports(crate::ext::UT_METADATA)
+                && !p.metadata_given_up
                 && p.metadata_size.is_some()
                 && size.is_none_or(|s| p.metadata_size == Some(s))
         })
@@ -78,9 +80,10 @@ impl Torrent {
             .iter()
             .any(|(_, t)| now.saturating_since(*t) >= METADATA_REQUEST_TIMEOUT)
         {
-            // It does not answer: stop asking it (a new extension handshake starts over).
+            // It does not answer: stop asking it.
             peer.metadata_pending.clear();
             peer.metadata_size = None;
+            peer.metadata_given_up = true;
             return;
         }
         if !self.serves_metadata(key, None) {
@@ -185,6 +188,7 @@ impl Torrent {
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.metadata_pending.retain(|(x, _)| *x != piece);
                     p.metadata_size = None;
+                    p.metadata_given_up = true;
                 }
             }
             MetadataMessage::Data {

@@ -283,6 +283,9 @@ struct Peer {
     reads_in_flight: Vec<BlockRequest>,
     metadata_pending: Vec<(u32, Time)>,
     metadata_size: Option<u32>,
+    /// It rejected a metadata request or left one unanswered: not asked for metadata again
+    /// on this connection, whatever it announces later.
+    metadata_given_up: bool,
     pex_sent: HashSet<SocketAddr>,
     /// When this peer's last PEX message was taken.
     pex_last: Option<Time>,

@@ -942,6 +942,19 @@ enum MetaPeer {
     WrongSizeJunk,
     /// The right size, wrong bytes.
     Junk,
+    /// A made-up size, announced again (twice in a row) every 100 ms; silence.
+    WrongSizeSilentReannouncing,
+    /// A made-up size, announced again (twice in a row) every 100 ms and after each reject.
+    WrongSizeRejectsReannouncing,
+}
+
+impl MetaPeer {
+    fn reannounces(self) -> bool {
+        matches!(
+            self,
+            MetaPeer::WrongSizeSilentReannouncing | MetaPeer::WrongSizeRejectsReannouncing
+        )
+    }
 }
 
 /// A magnet torrent fed by `peers` (connected in order, 300 ms apart) until it has the
@@ -978,6 +991,12 @@ fn fetch_metadata(peers: &[MetaPeer], seed: u64) -> (Torrent, Option<Time>) {
             if !t.peers.contains_key(&r.key) {
                 continue;
             }
+            let size = info.len() as u32 + 20_000;
+            if behaviour.reannounces() {
+                // Twice: should the first let its stale offer lapse, the second renews it.
+                r.s.send_extended_handshake(now, Some(size), None);
+                r.s.send_extended_handshake(now, Some(size), None);
+            }
             exchange(&mut t, now, r);
             let requests: Vec<u32> = std::iter::from_fn(|| r.s.poll_event())
                 .filter_map(|e| match e {
@@ -988,8 +1007,13 @@ fn fetch_metadata(peers: &[MetaPeer], seed: u64) -> (Torrent, Option<Time>) {
             for piece in requests {
                 let reply = match behaviour {
                     MetaPeer::Honest => crate::ext::serve_metadata_piece(&info, piece),
-                    MetaPeer::WrongSizeSilent => continue,
+                    MetaPeer::WrongSizeSilent | MetaPeer::WrongSizeSilentReannouncing => continue,
                     MetaPeer::WrongSizeRejects => MetadataMessage::Reject { piece },
+                    MetaPeer::WrongSizeRejectsReannouncing => {
+                        r.s.send_metadata(now, &MetadataMessage::Reject { piece });
+                        r.s.send_extended_handshake(now, Some(size), None);
+                        continue;
+                    }
                     MetaPeer::WrongSizeJunk | MetaPeer::Junk => {
                         let total = match behaviour {
                             MetaPeer::Junk => info.len() as u32,
@@ -1026,6 +1050,27 @@ fn a_metadata_size_liar_connected_first_does_not_stall_a_magnet() {
     ] {
         let (_, done) = fetch_metadata(&[liar, MetaPeer::Honest], 3);
         assert!(done.is_some(), "{liar:?} stalled the metadata fetch");
+    }
+}
+
+/// A liar that keeps announcing its size (again right after its requests time out, or after
+/// each reject) must not keep the fetch on that size: a peer that failed a metadata request
+/// is not asked again on this connection, so the honest size takes over.
+#[test]
+fn a_metadata_size_liar_that_keeps_reannouncing_does_not_stall_a_magnet() {
+    for liar in [
+        MetaPeer::WrongSizeSilentReannouncing,
+        MetaPeer::WrongSizeRejectsReannouncing,
+    ] {
+        // Several seeds: the torrent's peers are visited in a random (hash) order.
+        for seed in 0..8 {
+            let (_, done) = fetch_metadata(&[liar, MetaPeer::Honest], seed);
+            let limit = Time::ZERO + METADATA_REQUEST_TIMEOUT + Duration::from_secs(5);
+            assert!(
+                done.is_some_and(|d| d <= limit),
+                "{liar:?} (seed {seed}) stalled the metadata fetch: done at {done:?}"
+            );
+        }
     }
 }
 

@@ -3,8 +3,15 @@
 //!
 //! Pieces are hashed inline or on a worker thread ([`Verify`]); with the worker, verdicts are
 //! still handed over at fixed simulated times, so runs stay deterministic either way.
+//!
+//! A node is a [`Torrent`] or a scripted [`RawPeer`] ([`Driver`]). Adversaries: torrents whose
+//! storage lies ([`Behaviour`]), raw peers ([`Script`]), nodes with no address reached only
+//! over [`Sim::link_addressless`], and nodes that come back with a new peer id
+//! ([`Sim::respawn_every`]).
 
 #![allow(dead_code)]
+
+mod raw;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -23,16 +30,40 @@ use webtorrent_core::rng::Rng;
 use webtorrent_core::torrent::{Output, Torrent, TorrentConfig, TorrentEvent};
 use webtorrent_core::{Id20, InfoHash, PeerKey, Time};
 
+#[allow(unused_imports)] // Not every test file uses every adversary.
+pub use raw::{is_made_up, LiarReply, RawPeer, Script, FLOOD_ADDRS};
+
 /// How a node's storage behaves when read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behaviour {
     Honest,
     /// Flips bits in every block it serves.
     Corrupt,
+    /// Never answers a read, so the blocks peers ask for are never sent.
+    Silent,
+    /// Serves the bytes of another piece at the requested offset.
+    WrongPiece,
+}
+
+/// What drives a node.
+pub enum Driver {
+    /// The torrent state machine under test.
+    Torrent(Box<Torrent>),
+    /// A scripted peer speaking the wire protocol through its own sessions.
+    Raw(Box<RawPeer>),
+}
+
+/// A node that is replaced, every `every`, by a fresh seed with a new peer id, which links
+/// (with no address) to `targets` again.
+struct Respawn {
+    every: Duration,
+    next: Time,
+    targets: Vec<usize>,
+    meta: Arc<Metainfo>,
 }
 
 pub struct Node {
-    pub torrent: Torrent,
+    pub driver: Driver,
     pub addr: SocketAddr,
     /// Where verified pieces are written (shared with the hashing thread, which stores what it
     /// verified, as a driver's disk task would). Empty for seeds.
@@ -41,9 +72,107 @@ pub struct Node {
     pub done_at: Option<Time>,
     pub events: Vec<TorrentEvent>,
     pub seed_bytes: Option<Bytes>,
+    /// Has no address (a WebRTC peer in a browser): nobody can dial it and it dials nobody;
+    /// only [`Sim::link_addressless`] reaches it.
+    pub addressless: bool,
+    /// Addresses it dialled that no node has (made up, e.g. by a PEX flooder).
+    pub failed_connects: Vec<SocketAddr>,
+    /// How many times it was replaced by a fresh torrent with a new peer id.
+    pub lives: u32,
+    /// [`Output::ReadPiece`] requests it got (answered or not, per its [`Behaviour`]).
+    pub reads: u64,
+    respawn: Option<Respawn>,
 }
 
 impl Node {
+    fn new(driver: Driver, addr: SocketAddr, storage: Arc<Mutex<Vec<u8>>>) -> Self {
+        Node {
+            driver,
+            addr,
+            storage,
+            behaviour: Behaviour::Honest,
+            done_at: None,
+            events: Vec::new(),
+            seed_bytes: None,
+            addressless: false,
+            failed_connects: Vec::new(),
+            lives: 1,
+            reads: 0,
+            respawn: None,
+        }
+    }
+
+    /// The node's torrent. Panics for a raw peer.
+    pub fn torrent(&self) -> &Torrent {
+        match &self.driver {
+            Driver::Torrent(t) => t,
+            Driver::Raw(_) => panic!("node is a raw peer, not a torrent"),
+        }
+    }
+
+    /// The node's torrent. Panics for a raw peer.
+    pub fn torrent_mut(&mut self) -> &mut Torrent {
+        match &mut self.driver {
+            Driver::Torrent(t) => t,
+            Driver::Raw(_) => panic!("node is a raw peer, not a torrent"),
+        }
+    }
+
+    /// The node's scripted peer. Panics for a torrent.
+    pub fn raw(&self) -> &RawPeer {
+        match &self.driver {
+            Driver::Raw(r) => r,
+            Driver::Torrent(_) => panic!("node is a torrent, not a raw peer"),
+        }
+    }
+
+    fn add_peer(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        addr: Option<SocketAddr>,
+        direction: Direction,
+    ) -> bool {
+        match &mut self.driver {
+            Driver::Torrent(t) => t.add_peer(now, key, addr, direction).is_ok(),
+            Driver::Raw(r) => r.add_peer(now, key, direction),
+        }
+    }
+
+    fn peer_data(&mut self, now: Time, key: PeerKey, data: &[u8]) {
+        match &mut self.driver {
+            Driver::Torrent(t) => t.peer_data(now, key, data),
+            Driver::Raw(r) => r.peer_data(now, key, data),
+        }
+    }
+
+    fn peer_closed(&mut self, now: Time, key: PeerKey) {
+        match &mut self.driver {
+            Driver::Torrent(t) => t.peer_closed(now, key),
+            Driver::Raw(r) => r.peer_closed(key),
+        }
+    }
+
+    fn driver_timeout(&self) -> Time {
+        match &self.driver {
+            Driver::Torrent(t) => t.poll_timeout(),
+            Driver::Raw(r) => r.poll_timeout(),
+        }
+    }
+
+    /// When the node next has timed work: its driver's timers or its respawn.
+    fn next_timer(&self) -> Time {
+        let t = self.driver_timeout();
+        self.respawn.as_ref().map_or(t, |r| t.min(r.next))
+    }
+
+    fn handle_timeout(&mut self, now: Time) {
+        match &mut self.driver {
+            Driver::Torrent(t) => t.handle_timeout(now),
+            Driver::Raw(r) => r.handle_timeout(now),
+        }
+    }
+
     /// The node's storage: what it has verified and written so far.
     pub fn data(&self) -> MutexGuard<'_, Vec<u8>> {
         self.storage.lock().expect("storage lock")
@@ -309,6 +438,8 @@ pub struct Sim {
     /// Where pieces are hashed ([`Verify::Inline`] by default).
     pub verify: Verify,
     hasher: Option<Hasher>,
+    /// Applied to the configuration of every torrent added (default: nothing changed).
+    pub tune: fn(&mut TorrentConfig),
 }
 
 pub fn content(len: usize, seed: u64) -> Vec<u8> {
@@ -358,6 +489,7 @@ impl Sim {
             bytes_moved: 0,
             verify: Verify::Inline,
             hasher: None,
+            tune: |_| {},
         }
     }
 
@@ -368,6 +500,7 @@ impl Sim {
         id[19] = idx as u8;
         let mut c = TorrentConfig::new(Id20(id));
         c.session.listen_port = Some(6881);
+        (self.tune)(&mut c);
         c
     }
 
@@ -402,15 +535,28 @@ impl Sim {
         let seed = self.rng.next_u64();
         let torrent =
             Torrent::new(cfg, meta.clone(), Bitfield::full(n), seed, self.now).expect("torrent");
-        self.nodes.push(Node {
-            torrent,
-            addr: Self::addr_of(idx),
-            storage: Arc::default(),
-            behaviour,
-            done_at: Some(self.now),
-            events: Vec::new(),
-            seed_bytes: Some(data),
-        });
+        let mut node = Node::new(
+            Driver::Torrent(Box::new(torrent)),
+            Self::addr_of(idx),
+            Arc::default(),
+        );
+        node.behaviour = behaviour;
+        node.done_at = Some(self.now);
+        node.seed_bytes = Some(data);
+        self.nodes.push(node);
+        idx
+    }
+
+    /// Adds a scripted peer for the torrent `info_hash`, with a random peer id.
+    pub fn add_raw(&mut self, info_hash: InfoHash, script: Script) -> usize {
+        let idx = self.nodes.len();
+        let id = self.config(idx).session.peer_id;
+        let raw = RawPeer::new(script, info_hash, id, self.now);
+        self.nodes.push(Node::new(
+            Driver::Raw(Box::new(raw)),
+            Self::addr_of(idx),
+            Arc::default(),
+        ));
         idx
     }
 
@@ -444,28 +590,96 @@ impl Sim {
 
     fn push_node(&mut self, torrent: Torrent, data: Vec<u8>) -> usize {
         let idx = self.nodes.len();
-        self.nodes.push(Node {
-            torrent,
-            addr: Self::addr_of(idx),
-            storage: Arc::new(Mutex::new(data)),
-            behaviour: Behaviour::Honest,
-            done_at: None,
-            events: Vec::new(),
-            seed_bytes: None,
-        });
+        self.nodes.push(Node::new(
+            Driver::Torrent(Box::new(torrent)),
+            Self::addr_of(idx),
+            Arc::new(Mutex::new(data)),
+        ));
         idx
     }
 
-    /// Tells node `who` about node `about` (as a tracker would).
+    /// Tells node `who` (a torrent) about node `about` (as a tracker would).
     pub fn introduce(&mut self, who: usize, about: usize) {
         let a = self.nodes[about].addr;
         let now = self.now;
-        self.nodes[who].torrent.add_candidates(
+        self.nodes[who].torrent_mut().add_candidates(
             now,
             [a],
             webtorrent_core::torrent::PeerSource::Tracker,
         );
         self.pump(who);
+    }
+
+    /// Connects `from` (dialling) and `to` directly, with no address on either side, as a
+    /// WebRTC connection in a browser. Returns whether both ends took the connection.
+    pub fn link_addressless(&mut self, from: usize, to: usize) -> bool {
+        let now = self.now;
+        let spec = self.spec_for(from, to);
+        let (ka, kb) = self.new_keys();
+        if !self.nodes[from].add_peer(now, ka, None, Direction::Outgoing) {
+            return false;
+        }
+        if !self.nodes[to].add_peer(now, kb, None, Direction::Incoming) {
+            self.nodes[from].peer_closed(now, ka);
+            self.pump(from);
+            return false;
+        }
+        self.open_link((from, ka), (to, kb), spec);
+        self.pump(from);
+        self.pump(to);
+        true
+    }
+
+    /// Makes seed `node` an addressless peer that, every `every`, closes its connections and
+    /// is replaced by a fresh seed (same behaviour) with a new random peer id, which links to
+    /// `targets` again with [`Sim::link_addressless`] (so neither an IP ban nor a peer-id ban
+    /// keeps it out). Links it to `targets` now.
+    pub fn respawn_every(
+        &mut self,
+        node: usize,
+        meta: &Arc<Metainfo>,
+        every: Duration,
+        targets: &[usize],
+    ) {
+        self.nodes[node].addressless = true;
+        self.nodes[node].respawn = Some(Respawn {
+            every,
+            next: self.now + every,
+            targets: targets.to_vec(),
+            meta: meta.clone(),
+        });
+        for &t in targets {
+            self.link_addressless(node, t);
+        }
+    }
+
+    fn respawn(&mut self, i: usize) {
+        let now = self.now;
+        let mut keys: Vec<PeerKey> = self
+            .key_to_link
+            .keys()
+            .filter(|(n, _)| *n == i)
+            .map(|(_, k)| *k)
+            .collect();
+        keys.sort_unstable_by_key(|k| k.0);
+        for k in keys {
+            self.close_from(i, k);
+        }
+        let Some(r) = self.nodes[i].respawn.as_mut() else {
+            return;
+        };
+        r.next = now + r.every;
+        let (meta, targets) = (r.meta.clone(), r.targets.clone());
+        let cfg = self.config(i);
+        let seed = self.rng.next_u64();
+        let n = meta.info.num_pieces();
+        let torrent = Torrent::new(cfg, meta, Bitfield::full(n), seed, now).expect("torrent");
+        let node = &mut self.nodes[i];
+        node.driver = Driver::Torrent(Box::new(torrent));
+        node.lives += 1;
+        for t in targets {
+            self.link_addressless(i, t);
+        }
     }
 
     fn schedule(&mut self, at: Time, ev: Ev) {
@@ -480,63 +694,87 @@ impl Sim {
     /// Gives node `i` the verdict on a piece (stored already if good) and its buffer back.
     fn piece_verdict(&mut self, i: usize, piece: PieceIndex, data: Bytes, ok: bool) {
         let now = self.now;
-        let node = &mut self.nodes[i];
-        node.torrent.piece_checked(now, piece, ok);
-        node.torrent.recycle(data);
+        let t = self.nodes[i].torrent_mut();
+        t.piece_checked(now, piece, ok);
+        t.recycle(data);
     }
 
-    fn connect(&mut self, from: usize, addr: SocketAddr) {
-        let now = self.now;
-        let Some(to) = self.nodes.iter().position(|n| n.addr == addr) else {
-            self.nodes[from].torrent.connect_failed(now, addr);
-            return;
-        };
+    /// The node at the other end of node `node`'s connection `key` (open or closed).
+    pub fn remote_of(&self, node: usize, key: PeerKey) -> Option<usize> {
+        self.links.iter().find_map(|l| match l.ends {
+            [a, (b, _)] if a == (node, key) => Some(b),
+            [(a, _), b] if b == (node, key) => Some(a),
+            _ => None,
+        })
+    }
+
+    /// The properties of a new link between `a` and `b`. A link that drops midway does so
+    /// once; reconnections between the pair are stable.
+    fn spec_for(&mut self, a: usize, b: usize) -> LinkSpec {
         let spec = self
             .link_specs
-            .get(&(from, to))
-            .or_else(|| self.link_specs.get(&(to, from)))
+            .get(&(a, b))
+            .or_else(|| self.link_specs.get(&(b, a)))
             .copied()
             .unwrap_or(self.default_link);
-        // A link that drops midway does so once; reconnections between the pair are stable.
-        if let Some(s) = self.link_specs.get_mut(&(from, to)) {
+        if let Some(s) = self.link_specs.get_mut(&(a, b)) {
             s.cut_after = None;
         }
-        if let Some(s) = self.link_specs.get_mut(&(to, from)) {
+        if let Some(s) = self.link_specs.get_mut(&(b, a)) {
             s.cut_after = None;
         }
-        let ka = PeerKey(self.next_key);
-        let kb = PeerKey(self.next_key + 1);
+        spec
+    }
+
+    fn new_keys(&mut self) -> (PeerKey, PeerKey) {
+        let keys = (PeerKey(self.next_key), PeerKey(self.next_key + 1));
         self.next_key += 2;
-        let incoming_addr = SocketAddr::new(
-            self.nodes[from].addr.ip(),
-            40000 + (self.next_key % 20000) as u16,
-        );
-        if self.nodes[from]
-            .torrent
-            .add_peer(now, ka, Some(addr), Direction::Outgoing)
-            .is_err()
-        {
-            return;
-        }
-        if self.nodes[to]
-            .torrent
-            .add_peer(now, kb, Some(incoming_addr), Direction::Incoming)
-            .is_err()
-        {
-            self.nodes[from].torrent.peer_closed(now, ka);
-            return;
-        }
+        keys
+    }
+
+    fn open_link(&mut self, a: (usize, PeerKey), b: (usize, PeerKey), spec: LinkSpec) {
+        let now = self.now;
         let link = self.links.len();
         self.links.push(Link {
-            ends: [(from, ka), (to, kb)],
+            ends: [a, b],
             spec,
             next_free: [now, now],
             carried: 0,
             open: true,
             in_flight: [VecDeque::new(), VecDeque::new()],
         });
-        self.key_to_link.insert((from, ka), link);
-        self.key_to_link.insert((to, kb), link);
+        self.key_to_link.insert(a, link);
+        self.key_to_link.insert(b, link);
+    }
+
+    fn connect(&mut self, from: usize, addr: SocketAddr) {
+        let now = self.now;
+        let target = self
+            .nodes
+            .iter()
+            .position(|n| n.addr == addr && !n.addressless);
+        let to = match target {
+            Some(to) if !self.nodes[from].addressless => to,
+            _ => {
+                self.nodes[from].failed_connects.push(addr);
+                self.nodes[from].torrent_mut().connect_failed(now, addr);
+                return;
+            }
+        };
+        let spec = self.spec_for(from, to);
+        let (ka, kb) = self.new_keys();
+        let incoming_addr = SocketAddr::new(
+            self.nodes[from].addr.ip(),
+            40000 + (self.next_key % 20000) as u16,
+        );
+        if !self.nodes[from].add_peer(now, ka, Some(addr), Direction::Outgoing) {
+            return;
+        }
+        if !self.nodes[to].add_peer(now, kb, Some(incoming_addr), Direction::Incoming) {
+            self.nodes[from].peer_closed(now, ka);
+            return;
+        }
+        self.open_link((from, ka), (to, kb), spec);
     }
 
     fn send(&mut self, node: usize, key: PeerKey, data: Bytes) {
@@ -578,12 +816,32 @@ impl Sim {
         }
     }
 
+    /// Carries out everything a raw peer asked for.
+    fn pump_raw(&mut self, i: usize) {
+        loop {
+            let Driver::Raw(r) = &mut self.nodes[i].driver else {
+                return;
+            };
+            if let Some(key) = r.poll_close() {
+                self.close_from(i, key);
+            } else if let Some((key, data)) = r.poll_transmit() {
+                self.send(i, key, data);
+            } else {
+                return;
+            }
+        }
+    }
+
     /// Carries out everything node `i` asked for.
     pub fn pump(&mut self, i: usize) {
+        if matches!(self.nodes[i].driver, Driver::Raw(_)) {
+            self.pump_raw(i);
+            return;
+        }
         loop {
             let now = self.now;
             let mut progressed = false;
-            while let Some(out) = self.nodes[i].torrent.poll_output() {
+            while let Some(out) = self.nodes[i].torrent_mut().poll_output() {
                 progressed = true;
                 match out {
                     Output::Connect(addr) => self.connect(i, addr),
@@ -595,26 +853,41 @@ impl Sim {
                     } => {
                         let (off, len) = (offset as usize, length as usize);
                         let node = &mut self.nodes[i];
+                        node.reads += 1;
                         let data = match (&node.seed_bytes, node.behaviour) {
-                            (Some(b), Behaviour::Honest) => b.slice(off..off + len),
+                            (Some(_), Behaviour::Silent) => None,
+                            (Some(b), Behaviour::Honest) => Some(b.slice(off..off + len)),
                             (Some(b), Behaviour::Corrupt) => {
                                 // One flipped byte in every block.
                                 let mut v = b[off..off + len].to_vec();
                                 for x in v.iter_mut().step_by(16384) {
                                     *x ^= 0xff;
                                 }
-                                Bytes::from(v)
+                                Some(Bytes::from(v))
                             }
-                            (None, _) => Bytes::copy_from_slice(&node.data()[off..off + len]),
+                            (Some(b), Behaviour::WrongPiece) => {
+                                // The next piece, or the first when the next is the short
+                                // last one (or there is none).
+                                let src = if off + 2 * len <= b.len() {
+                                    off + len
+                                } else {
+                                    0
+                                };
+                                assert_ne!(src, off, "a torrent of at least three pieces");
+                                Some(b.slice(src..src + len))
+                            }
+                            (None, _) => Some(Bytes::copy_from_slice(&node.data()[off..off + len])),
                         };
-                        node.torrent.piece_read(now, piece, Some(data));
+                        if let Some(data) = data {
+                            node.torrent_mut().piece_read(now, piece, Some(data));
+                        }
                     }
                     Output::VerifyPiece {
                         piece,
                         data,
                         expected,
                     } => {
-                        let meta = self.nodes[i].torrent.metainfo().expect("meta");
+                        let meta = self.nodes[i].torrent().metainfo().expect("meta");
                         let offset = meta.info.layout.piece_offset(piece) as usize;
                         match self.verify {
                             Verify::Inline => {
@@ -650,7 +923,7 @@ impl Sim {
                     }
                 }
             }
-            while let Some((key, data)) = self.nodes[i].torrent.poll_transmit(now) {
+            while let Some((key, data)) = self.nodes[i].torrent_mut().poll_transmit(now) {
                 progressed = true;
                 self.send(i, key, data);
             }
@@ -683,7 +956,7 @@ impl Sim {
                 return true;
             }
             let next_ev = self.queue.peek().map(|Reverse(s)| s.at);
-            let next_timer = self.nodes.iter().map(|n| n.torrent.poll_timeout()).min();
+            let next_timer = self.nodes.iter().map(Node::next_timer).min();
             let next = match (next_ev, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).expect("something to do"),
@@ -699,13 +972,13 @@ impl Sim {
                     Ev::Deliver { link, to_side } => {
                         let l = &mut self.links[link];
                         let (node, key) = l.ends[to_side];
-                        let torrent = &mut self.nodes[node].torrent;
+                        let n = &mut self.nodes[node];
                         while l.in_flight[to_side]
                             .front()
                             .is_some_and(|(at, _)| *at <= now)
                         {
                             if let Some((_, data)) = l.in_flight[to_side].pop_front() {
-                                torrent.peer_data(now, key, &data);
+                                n.peer_data(now, key, &data);
                             }
                         }
                         self.pump(node);
@@ -724,15 +997,22 @@ impl Sim {
                         for side in 0..2 {
                             let (node, key) = self.links[link].ends[side];
                             self.key_to_link.remove(&(node, key));
-                            self.nodes[node].torrent.peer_closed(now, key);
+                            self.nodes[node].peer_closed(now, key);
                             self.pump(node);
                         }
                     }
                 }
             } else {
                 for i in 0..self.nodes.len() {
-                    if self.nodes[i].torrent.poll_timeout() <= now {
-                        self.nodes[i].torrent.handle_timeout(now);
+                    if self.nodes[i]
+                        .respawn
+                        .as_ref()
+                        .is_some_and(|r| r.next <= now)
+                    {
+                        self.respawn(i);
+                    }
+                    if self.nodes[i].driver_timeout() <= now {
+                        self.nodes[i].handle_timeout(now);
                         self.pump(i);
                     }
                 }
