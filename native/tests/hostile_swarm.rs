@@ -1,6 +1,8 @@
 //! A swarm that attacks the client's resources over real loopback sockets. Its own test binary,
 //! so that the memory it measures is this test's alone.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,18 +19,6 @@ fn opts() -> WebTorrentOptions {
         trackers: false,
         ..WebTorrentOptions::default()
     }
-}
-
-/// Resident memory of this process, in bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib * 1024
 }
 
 /// Caps this process's open files at `n` (the soft limit), as a small server would have.
@@ -128,7 +118,7 @@ async fn a_thousand_silent_connections_do_not_stop_an_honest_download() {
         .unwrap();
     let got = l.bytes().await.unwrap();
     assert_eq!(Sha256::digest(&got), Sha256::digest(&content));
-    let peak = rss();
+    let peak = common::rss();
     stop.store(true, Ordering::Relaxed);
     assert!(peak < 100 << 20, "RSS {} MiB", peak >> 20);
     for c in [seeder, leecher] {

@@ -1,6 +1,8 @@
 //! Our seeder and our leecher over real TCP sockets on 127.0.0.1, without a tracker: in
 //! memory, to disk, from a magnet link, and resuming a partial download.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -323,18 +325,6 @@ async fn selected_file_only_is_downloaded_to_disk() {
     }
 }
 
-/// Resident memory of this process, in bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib * 1024
-}
-
 /// A magnet whose metadata declares 1 TiB: with default options the client refuses it with a
 /// reason (memory is the default storage) instead of allocating; with the limit raised it
 /// takes it, and memory is still only taken as pieces arrive.
@@ -395,7 +385,7 @@ async fn a_magnet_declaring_a_terabyte_is_refused_not_allocated() {
     .expect("metadata");
     assert_eq!(t.length(), TIB);
     assert_eq!(t.refused(), None);
-    assert!(rss() < 512 << 20, "RSS {} MiB", rss() >> 20);
+    assert!(common::rss() < 512 << 20, "RSS {} MiB", common::rss() >> 20);
     for c in [server, default, raised] {
         c.destroy().await.unwrap();
     }

@@ -1839,6 +1839,23 @@ async fn browser_peers_use_our_websocket_tracker() {
     server.shutdown().await;
 }
 
+/// The close frame the server ends `ws` with (other messages skipped).
+async fn ws_close_frame(ws: &mut Ws) -> tokio_tungstenite::tungstenite::protocol::CloseFrame {
+    let close = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), close)
+        .await
+        .expect("closed in time")
+        .expect("with a frame")
+}
+
 /// The allow-list and the per-address rate limit refuse announces with a reason on HTTP, UDP
 /// and WebSocket alike; oversized WebSocket messages and SDPs close the socket with code 1009
 /// (message too big) and a reason.
@@ -1900,38 +1917,14 @@ async fn allow_list_rate_limit_and_size_refusals() {
         &ws_announce(allowed, pid(b"-WW0208-", 2), vec![offer(1, &big)], Some(5)),
     )
     .await;
-    let close = async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return frame,
-                Some(Ok(_)) => continue,
-                other => panic!("{other:?}"),
-            }
-        }
-    };
-    let frame = tokio::time::timeout(Duration::from_secs(5), close)
-        .await
-        .expect("closed in time")
-        .expect("with a frame");
+    let frame = ws_close_frame(&mut ws).await;
     assert_eq!(u16::from(frame.code), 1009);
     assert!(frame.reason.contains("SDP"), "{}", frame.reason);
     // So does a message over the limit.
     let mut ws = ws_connect(&server.ws_url()).await;
     let huge = "x".repeat(webtorrent_core::tracker::ws::MAX_MESSAGE_LEN + 10);
     let _ = ws.send(Message::text(huge)).await;
-    let close = async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return frame,
-                Some(Ok(_)) => continue,
-                other => panic!("{other:?}"),
-            }
-        }
-    };
-    let frame = tokio::time::timeout(Duration::from_secs(5), close)
-        .await
-        .expect("closed in time")
-        .expect("with a frame");
+    let frame = ws_close_frame(&mut ws).await;
     assert_eq!(u16::from(frame.code), 1009);
     assert!(frame.reason.contains("too large"), "{}", frame.reason);
     server.shutdown().await;
