@@ -193,7 +193,7 @@ impl Torrent {
                 reads_in_flight: Vec::new(),
                 metadata_pending: Vec::new(),
                 metadata_size: None,
-                metadata_given_up: false,
+                metadata_given_up: None,
                 pex_sent: HashSet::new(),
                 pex_last: None,
                 pex_accepted: 0,

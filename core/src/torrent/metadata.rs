@@ -6,8 +6,10 @@
 //! fetch:
 //! * the size being assembled is dropped once no connected peer still offers it;
 //! * a peer that rejects a request, or leaves one unanswered for
-//!   [`METADATA_REQUEST_TIMEOUT`], is not asked again on that connection, even if it
-//!   announces a size again (else a liar re-announcing its size would keep it offered);
+//!   [`METADATA_REQUEST_TIMEOUT`], is not asked again for [`METADATA_RETRY_AFTER`], even if
+//!   it announces a size again (else a liar re-announcing its size would keep it offered),
+//!   and its size does not count as offered meanwhile; then it gets another chance (an honest
+//!   peer that was only slow once must not be lost for good);
 //! * when the assembled dictionary fails its hash check, a lone sender is banned; with
 //!   several senders the next attempt takes every piece from one peer (the longest
 //!   connected), so each failure either succeeds or rules a peer out.
@@ -26,6 +28,9 @@ use crate::time::Time;
 
 /// How long a peer may take to answer a metadata request before it is no longer asked.
 pub const METADATA_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a peer that rejected or did not answer a metadata request is left alone.
+pub const METADATA_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Metadata requests in flight per peer.
 const METADATA_PIPELINE: usize = 4;
@@ -53,7 +58,8 @@ impl Torrent {
         self.peers.get(&key).is_some_and(|p| {
             p.session.is_active()
                 && p.session.peer_supports(crate::ext::UT_METADATA)
-                && !p.metadata_given_up
+                && p.metadata_given_up
+                    .is_none_or(|t| self.now.saturating_since(t) >= METADATA_RETRY_AFTER)
                 && p.metadata_size.is_some()
                 && size.is_none_or(|s| p.metadata_size == Some(s))
         })
@@ -69,6 +75,7 @@ impl Torrent {
     }
 
     pub(super) fn request_metadata(&mut self, now: Time, key: PeerKey) {
+        self.now = self.now.max(now);
         if self.content.is_some() {
             return;
         }
@@ -82,8 +89,7 @@ impl Torrent {
         {
             // It does not answer: stop asking it.
             peer.metadata_pending.clear();
-            peer.metadata_size = None;
-            peer.metadata_given_up = true;
+            peer.metadata_given_up = Some(now);
             return;
         }
         if !self.serves_metadata(key, None) {
@@ -187,8 +193,7 @@ impl Torrent {
             MetadataMessage::Reject { piece } => {
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.metadata_pending.retain(|(x, _)| *x != piece);
-                    p.metadata_size = None;
-                    p.metadata_given_up = true;
+                    p.metadata_given_up = Some(now);
                 }
             }
             MetadataMessage::Data {

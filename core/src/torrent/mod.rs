@@ -27,7 +27,7 @@ mod candidates;
 mod choker;
 mod dispatch;
 mod metadata;
-pub use metadata::METADATA_REQUEST_TIMEOUT;
+pub use metadata::{METADATA_REQUEST_TIMEOUT, METADATA_RETRY_AFTER};
 mod pex;
 mod requests;
 mod selection;
@@ -283,9 +283,9 @@ struct Peer {
     reads_in_flight: Vec<BlockRequest>,
     metadata_pending: Vec<(u32, Time)>,
     metadata_size: Option<u32>,
-    /// It rejected a metadata request or left one unanswered: not asked for metadata again
-    /// on this connection, whatever it announces later.
-    metadata_given_up: bool,
+    /// When it last rejected a metadata request or left one unanswered: not asked for
+    /// metadata for a while after, whatever it announces meanwhile.
+    metadata_given_up: Option<Time>,
     pex_sent: HashSet<SocketAddr>,
     /// When this peer's last PEX message was taken.
     pex_last: Option<Time>,

@@ -946,6 +946,8 @@ enum MetaPeer {
     WrongSizeSilentReannouncing,
     /// A made-up size, announced again (twice in a row) every 100 ms and after each reject.
     WrongSizeRejectsReannouncing,
+    /// The right size and bytes, but ignores every request in its first 15 seconds.
+    SlowAtFirst,
 }
 
 impl MetaPeer {
@@ -979,7 +981,7 @@ fn fetch_metadata(peers: &[MetaPeer], seed: u64) -> (Torrent, Option<Time>) {
             let n = remotes.len() as u8 + 2;
             let mut r = connect(&mut t, now, n, &m);
             let size = match behaviour {
-                MetaPeer::Honest | MetaPeer::Junk => info.len() as u32,
+                MetaPeer::Honest | MetaPeer::Junk | MetaPeer::SlowAtFirst => info.len() as u32,
                 _ => info.len() as u32 + 20_000,
             };
             r.s.send_extended_handshake(now, Some(size), None);
@@ -1007,6 +1009,8 @@ fn fetch_metadata(peers: &[MetaPeer], seed: u64) -> (Torrent, Option<Time>) {
             for piece in requests {
                 let reply = match behaviour {
                     MetaPeer::Honest => crate::ext::serve_metadata_piece(&info, piece),
+                    MetaPeer::SlowAtFirst if now < Time::ZERO + Duration::from_secs(15) => continue,
+                    MetaPeer::SlowAtFirst => crate::ext::serve_metadata_piece(&info, piece),
                     MetaPeer::WrongSizeSilent | MetaPeer::WrongSizeSilentReannouncing => continue,
                     MetaPeer::WrongSizeRejects => MetadataMessage::Reject { piece },
                     MetaPeer::WrongSizeRejectsReannouncing => {
@@ -1072,6 +1076,16 @@ fn a_metadata_size_liar_that_keeps_reannouncing_does_not_stall_a_magnet() {
             );
         }
     }
+}
+
+#[test]
+fn a_peer_slow_to_answer_metadata_once_is_asked_again_later() {
+    // The only peer with the metadata misses the first requests' deadline: it is left alone
+    // for a while, then asked again, and the magnet gets its metadata.
+    let (_, done) = fetch_metadata(&[MetaPeer::SlowAtFirst], 3);
+    let at = done.expect("the metadata arrived");
+    let after = METADATA_REQUEST_TIMEOUT + METADATA_RETRY_AFTER;
+    assert!(at >= Time::ZERO + after, "asked again too soon: {at:?}");
 }
 
 #[test]
