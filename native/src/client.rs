@@ -21,7 +21,6 @@ use webtorrent_core::{Id20, InfoHash, PeerId, Time};
 use crate::accept::{Gate, Ticket, HANDSHAKE_TIMEOUT};
 use crate::creator::TorrentCreator;
 use crate::limit::RateLimiter;
-use crate::options::memory_refusal;
 use crate::options::WebTorrentOptions;
 use crate::storage::{verify_existing, FileStorage, MemoryStorage, Storage};
 use crate::task::{Task, TaskInit, TaskMsg};
@@ -518,13 +517,9 @@ impl WebTorrent {
             }
             None => {
                 let len = meta.info.total_length();
-                if let Some(why) = memory_refusal(len, self.shared.opts.memory_limit) {
-                    return Err(Error::Storage(why));
-                }
-                (
-                    Arc::new(MemoryStorage::new(len)),
-                    Bitfield::new(meta.info.num_pieces()),
-                )
+                let memory = MemoryStorage::for_download(len, self.shared.opts.memory_limit)
+                    .map_err(Error::Storage)?;
+                (Arc::new(memory), Bitfield::new(meta.info.num_pieces()))
             }
         };
         self.start(meta, Some(storage), Some(have), opts.peers, folder)

@@ -9,20 +9,6 @@ use webtorrent_core::PeerId;
 /// Default of [`WebTorrentOptions::memory_limit`]: 2 GiB.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 2 << 30;
 
-/// Why a torrent of `len` bytes cannot be downloaded into memory under `limit`, if it
-/// cannot.
-pub(crate) fn memory_refusal(len: u64, limit: u64) -> Option<String> {
-    (len > limit).then(|| {
-        format!(
-            "the torrent is {} and downloads without a folder are kept in memory, up to {}: \
-             give the client a download folder (WebTorrentOptions::download_dir, or --out on \
-             the command line) or raise WebTorrentOptions::memory_limit",
-            human_bytes(len),
-            human_bytes(limit)
-        )
-    })
-}
-
 /// `n` bytes for people: `1.5 GiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];

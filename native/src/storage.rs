@@ -61,6 +61,22 @@ impl MemoryStorage {
         }
     }
 
+    /// Storage for downloading a torrent of `len` bytes into memory, or why not: a torrent
+    /// above `limit` ([`WebTorrentOptions::memory_limit`](crate::WebTorrentOptions)) needs a
+    /// download folder.
+    pub(crate) fn for_download(len: u64, limit: u64) -> Result<Self, String> {
+        if len > limit {
+            return Err(format!(
+                "the torrent is {} and downloads without a folder are kept in memory, up to {}: \
+                 give the client a download folder (WebTorrentOptions::download_dir, or --out \
+                 on the command line) or raise WebTorrentOptions::memory_limit",
+                crate::human_bytes(len),
+                crate::human_bytes(limit)
+            ));
+        }
+        Ok(Self::new(len))
+    }
+
     /// A copy of the whole content.
     pub fn to_bytes(&self) -> io::Result<Bytes> {
         match &*self.data.read().unwrap_or_else(|e| e.into_inner()) {

@@ -12,7 +12,7 @@ use crate::time::Time;
 /// Least time between two PEX messages taken from one peer (BEP 11 asks for at most one a
 /// minute; some slack for timers).
 pub const PEX_MIN_INTERVAL: Duration = Duration::from_secs(45);
-/// Addresses taken from one PEX message (BEP 11's limit on `added`).
+/// Addresses in one PEX message, taken or sent (BEP 11's limit on `added` and `dropped`).
 pub const PEX_MAX_ADDED: usize = 50;
 /// Addresses taken from one peer's PEX messages over its whole connection.
 pub const PEX_MAX_PER_PEER: usize = 200;
@@ -60,7 +60,7 @@ impl Torrent {
             }
             let mut msg = PexMessage::default();
             for (other, addr, seed) in &connected {
-                if *other == k || p.pex_sent.contains(addr) || msg.added.len() >= 50 {
+                if *other == k || p.pex_sent.contains(addr) || msg.added.len() >= PEX_MAX_ADDED {
                     continue;
                 }
                 let flags = if *seed {
@@ -74,7 +74,7 @@ impl Torrent {
                 .pex_sent
                 .iter()
                 .filter(|a| !now_set.contains(a))
-                .take(50)
+                .take(PEX_MAX_ADDED)
                 .copied()
                 .collect();
             msg.dropped = dropped;

@@ -35,7 +35,6 @@ use webtorrent_core::{InfoHash, PeerKey, Time};
 
 use crate::client::{Admit, Shared};
 use crate::conn::Conn;
-use crate::options::memory_refusal;
 use crate::storage::{verify_existing, FileStorage, MemoryStorage, Storage};
 use crate::torrent::{Event, Events, Status};
 use crate::tracker::{AnnounceParams, TrackerError};
@@ -557,13 +556,16 @@ impl Task {
             }
             None => {
                 let len = meta.info.total_length();
-                if let Some(why) = memory_refusal(len, self.shared.opts.memory_limit) {
-                    warn!(info_hash = %self.info_hash, "torrent refused: {why}");
-                    self.input(Input::Refuse(why));
-                    return;
+                match MemoryStorage::for_download(len, self.shared.opts.memory_limit) {
+                    Ok(memory) => {
+                        self.storage = Some(Arc::new(memory));
+                        self.input(Input::StorageReady { have: None });
+                    }
+                    Err(why) => {
+                        warn!(info_hash = %self.info_hash, "torrent refused: {why}");
+                        self.input(Input::Refuse(why));
+                    }
                 }
-                self.storage = Some(Arc::new(MemoryStorage::new(len)));
-                self.input(Input::StorageReady { have: None });
             }
         }
     }
