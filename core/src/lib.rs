@@ -92,6 +92,26 @@
 //! }
 //! assert!(session.is_complete());
 //! ```
+//!
+//! # Timeouts
+//!
+//! Each timeout has one owner, the machine that acts when it expires; drivers bound their own
+//! I/O with the owner's value instead of a constant of their own.
+//!
+//! | What | Value | Owner |
+//! |---|---|---|
+//! | TCP dial | 10 s | [`torrent::TorrentConfig::connect_timeout`] (the native dial is cut at the same value) |
+//! | BitTorrent handshake | 10 s | [`peer::HANDSHAKE_TIMEOUT`] (also the native listener's wait for an incoming handshake) |
+//! | Silence from a peer / our keep-alive | 180 s / 60 s | [`peer::SessionConfig`] `idle_timeout` / `keepalive_interval` |
+//! | A block request | 30 s | [`peer::SessionConfig`] `request_timeout`, then the block goes to another peer |
+//! | A metadata request / retrying that peer | 10 s / 60 s | [`torrent::METADATA_REQUEST_TIMEOUT`] / [`torrent::METADATA_RETRY_AFTER`] |
+//! | PEX messages from one peer | one per 45 s | [`torrent::PEX_MIN_INTERVAL`] |
+//! | An announce (HTTP, UDP or WebSocket) / `stopped` | 30 s / 5 s | [`announce::AnnounceConfig`] `request_timeout` / `stop_timeout`, handed to drivers as [`announce::AnnounceJob::timeout`] |
+//! | UDP tracker retransmission | 4 s doubling, 2 retries: 28 s, inside the 30 s above | [`tracker::udp_client::UdpClientConfig`] |
+//! | WebSocket tracker: open the socket | 15 s | [`signal::Config::connect_timeout`] |
+//! | WebSocket tracker: our offer's answer / our answer / a scrape | 50 s / 20 s / 15 s | [`signal::Config`] |
+//! | ICE gathering | 5 s | [`signal::ICE_GATHER_TIMEOUT`] |
+//! | A WebRTC data channel opening | 30 s | [`signal::CHANNEL_OPEN_TIMEOUT`]; the session's backstop is their sum ([`session::SessionSettings::rtc_connect_timeout`]) |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

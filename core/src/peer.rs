@@ -18,6 +18,11 @@ use crate::wire::{
     encode_piece_header, BlockRequest, Decoder, Event, Handshake, Message, WireError,
 };
 
+/// How long a connection may take to complete the BitTorrent handshake (10 s, as
+/// libtorrent's `handshake_timeout`). The default of [`SessionConfig::handshake_timeout`];
+/// the native listener also bounds the wait for an incoming handshake's first bytes with it.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings shared by every session of a torrent.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -67,7 +72,7 @@ impl SessionConfig {
             max_frame_len: crate::wire::DEFAULT_MAX_FRAME_LEN,
             keepalive_interval: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(180),
-            handshake_timeout: Duration::from_secs(20),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
             request_timeout: Duration::from_secs(30),
         }
     }

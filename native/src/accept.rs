@@ -10,12 +10,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::task::AbortHandle;
 
-/// How long an incoming connection may take to send the first 48 bytes of its handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an incoming connection may take to send the first 48 bytes of its handshake:
+/// core's handshake timeout, the one value for the whole handshake.
+pub use webtorrent_core::peer::HANDSHAKE_TIMEOUT;
 /// Incoming connections waiting for their handshake, from all addresses.
 pub const MAX_PENDING: usize = 128;
 /// Incoming connections waiting for their handshake from one IP address.

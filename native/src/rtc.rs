@@ -128,9 +128,9 @@ impl Default for RtcConfig {
             sctp_receive_window: 4 << 20,
             max_message_size: 64 << 10,
             send_buffer_limit: 1 << 20,
-            gather_timeout: Duration::from_secs(5),
-            answer_timeout: Duration::from_secs(50),
-            connect_timeout: Duration::from_secs(30),
+            gather_timeout: webtorrent_core::signal::ICE_GATHER_TIMEOUT,
+            answer_timeout: webtorrent_core::signal::Config::default().offer_timeout,
+            connect_timeout: webtorrent_core::signal::CHANNEL_OPEN_TIMEOUT,
             close_timeout: Duration::from_secs(10),
         }
     }

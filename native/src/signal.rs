@@ -20,8 +20,6 @@ use crate::task::TaskMsg;
 
 /// Largest frame accepted from a tracker.
 const MAX_FRAME: usize = 256 * 1024;
-/// How long opening the socket (TCP + WebSocket handshake) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one frame may take to send, or the close handshake to finish, before the
 /// tracker is taken as stalled (the socket is dropped and reconnected later).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -128,7 +126,8 @@ impl SignalPool {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(url: String) -> Result<Ws, String> {
+/// Opens the socket, within the machine's `connect_timeout` (its one owner).
+async fn connect(url: String, timeout: Duration) -> Result<Ws, String> {
     if url.starts_with("wss:") {
         crate::tracker::ensure_crypto_provider();
     }
@@ -136,7 +135,7 @@ async fn connect(url: String) -> Result<Ws, String> {
     cfg.max_message_size = Some(MAX_FRAME);
     cfg.max_frame_size = Some(MAX_FRAME);
     let fut = tokio_tungstenite::connect_async_with_config(url, Some(cfg), true);
-    match tokio::time::timeout(CONNECT_TIMEOUT, fut).await {
+    match tokio::time::timeout(timeout, fut).await {
         Ok(Ok((ws, _))) => Ok(ws),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out".into()),
@@ -153,6 +152,7 @@ async fn run(
     mut rx: mpsc::Receiver<Cmd>,
 ) {
     let now = || Time::from_duration(start.elapsed());
+    let connect_timeout = config.connect_timeout;
     let mut m = SignalMachine::new(peer_id, config, seed, now());
     let mut torrents: Endpoint<mpsc::Sender<TaskMsg>> = Endpoint::new();
     let mut ws: Option<Ws> = None;
@@ -180,7 +180,7 @@ async fn run(
                     }
                     ws = None;
                     debug!(%url, "connecting to WebSocket tracker");
-                    connecting = Some(tokio::spawn(connect(url.clone())));
+                    connecting = Some(tokio::spawn(connect(url.clone(), connect_timeout)));
                 }
                 Output::Disconnect => {
                     if let Some(h) = connecting.take() {

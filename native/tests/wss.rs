@@ -117,3 +117,75 @@ async fn peers_meet_through_a_wss_tracker() {
     leecher.destroy().await.unwrap();
     seeder.destroy().await.unwrap();
 }
+
+/// A WebSocket tracker that completes the handshake and then stalls: it never reads another
+/// frame and never replies. Returns its URL and how many connections it took.
+async fn stalled_tracker() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    // Hold the socket open, unread, for longer than the test runs.
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                    drop(ws);
+                }
+            });
+        }
+    });
+    (format!("ws://127.0.0.1:{port}"), accepted)
+}
+
+/// One tracker that never answers must not hold up the torrents that also use a working one:
+/// the download goes ahead through the working tracker, and both clients shut down within
+/// their bounded `stopped` wait instead of waiting on the stalled socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a loopback-only netns (tests/run.sh)"]
+async fn a_stalled_websocket_tracker_holds_up_neither_the_swarm_nor_shutdown() {
+    let (stalled, accepted) = stalled_tracker().await;
+    let server = webtorrent::server::Server::bind(webtorrent::server::ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..webtorrent::server::ServerConfig::default()
+    })
+    .await
+    .expect("tracker starts");
+    let healthy = server.ws_url();
+
+    let data = content(2 * 1024 * 1024 + 33, 17);
+    let seeder = WebTorrent::new(webrtc_only_options()).await.unwrap();
+    let t = seeder
+        .seed(
+            "stalled.bin".to_string(),
+            Bytes::from(data.clone()),
+            Some(vec![stalled.clone(), healthy.clone()]),
+        )
+        .await
+        .unwrap();
+    let leecher = WebTorrent::new(webrtc_only_options()).await.unwrap();
+    let d = download_magnet(
+        &leecher,
+        &hex::encode(t.info_hash()),
+        &[&stalled, &healthy],
+        Duration::from_secs(90),
+        "download next to a stalled tracker",
+    )
+    .await;
+    assert_eq!(sha256_hex(&d.bytes().await.unwrap()), sha256_hex(&data));
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "both clients reached the stalled tracker"
+    );
+    // `stopped` waits at most the announce config's stop_timeout (5 s by default).
+    for (who, client) in [("leecher", leecher), ("seeder", seeder)] {
+        tokio::time::timeout(Duration::from_secs(30), client.destroy())
+            .await
+            .unwrap_or_else(|_| panic!("the {who} did not shut down"))
+            .unwrap();
+    }
+    server.shutdown().await;
+}

@@ -13,7 +13,7 @@ use web_sys::{
 use crate::util::js_error_message;
 
 /// How long ICE gathering may take before the offer or answer goes out with what it has.
-const ICE_GATHER_TIMEOUT_MS: u32 = 5_000;
+const ICE_GATHER_TIMEOUT_MS: u32 = webtorrent_core::signal::ICE_GATHER_TIMEOUT.as_millis() as u32;
 
 /// A WebRTC failure.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -59,8 +59,12 @@ pub struct SessionSettings {
     pub max_verify_backlog: usize,
     /// Announce to trackers at all.
     pub trackers: bool,
-    /// How long a WebRTC connection being set up may take before the session stops counting
-    /// it (the driver's own timeouts normally end it sooner).
+    /// How long a WebRTC connection being set up may take before the session gives it up
+    /// (`RtcAction::Abort`). Counted from the offer or answer being accepted; the default is
+    /// the longest a driver itself waits, 35 s: the sum of
+    /// [`ICE_GATHER_TIMEOUT`](crate::signal::ICE_GATHER_TIMEOUT) and
+    /// [`CHANNEL_OPEN_TIMEOUT`](crate::signal::CHANNEL_OPEN_TIMEOUT). So it only ends attempts
+    /// a driver lost track of.
     pub rtc_connect_timeout: Duration,
 }
 
@@ -73,7 +77,8 @@ impl SessionSettings {
             max_verifying: 8,
             max_verify_backlog: 16,
             trackers: true,
-            rtc_connect_timeout: Duration::from_secs(45),
+            rtc_connect_timeout: crate::signal::ICE_GATHER_TIMEOUT
+                + crate::signal::CHANNEL_OPEN_TIMEOUT,
         }
     }
 }

@@ -204,7 +204,7 @@ impl Routes {
             our_id,
             joined: HashSet::new(),
             connecting: HashMap::new(),
-            timeout: std::time::Duration::from_secs(45),
+            timeout: crate::signal::ICE_GATHER_TIMEOUT + crate::signal::CHANNEL_OPEN_TIMEOUT,
         }
     }
 

@@ -5,6 +5,14 @@ use std::time::Duration;
 
 use crate::tracker::ws::MAX_OFFERS;
 
+/// How long a driver waits for ICE gathering before it sends the SDP with the candidates it
+/// has (5 s, as simple-peer). Both drivers use this value.
+pub const ICE_GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a WebRTC data channel may take to open once both descriptions are set (30 s).
+/// Both drivers give up on the connection after it and report it failed.
+pub const CHANNEL_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[cfg(doc)]
 use super::{Output, SignalMachine};
 
@@ -34,8 +42,9 @@ pub struct Config {
     /// How long a scrape may wait for its reply (default 15 s, bittorrent-tracker's
     /// `REQUEST_TIMEOUT`).
     pub scrape_timeout: Duration,
-    /// How long the driver may take to open the socket before the attempt counts as failed
-    /// (default 15 s).
+    /// How long the driver may take to open the socket (TCP, TLS and the WebSocket handshake)
+    /// before the attempt counts as failed (default 15 s). Drivers bound their own connect
+    /// with this value rather than a constant of their own.
     pub connect_timeout: Duration,
     /// First reconnect delay; doubles per consecutive failed attempt (default 10 s,
     /// `RECONNECT_MINIMUM`).

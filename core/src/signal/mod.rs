@@ -84,7 +84,7 @@ use crate::rng::Rng;
 use crate::time::Time;
 use crate::tracker::ws::{ClientMessage, Offer};
 
-pub use config::Config;
+pub use config::{Config, CHANNEL_OPEN_TIMEOUT, ICE_GATHER_TIMEOUT};
 pub use types::{AnnounceParams, ConnectionState, Output, SignalStats};
 
 /// The random 20-byte id of an offer, chosen by the peer that made it.

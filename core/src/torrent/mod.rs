@@ -29,6 +29,7 @@ mod dispatch;
 mod metadata;
 pub use metadata::{METADATA_REQUEST_TIMEOUT, METADATA_RETRY_AFTER};
 mod pex;
+pub use pex::{PEX_MAX_ADDED, PEX_MAX_PER_PEER, PEX_MIN_INTERVAL};
 mod requests;
 mod selection;
 #[cfg(test)]

@@ -64,10 +64,11 @@ pub const MIN_BASE_TIMEOUT: Duration = Duration::from_millis(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpClientConfig {
     /// Wait for the first reply before retransmitting; doubles after every retransmission
-    /// (BEP 15: 15 s, the default).
+    /// (default 4 s; BEP 15 suggests 15 s, whose schedule outlasts every announce deadline).
     pub base_timeout: Duration,
     /// Retransmissions of an exchange before it fails with [`RequestError::Timeout`] (default
-    /// 3: waits of 15, 30, 60 and 120 s).
+    /// 2: waits of 4, 8 and 16 s, 28 s in all, inside the announcer's 30 s
+    /// [`request_timeout`](crate::announce::AnnounceConfig::request_timeout)).
     pub max_retries: u32,
     /// Most requests in flight at once, across all trackers (default 4096); more are refused
     /// with [`StartError::TooManyRequests`].
@@ -80,8 +81,8 @@ pub struct UdpClientConfig {
 impl Default for UdpClientConfig {
     fn default() -> Self {
         UdpClientConfig {
-            base_timeout: Duration::from_secs(15),
-            max_retries: 3,
+            base_timeout: Duration::from_secs(4),
+            max_retries: 2,
             max_pending: 4096,
             max_cached_connections: 1024,
         }
@@ -948,8 +949,16 @@ mod tests {
         )
     }
 
+    /// BEP 15's own schedule (15 s doubling, 3 retries), which these tests were written for.
     fn default_machine() -> UdpTrackerClient {
-        UdpTrackerClient::new(UdpClientConfig::default(), 7)
+        UdpTrackerClient::new(
+            UdpClientConfig {
+                base_timeout: Duration::from_secs(15),
+                max_retries: 3,
+                ..UdpClientConfig::default()
+            },
+            7,
+        )
     }
 
     fn params(n: u8) -> Announce {
@@ -1138,8 +1147,16 @@ mod tests {
     }
 
     #[test]
+    fn the_default_schedule_gives_up_inside_an_announce_deadline() {
+        let c = UdpClientConfig::default();
+        let total: Duration = (0..=c.max_retries).map(|n| c.wait(n)).sum();
+        assert_eq!(total, Duration::from_secs(4 + 8 + 16));
+        assert!(total < crate::announce::AnnounceConfig::default().request_timeout);
+    }
+
+    #[test]
     fn retransmits_after_base_times_two_to_the_n_then_gives_up() {
-        // BEP 15 defaults: 15 s, then 30, 60 and 120 s.
+        // BEP 15's schedule: 15 s, then 30, 60 and 120 s.
         let mut m = default_machine();
         let id = m.announce(ms(0), tracker(), params(1)).expect("start");
         let (first, _) = sent(&mut m);

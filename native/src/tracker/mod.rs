@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use tracing::debug;
 use webtorrent_core::announce::{AnnounceJob, Scheme, TrackerFailure, TrackerReply};
+use webtorrent_core::tracker::udp_client::UdpClientConfig;
 use webtorrent_core::tracker::{Event, MAX_PEERS};
 use webtorrent_core::{InfoHash, PeerId};
 
@@ -50,11 +51,10 @@ pub struct TrackerClientConfig {
     /// (default 15 s).
     pub http_timeout: Duration,
     /// Wait for the first UDP reply before retransmitting; doubles after every retransmission
-    /// (default 4 s; BEP 15 suggests 15 s, whose schedule outlasts any announce's deadline).
+    /// (default: core's `UdpClientConfig` default, 4 s).
     pub udp_base_timeout: Duration,
     /// Retransmissions of a UDP request before giving up with [`TrackerError::Timeout`]
-    /// (default 2: waits of 4, 8 and 16 s, 28 s in all, inside the announcer's 30 s
-    /// `request_timeout`, which torrents bound every announce by).
+    /// (default: core's, 2, so 28 s in all, inside the announcer's 30 s `request_timeout`).
     pub udp_max_retries: u32,
     /// Largest HTTP response body accepted, in bytes (default 2 MiB).
     pub max_response_bytes: usize,
@@ -71,8 +71,8 @@ impl Default for TrackerClientConfig {
     fn default() -> Self {
         TrackerClientConfig {
             http_timeout: Duration::from_secs(15),
-            udp_base_timeout: Duration::from_secs(4),
-            udp_max_retries: 2,
+            udp_base_timeout: UdpClientConfig::default().base_timeout,
+            udp_max_retries: UdpClientConfig::default().max_retries,
             max_response_bytes: 2 * 1024 * 1024,
             user_agent: concat!("webtorrent-rs/", env!("CARGO_PKG_VERSION")).to_string(),
             bind_v4: None,

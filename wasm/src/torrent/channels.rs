@@ -27,7 +27,8 @@ const CHANNEL_HIGH_WATER: u32 = 1024 * 1024;
 /// `bufferedamountlow` fires below this.
 const CHANNEL_LOW_WATER: u32 = 256 * 1024;
 /// A data channel that has not opened after this long is abandoned.
-const CHANNEL_OPEN_TIMEOUT_MS: u32 = 30_000;
+const CHANNEL_OPEN_TIMEOUT_MS: u32 =
+    webtorrent_core::signal::CHANNEL_OPEN_TIMEOUT.as_millis() as u32;
 
 /// A connected (or connecting) WebRTC peer.
 struct Peer {
