@@ -13,11 +13,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use webtorrent_core::announce::{AnnounceConfig, AnnounceJob, Scheme, SchemeSet, TrackerFailure};
 use webtorrent_core::metainfo::Metainfo;
