@@ -55,6 +55,7 @@ pub mod server;
 #[cfg(feature = "webrtc")]
 mod signal;
 pub mod storage;
+pub mod stream;
 mod task;
 #[cfg(all(test, not(feature = "webrtc")))]
 mod tcp_only_tests;
@@ -65,6 +66,7 @@ pub use client::{AddOptions, Admit, TorrentSource, WebTorrent};
 pub use creator::TorrentCreator;
 pub use error::{Error, Result};
 pub use options::{human_bytes, WebTorrentOptions, DEFAULT_MEMORY_LIMIT};
+pub use stream::FileReader;
 pub use torrent::{Event, Torrent, TorrentFile};
 pub use webtorrent_core as core;
 pub use webtorrent_core::{InfoHash, PeerId};

@@ -284,6 +284,34 @@ impl Torrent {
         Ok(())
     }
 
+    /// Waits until the metadata is known (at once for `.torrent` inputs) and returns it.
+    pub async fn wait_metadata(&self) -> Result<Arc<Metainfo>> {
+        let mut events = self.subscribe();
+        loop {
+            if let Some(m) = self.metainfo() {
+                return Ok(m);
+            }
+            if let Some(why) = self.refused() {
+                return Err(Error::Options(format!("the torrent was refused: {why}")));
+            }
+            // The status is set before `Metadata` goes out; the timeout only covers a
+            // subscriber that lagged behind.
+            if let Ok(Err(broadcast::error::RecvError::Closed)) =
+                tokio::time::timeout(Duration::from_millis(500), events.recv()).await
+            {
+                return Err(Error::Shutdown);
+            }
+        }
+    }
+
+    /// A reader of file `index` of [`files`](Self::files) (`AsyncRead + AsyncSeek`) that
+    /// waits for the pieces it reads and has them fetched first, while the torrent
+    /// downloads. Selects the file if it was deselected. Fails before the metadata is known
+    /// (see [`wait_metadata`](Self::wait_metadata)) or for an index out of range.
+    pub fn file_reader(&self, index: usize) -> Result<crate::stream::FileReader> {
+        crate::stream::FileReader::new(self.clone(), index)
+    }
+
     /// Reads `len` bytes at `offset` of the torrent's content (verified pieces only are
     /// guaranteed to be correct).
     pub async fn read(&self, offset: u64, len: usize) -> Result<Bytes> {

@@ -49,6 +49,7 @@ use crate::rng::Rng;
 use bits::{Bits, PeerBits};
 use order::Order;
 
+pub use selection::MAX_PRIORITY_RANGES;
 pub use types::{PeerPieces, PeerView, PickerConfig, PickerError, Received};
 
 /// Most copies of one block that can be outstanding at once (end-game).
@@ -138,7 +139,7 @@ pub struct Picker {
     wanted_missing: u32,
     missing_bytes: u64,
     num_requests: usize,
-    range: Option<Range<u32>>,
+    ranges: Vec<Range<u32>>,
     peers: BTreeMap<PeerKey, PeerState>,
 }
 
@@ -186,7 +187,7 @@ impl Picker {
             wanted_missing: 0,
             missing_bytes: 0,
             num_requests: 0,
-            range: None,
+            ranges: Vec::new(),
             peers: BTreeMap::new(),
         };
         for p in 0..n {
@@ -280,7 +281,7 @@ impl Picker {
     }
 
     fn in_range(&self, p: u32) -> bool {
-        self.range.as_ref().is_some_and(|r| r.contains(&p))
+        self.ranges.iter().any(|r| r.contains(&p))
     }
 
     /// The block's number within its piece, if it is one of this torrent's blocks.

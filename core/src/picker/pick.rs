@@ -68,8 +68,9 @@ impl Picker {
         need: &mut usize,
         out: &mut Vec<Block>,
     ) {
-        // 1. The priority range, in order.
-        if let Some(r) = self.range.clone() {
+        // 1. The priority ranges, each in order, the first range first.
+        for i in 0..self.ranges.len() {
+            let r = self.ranges[i].clone();
             let mut from = r.start;
             while *need > 0 {
                 let Some(p) = next_in(from, r.end, |w| self.pickable.word(w) & bits.word(w)) else {
@@ -79,6 +80,9 @@ impl Picker {
                     self.take(p, peer, need, out);
                 }
                 from = p + 1;
+            }
+            if *need == 0 {
+                break;
             }
         }
         // 2. Pieces in progress.

@@ -12,27 +12,55 @@ use super::{Picker, NONE};
 /// order instead of moving pieces one at a time.
 const BULK_DIVISOR: u32 = 16;
 
+/// Most priority ranges kept at once (stream readers of one torrent).
+pub const MAX_PRIORITY_RANGES: usize = 64;
+
 impl Picker {
     /// Pieces overlapping this byte range of the torrent are picked first, in order
-    /// (streaming). `None` or an empty range clears it.
+    /// (streaming). `None` or an empty range clears it. The same as
+    /// [`set_priority_ranges`](Self::set_priority_ranges) with one range or none.
     pub fn set_priority_range(&mut self, range: Option<Range<u64>>) {
+        let ranges: &[Range<u64>] = match &range {
+            Some(r) => std::slice::from_ref(r),
+            None => &[],
+        };
+        self.set_priority_ranges(ranges);
+    }
+
+    /// Pieces overlapping these byte ranges are picked first: the first range's pieces in
+    /// order, then the second's, and so on (one range per stream reader, the most urgent
+    /// first). Empty ranges are ignored, ranges past the end are cut to it, and at most
+    /// [`MAX_PRIORITY_RANGES`] are kept.
+    pub fn set_priority_ranges(&mut self, ranges: &[Range<u64>]) {
         let pl = u64::from(self.layout.piece_length());
         let n = u64::from(self.num_pieces());
-        let new = range.filter(|r| r.start < r.end).and_then(|r| {
+        let total = self.layout.total_length();
+        let mut new: Vec<Range<u32>> = Vec::new();
+        for r in ranges {
+            if new.len() == MAX_PRIORITY_RANGES {
+                break;
+            }
+            if r.start >= r.end {
+                continue;
+            }
             let start = r.start / pl;
-            let end = r.end.min(self.layout.total_length()).div_ceil(pl).min(n);
-            (start < end).then_some(start as u32..end as u32)
-        });
-        if new == self.range {
+            let end = r.end.min(total).div_ceil(pl).min(n);
+            if start < end {
+                new.push(start as u32..end as u32);
+            }
+        }
+        if new == self.ranges {
             return;
         }
-        let old = std::mem::replace(&mut self.range, new.clone());
-        let touched: u32 = [&old, &new]
+        let old = std::mem::replace(&mut self.ranges, new);
+        let touched: u32 = old
             .iter()
-            .filter_map(|r| r.as_ref().map(|r| r.len() as u32))
+            .chain(self.ranges.iter())
+            .map(|r| r.len() as u32)
             .sum();
         let bulk = touched > self.num_pieces() / BULK_DIVISOR;
-        for r in [old, new].into_iter().flatten() {
+        let new = self.ranges.clone();
+        for r in old.into_iter().chain(new) {
             for p in r {
                 self.refresh(p, !bulk);
             }
@@ -42,9 +70,14 @@ impl Picker {
         }
     }
 
-    /// The priority range, as piece indexes.
+    /// The first priority range, as piece indexes.
     pub fn priority_pieces(&self) -> Option<Range<u32>> {
-        self.range.clone()
+        self.ranges.first().cloned()
+    }
+
+    /// Every priority range, as piece indexes, most urgent first.
+    pub fn priority_ranges(&self) -> &[Range<u32>] {
+        &self.ranges
     }
 
     /// Whether we want the piece at all (priority zero: never picked). Requests already sent

@@ -409,6 +409,34 @@ fn priority_range_picked_in_order() {
 }
 
 #[test]
+fn priority_ranges_first_range_first() {
+    let l = layout(32 * KIB, 100 * 32 * KIB);
+    let mut p = picker(l, cfg(), 4);
+    let all = Bitfield::full(100);
+    p.peer_bitfield(&all);
+    let pl = 32 * KIB;
+    // Two readers: the urgent one near the end, the other near the start.
+    p.set_priority_ranges(&[80 * pl..82 * pl, 10 * pl..12 * pl, 5..5]);
+    assert_eq!(p.priority_ranges(), &[80..82, 10..12]);
+    assert_eq!(p.priority_pieces(), Some(80..82));
+    p.check_invariants();
+    let got = pick(&mut p, 1, PeerView::seed(), 2 * 4);
+    assert_eq!(pieces_of(&got), [80, 81, 10, 11]);
+    // Past the cap, later ranges are dropped; a range past the end is cut to it.
+    let many: Vec<_> = (0..MAX_PRIORITY_RANGES as u64 + 5)
+        .map(|i| i * pl..i * pl + 1)
+        .collect();
+    p.set_priority_ranges(&many);
+    assert_eq!(p.priority_ranges().len(), MAX_PRIORITY_RANGES);
+    p.set_priority_ranges(std::slice::from_ref(&(99 * pl..u64::MAX)));
+    assert_eq!(p.priority_ranges(), std::slice::from_ref(&(99..100)));
+    p.check_invariants();
+    p.set_priority_ranges(&[]);
+    assert!(p.priority_ranges().is_empty());
+    p.check_invariants();
+}
+
+#[test]
 fn resume_from_partial_have() {
     let l = layout(16 * KIB, 10 * 16 * KIB - 100);
     let have = bf(&l, &[0, 2, 4, 6, 9]);
@@ -814,7 +842,13 @@ fn run_ops(l: Layout, config: PickerConfig, seed: u64, ops: &[Op]) -> Result<(),
             Op::Range { start, len } => {
                 let pl = u64::from(l.piece_length());
                 let s = u64::from(start) * pl / 3;
-                p.set_priority_range((len > 0).then(|| s..s + u64::from(len) * pl));
+                if start % 2 == 0 {
+                    p.set_priority_range((len > 0).then(|| s..s + u64::from(len) * pl));
+                } else {
+                    // Two readers: one here, one a third of the way further on.
+                    let t = s + u64::from(n) * pl / 3;
+                    p.set_priority_ranges(&[s..s + u64::from(len) * pl, t..t + pl]);
+                }
             }
             Op::Want { piece, on } => {
                 if n > 0 {

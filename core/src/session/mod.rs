@@ -599,6 +599,25 @@ impl TorrentSession {
         Ok(())
     }
 
+    /// Fetches the pieces covering these byte ranges first, the first range first (one per
+    /// stream reader); an empty list clears them.
+    pub fn set_priority_ranges(
+        &mut self,
+        now: Time,
+        ranges: &[Range<u64>],
+    ) -> Result<(), SelectionError> {
+        self.now = now;
+        self.torrent.set_priority_ranges(now, ranges)?;
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Whether piece `index` is verified and stored (`false` before the metadata or out of
+    /// range).
+    pub fn has_piece(&self, index: u32) -> bool {
+        self.torrent.have().is_some_and(|b| b.get_raw(index))
+    }
+
     /// When to feed [`Input::Timeout`] next.
     pub fn poll_timeout(&self) -> Time {
         let mut next = self.torrent.poll_timeout();

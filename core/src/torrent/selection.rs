@@ -143,6 +143,31 @@ impl Torrent {
         Ok(())
     }
 
+    /// Several priority ranges at once (one per stream reader), the most urgent first: the
+    /// first range's pieces are fetched in order, then the second's, and so on. An empty
+    /// list clears them; at most [`MAX_PRIORITY_RANGES`](crate::picker::MAX_PRIORITY_RANGES)
+    /// are kept.
+    ///
+    /// Errors if a range is reversed or ends past the torrent's end, or there is no metadata
+    /// yet; nothing changes then.
+    pub fn set_priority_ranges(
+        &mut self,
+        now: Time,
+        ranges: &[Range<u64>],
+    ) -> Result<(), SelectionError> {
+        self.now = self.now.max(now);
+        let Some(c) = &mut self.content else {
+            return Err(SelectionError::NoMetadata);
+        };
+        let total = c.meta.info.total_length();
+        if ranges.iter().any(|r| r.start > r.end || r.end > total) {
+            return Err(SelectionError::OutOfRange);
+        }
+        c.picker.set_priority_ranges(ranges);
+        self.fill_all_requests(now);
+        Ok(())
+    }
+
     /// After what we want or have changed: our interest in every peer, then requests.
     fn refresh_interest(&mut self, now: Time) {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();

@@ -903,6 +903,30 @@ fn selection_needs_the_metadata_and_a_valid_range() {
     assert_eq!(first, [20, 21, 22]);
     t.set_priority_range(now, Some(total..total)).unwrap();
     t.set_priority_range(now, None).unwrap();
+    // Several ranges: checked the same way, one bad range changes nothing.
+    assert_eq!(
+        magnet.set_priority_ranges(now, std::slice::from_ref(&(0..1))),
+        Err(SelectionError::NoMetadata)
+    );
+    assert_eq!(
+        t.set_priority_ranges(now, &[0..1, 0..total + 1]),
+        Err(SelectionError::OutOfRange)
+    );
+    // A fresh torrent, so that no earlier request is outstanding.
+    let mut t = Torrent::new(
+        TorrentConfig::new(Id20([1; 20])),
+        m.clone(),
+        Bitfield::new(40),
+        7,
+        now,
+    )
+    .unwrap();
+    t.set_priority_ranges(now, &[30 * 16384..32 * 16384, 5 * 16384..6 * 16384])
+        .unwrap();
+    let mut s = remote_with(&mut t, now, 3, &m, &Bitfield::full(40));
+    let (reqs, _) = requests_and_cancels(&mut s);
+    let first: Vec<u32> = reqs.iter().take(3).map(|q| q.index).collect();
+    assert_eq!(first, [30, 31, 5]);
 }
 
 #[test]

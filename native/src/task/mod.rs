@@ -88,6 +88,18 @@ pub(crate) enum TaskMsg {
         wanted: Vec<bool>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// A stream reader's priority window (`None`: the reader is gone); the reader's file is
+    /// selected if it was not.
+    Stream {
+        id: u64,
+        file: usize,
+        window: Option<std::ops::Range<u64>>,
+    },
+    /// Answer once piece `piece` is verified and stored (at once if it is).
+    WaitPiece {
+        piece: u32,
+        reply: oneshot::Sender<()>,
+    },
     /// A byte range to fetch first.
     Prioritize {
         range: Option<std::ops::Range<u64>>,
@@ -143,6 +155,12 @@ pub(crate) struct Task {
     /// How long a TCP dial may take (the session's `connect_timeout`).
     connect_timeout: Duration,
     stopped: bool,
+    /// Stream readers' priority windows, by reader id (oldest reader first).
+    streams: std::collections::BTreeMap<u64, std::ops::Range<u64>>,
+    /// The range set with `Torrent::prioritize`, fetched after the readers' windows.
+    user_priority: Option<std::ops::Range<u64>>,
+    /// Readers waiting for a piece.
+    piece_waiters: HashMap<u32, Vec<oneshot::Sender<()>>>,
 }
 
 fn tracker_failure(e: TrackerError) -> TrackerFailure {
@@ -223,6 +241,9 @@ impl Task {
             magnet,
             connect_timeout,
             stopped: false,
+            streams: Default::default(),
+            user_priority: None,
+            piece_waiters: HashMap::new(),
         };
         if !init.peers.is_empty() {
             task.input(Input::AddPeers(init.peers));
@@ -363,13 +384,77 @@ impl Task {
                 let _ = reply.send(res.map_err(|e| e.to_string()));
             }
             TaskMsg::Prioritize { range, reply } => {
-                let now = self.now();
-                let res = self.session.set_priority_range(now, range);
-                let _ = reply.send(res.map_err(|e| e.to_string()));
+                let previous = std::mem::replace(&mut self.user_priority, range);
+                let res = self.apply_priorities();
+                if res.is_err() {
+                    self.user_priority = previous;
+                }
+                let _ = reply.send(res);
+            }
+            TaskMsg::Stream { id, file, window } => {
+                match window {
+                    Some(w) => {
+                        self.streams.insert(id, w);
+                        self.want_file(file);
+                    }
+                    None => {
+                        self.streams.remove(&id);
+                    }
+                }
+                self.piece_waiters.retain(|_, v| {
+                    v.retain(|s| !s.is_closed());
+                    !v.is_empty()
+                });
+                if let Err(e) = self.apply_priorities() {
+                    debug!("stream window not applied: {e}");
+                }
+            }
+            TaskMsg::WaitPiece { piece, reply } => {
+                if self.session.has_piece(piece) {
+                    let _ = reply.send(());
+                } else {
+                    self.piece_waiters.entry(piece).or_default().push(reply);
+                }
             }
             TaskMsg::Stop(reply) => {
                 *stop_reply = Some(reply);
                 self.input(Input::Stop);
+            }
+        }
+    }
+
+    /// Hands the session the readers' windows, then the user's range. Every reader's next
+    /// two pieces come before any reader's read-ahead, so one reader's long window never
+    /// keeps another waiting.
+    fn apply_priorities(&mut self) -> Result<(), String> {
+        let piece = self
+            .session
+            .metainfo()
+            .map_or(0, |m| u64::from(m.info.layout.piece_length()));
+        let heads = self
+            .streams
+            .values()
+            .map(|w| w.start..w.end.min(w.start.saturating_add(2 * piece)));
+        let mut ranges: Vec<std::ops::Range<u64>> = heads.collect();
+        ranges.extend(self.streams.values().cloned());
+        ranges.extend(self.user_priority.clone());
+        let now = self.now();
+        self.session
+            .set_priority_ranges(now, &ranges)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Selects file `file` if it was deselected: a reader of it needs its pieces.
+    fn want_file(&mut self, file: usize) {
+        let Some(mut wanted) = self.session.files_wanted() else {
+            return;
+        };
+        if wanted.get(file) == Some(&false) {
+            wanted[file] = true;
+            info!(file, "file selected: a stream reader opened it");
+            let now = self.now();
+            if let Err(e) = self.session.set_files_wanted(now, &wanted) {
+                debug!("selecting file {file} for a reader: {e}");
             }
         }
     }
@@ -604,11 +689,15 @@ impl Task {
         if let Some(w) = e.warning() {
             warn!("{w}");
         }
-        // Handles read these at once; the rest reaches them with the next (rate-limited) drive.
+        // Handles read these at once, before the event reaches them (a subscriber woken by
+        // `Metadata` finds the metainfo); the rest reach them with the next (rate-limited) drive.
         let force = matches!(
             e,
             SessionEvent::Ready | SessionEvent::Done { .. } | SessionEvent::Refused(_)
         );
+        if force {
+            self.update_status(true);
+        }
         match e {
             SessionEvent::PeerConnected {
                 peer_id,
@@ -628,7 +717,17 @@ impl Task {
             }
             SessionEvent::PeerBanned { addr } => self.events.send(Event::PeerBanned { addr }),
             SessionEvent::Ready if self.magnet => self.events.send(Event::Metadata),
-            SessionEvent::PieceVerified(p) => self.events.send(Event::PieceVerified(p.get())),
+            SessionEvent::PieceVerified(p) => {
+                let waiters = self.piece_waiters.remove(&p.get()).unwrap_or_default();
+                if !waiters.is_empty() {
+                    // The readers read through the handle's storage.
+                    self.update_status(true);
+                }
+                for w in waiters {
+                    let _ = w.send(());
+                }
+                self.events.send(Event::PieceVerified(p.get()))
+            }
             SessionEvent::HashFailed(_)
             | SessionEvent::StoreFailed(_)
             | SessionEvent::MetadataFailed { .. } => {
@@ -678,9 +777,6 @@ impl Task {
                 error: error.to_string(),
             }),
             SessionEvent::Metadata | SessionEvent::Ready => {}
-        }
-        if force {
-            self.update_status(true);
         }
     }
 
