@@ -110,6 +110,12 @@ pub struct AddOptions {
     /// For magnet links and info hashes: asked when the metadata arrives, before anything is
     /// stored. A refusal stops the torrent ([`Event::Refused`](crate::Event)).
     pub admit: Option<Admit>,
+    /// Download only these files (indexes into [`Torrent::files`](crate::Torrent::files));
+    /// `None` downloads all. Applied as soon as the metadata is known, before any piece is
+    /// requested; pieces shared with a selected file are still fetched. An index out of range
+    /// refuses the torrent. Change it later with
+    /// [`Torrent::select_files`](crate::Torrent::select_files).
+    pub select: Option<Vec<usize>>,
 }
 
 type AdmitFn = dyn Fn(&Metainfo) -> std::result::Result<(), String> + Send + Sync;
@@ -335,7 +341,7 @@ impl WebTorrent {
         let meta = Arc::new(created.metainfo);
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::from_bytes(data));
         let have = Bitfield::full(meta.info.num_pieces());
-        self.start(meta, Some(storage), Some(have), Vec::new(), None)
+        self.start(meta, Some(storage), Some(have), Vec::new(), None, None)
     }
 
     /// Seeds a file or a folder from disk, reading it piece by piece.
@@ -354,7 +360,14 @@ impl WebTorrent {
         let storage: Arc<dyn Storage> =
             Arc::new(FileStorage::read_only(&folder, Arc::new(meta.info.clone())));
         let have = Bitfield::full(meta.info.num_pieces());
-        self.start(meta, Some(storage), Some(have), Vec::new(), Some(folder))
+        self.start(
+            meta,
+            Some(storage),
+            Some(have),
+            Vec::new(),
+            Some(folder),
+            None,
+        )
     }
 
     /// Seeds (or resumes) a torrent whose data is already in `folder`: existing pieces are
@@ -456,6 +469,7 @@ impl WebTorrent {
             Some(have),
             opts.peers,
             Some(folder),
+            None,
         )
     }
 
@@ -490,13 +504,17 @@ impl WebTorrent {
                 let tiers = extra_tier(m.trackers.iter().map(|t| vec![t.clone()]).collect());
                 let mut peers = opts.peers.clone();
                 peers.extend(m.peers.iter().filter_map(|p| p.parse::<SocketAddr>().ok()));
-                return self.start_magnet(m.info_hash, m.name, tiers, peers, folder, opts.admit);
+                return self.start_magnet(m.info_hash, m.name, tiers, peers, folder, &opts);
             }
             TorrentSource::InfoHash(h) => {
                 let tiers = extra_tier(Vec::new());
-                return self.start_magnet(h, None, tiers, opts.peers, folder, opts.admit);
+                let peers = opts.peers.clone();
+                return self.start_magnet(h, None, tiers, peers, folder, &opts);
             }
         };
+        if let Some(sel) = &opts.select {
+            crate::task::check_selection(sel, &meta).map_err(Error::Options)?;
+        }
         let mut meta = meta;
         meta.announce_list = extra_tier(meta.trackers());
         let meta = Arc::new(meta);
@@ -523,7 +541,14 @@ impl WebTorrent {
                 (Arc::new(memory), Bitfield::new(meta.info.num_pieces()))
             }
         };
-        self.start(meta, Some(storage), Some(have), opts.peers, folder)
+        self.start(
+            meta,
+            Some(storage),
+            Some(have),
+            opts.peers,
+            folder,
+            opts.select,
+        )
     }
 
     fn start_magnet(
@@ -533,7 +558,7 @@ impl WebTorrent {
         trackers: Vec<Vec<String>>,
         peers: Vec<SocketAddr>,
         folder: Option<PathBuf>,
-        admit: Option<Admit>,
+        opts: &AddOptions,
     ) -> Result<Torrent> {
         let status = Arc::new(Mutex::new(Status::default()));
         self.spawn(
@@ -548,7 +573,8 @@ impl WebTorrent {
                 events: Events::default(),
                 done: watch::channel(false).0,
                 folder: folder.clone(),
-                admit,
+                admit: opts.admit.clone(),
+                select: opts.select.clone(),
             },
             name.unwrap_or_else(|| info_hash.to_hex()),
             folder,
@@ -562,6 +588,7 @@ impl WebTorrent {
         have: Option<Bitfield>,
         peers: Vec<SocketAddr>,
         folder: Option<PathBuf>,
+        select: Option<Vec<usize>>,
     ) -> Result<Torrent> {
         let status = Arc::new(Mutex::new(Status {
             meta: Some(meta.clone()),
@@ -582,6 +609,7 @@ impl WebTorrent {
                 done: watch::channel(false).0,
                 folder: folder.clone(),
                 admit: None,
+                select,
             },
             name,
             folder,

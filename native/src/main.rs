@@ -125,6 +125,35 @@ enum Cmd {
         /// Upload limit in bytes per second (while downloading and with --seed).
         #[arg(long)]
         upload_limit: Option<u64>,
+        /// Download only these files, by the numbers `webtorrent info` shows (e.g. 0,2 or
+        /// 1-3); the others are not written, apart from pieces they share with these.
+        #[arg(long, value_name = "LIST", value_parser = parse_indexes)]
+        select: Option<Indexes>,
+    },
+    /// Download a torrent and serve its files over HTTP as they arrive: prints one URL per
+    /// file that a media player or browser can open and seek in (Range requests) long before
+    /// the download completes. Keeps serving and seeding until interrupted.
+    Stream {
+        /// A magnet link, .torrent file or info hash.
+        source: String,
+        /// Serve and download only this file (a number `webtorrent info` shows).
+        #[arg(long)]
+        file: Option<usize>,
+        /// Where the HTTP server listens: ADDRESS:PORT, or a port alone for 127.0.0.1.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8001", value_parser = parse_listen)]
+        listen: std::net::SocketAddr,
+        /// Folder the files are written to.
+        #[arg(short = 'o', long = "out", default_value = ".")]
+        out: PathBuf,
+        /// Tracker URL (repeatable), in addition to the torrent's own.
+        #[arg(long = "announce", short = 'a')]
+        announce: Vec<String>,
+        /// TCP listen port for peers.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Connect to this peer directly (repeatable), e.g. 127.0.0.1:6881.
+        #[arg(long = "peer")]
+        peers: Vec<std::net::SocketAddr>,
     },
     /// Run a tracker (HTTP, WebSocket and UDP) and the browser page on one port, and
     /// optionally seed files through it, until interrupted (SIGINT/SIGTERM).
@@ -252,6 +281,53 @@ impl BridgeArgs {
             ..BridgeConfig::default()
         })
     }
+}
+
+/// File numbers given on the command line.
+#[derive(Debug, Clone)]
+struct Indexes(Vec<usize>);
+
+/// File numbers: `0,2,5` or ranges such as `1-3`, as `webtorrent info` numbers them.
+fn parse_indexes(s: &str) -> Result<Indexes, String> {
+    let bad =
+        || format!("{s:?}: give file numbers as `webtorrent info` shows them, e.g. 0,2 or 1-3");
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let a: usize = a.trim().parse().map_err(|_| bad())?;
+                let b: usize = b.trim().parse().map_err(|_| bad())?;
+                if b < a || b - a > 1_000_000 {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if out.is_empty() {
+        return Err(bad());
+    }
+    Ok(Indexes(out))
+}
+
+/// A listen address: `HOST:PORT`, `localhost:PORT` or a port alone (on 127.0.0.1).
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::{Ipv4Addr, SocketAddr};
+    let t = s.trim();
+    if let Ok(port) = t.trim_start_matches(':').parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    if let Some(port) = t.strip_prefix("localhost:") {
+        if let Ok(port) = port.parse::<u16>() {
+            return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        }
+    }
+    t.parse().map_err(|_| {
+        format!(
+            "{s:?} is not an address to listen on; write e.g. 127.0.0.1:8001, [::1]:8001 or 8001"
+        )
+    })
 }
 
 /// A byte count: digits, optionally followed by a unit (K, M, G, T, with or without `iB`/`B`,
@@ -457,8 +533,9 @@ async fn run(cli: Cli) -> AnyResult<()> {
             timeout,
             download_limit,
             upload_limit,
+            select,
         } => {
-            std::fs::create_dir_all(&out)?;
+            create_out_dir(&out)?;
             let client = WebTorrent::new(WebTorrentOptions {
                 download_limit,
                 upload_limit,
@@ -472,6 +549,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                         announce,
                         download_dir: Some(out.clone()),
                         peers,
+                        select: select.clone().map(|s| s.0),
                         ..AddOptions::default()
                     },
                 )
@@ -496,9 +574,14 @@ async fn run(cli: Cli) -> AnyResult<()> {
             }
             if !quiet {
                 eprintln!(
-                    "done: {} ({} bytes) in {}",
+                    "done: {} ({} bytes{}) in {}",
                     torrent.name(),
                     torrent.length(),
+                    if select.is_some() {
+                        ", the selected files"
+                    } else {
+                        ""
+                    },
                     out.display()
                 );
             }
@@ -512,6 +595,27 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 watcher.abort();
             }
             client.destroy().await?;
+        }
+        Cmd::Stream {
+            source,
+            file,
+            listen,
+            out,
+            announce,
+            port,
+            peers,
+        } => {
+            stream(StreamArgs {
+                source,
+                file,
+                listen,
+                out,
+                announce,
+                port,
+                peers,
+                quiet,
+            })
+            .await?
         }
         #[cfg(feature = "server")]
         Cmd::Serve {
@@ -706,6 +810,10 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
     } else {
         None
     };
+    if let Some(c) = &client {
+        let c = c.clone();
+        srv.set_torrents(Arc::new(move |ih| c.get(ih)));
+    }
     let mut bridge = None;
     if let (Some(c), Some(config)) = (&client, a.bridge.clone()) {
         let data = config.data_dir.clone();
@@ -755,6 +863,13 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
             say!("{}", t.magnet_uri());
             if !a.quiet {
                 eprintln!("seeding {} ({})", t.name(), t.info_hash().to_hex());
+                let url = srv.stream_url(t.info_hash(), 0);
+                let url = match url.strip_suffix("/0") {
+                    // Several files: the list of their stream URLs.
+                    Some(list) if t.files().len() > 1 => list.to_string(),
+                    _ => url,
+                };
+                eprintln!("  stream it at {url}");
             }
         }
         if !a.quiet && !a.files.is_empty() {
@@ -824,12 +939,126 @@ fn info(source: &str) -> AnyResult<()> {
             say!("tracker:      [tier {i}] {t}");
         }
     }
-    for f in &m.info.files {
-        if !f.padding {
-            say!("file:         {} ({} bytes)", f.path_string(), f.length);
-        }
+    for (i, f) in m.info.files.iter().filter(|f| !f.padding).enumerate() {
+        say!("file {i:<7} {} ({} bytes)", f.path_string(), f.length);
     }
     Ok(())
+}
+
+/// Creates the output folder, or says why it cannot be one.
+fn create_out_dir(out: &Path) -> AnyResult<()> {
+    if out.is_file() {
+        return Err(format!(
+            "-o {} is a file; pass the folder to write into (it is created when missing)",
+            out.display()
+        )
+        .into());
+    }
+    std::fs::create_dir_all(out).map_err(|e| {
+        format!(
+            "cannot create the folder {}: {e}; pass another with -o",
+            out.display()
+        )
+    })?;
+    Ok(())
+}
+
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
+struct StreamArgs {
+    source: String,
+    file: Option<usize>,
+    listen: std::net::SocketAddr,
+    out: PathBuf,
+    announce: Vec<String>,
+    port: Option<u16>,
+    peers: Vec<std::net::SocketAddr>,
+    quiet: bool,
+}
+
+/// `webtorrent stream`: download, and serve the files over HTTP while they arrive.
+#[cfg(feature = "server")]
+async fn stream(a: StreamArgs) -> AnyResult<()> {
+    use webtorrent::server::stream::StreamServer;
+    create_out_dir(&a.out)?;
+    let client = WebTorrent::new(options(a.port, Some(a.out.clone()))).await?;
+    let torrent = client
+        .add_with(
+            a.source.as_str(),
+            AddOptions {
+                announce: a.announce,
+                download_dir: Some(a.out.clone()),
+                peers: a.peers,
+                select: a.file.map(|f| vec![f]),
+                ..AddOptions::default()
+            },
+        )
+        .await?;
+    let lookup_client = client.clone();
+    let index_client = client.clone();
+    let server = match StreamServer::bind(
+        a.listen,
+        Arc::new(move |ih| lookup_client.get(ih)),
+        Arc::new(move || index_client.torrents()),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            client.destroy().await?;
+            return Err(format!(
+                "{e}; pass another address with --listen (e.g. --listen 127.0.0.1:0 for any free port)"
+            )
+            .into());
+        }
+    };
+    if !a.quiet && torrent.metainfo().is_none() {
+        eprintln!("waiting for the torrent's metadata from peers…");
+    }
+    let meta = tokio::select! {
+        m = torrent.wait_metadata() => m,
+        _ = wait_for_signal() => {
+            client.destroy().await?;
+            return Err("interrupted".into());
+        }
+    };
+    let meta = match meta {
+        Ok(m) => m,
+        Err(e) => {
+            client.destroy().await?;
+            return Err(e.into());
+        }
+    };
+    let files = torrent.files();
+    for (i, f) in files.iter().enumerate() {
+        if a.file.is_none_or(|n| n == i) {
+            say!("{}", server.url(meta.info_hash, i));
+            if !a.quiet {
+                eprintln!("  file {i}: {} ({} bytes)", f.path, f.length);
+            }
+        }
+    }
+    if !a.quiet {
+        eprintln!(
+            "serving on http://{}/ while downloading into {} (Ctrl+C to stop)",
+            server.local_addr(),
+            a.out.display()
+        );
+    }
+    let watcher = watch(torrent.clone(), a.quiet, true);
+    wait_for_signal().await;
+    watcher.abort();
+    server.shutdown().await;
+    client.destroy().await?;
+    Ok(())
+}
+
+#[cfg(not(feature = "server"))]
+async fn stream(_a: StreamArgs) -> AnyResult<()> {
+    Err(
+        "`stream` needs the HTTP server: this webtorrent was built without the `server` \
+         feature; rebuild with default features"
+            .into(),
+    )
 }
 
 async fn hash_with_progress(

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tokio::sync::oneshot;
 
@@ -161,34 +161,30 @@ impl FileReader {
     }
 }
 
-impl AsyncRead for FileReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
+impl FileReader {
+    /// The next bytes at the position, at most `max` (fewer at a piece boundary), without
+    /// copying; empty at the end of the file. Waits for the piece like a read does.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Bytes>> {
         loop {
-            if !this.buf.is_empty() {
-                let n = this.buf.len().min(out.remaining());
-                out.put_slice(&this.buf[..n]);
-                this.buf.advance(n);
-                this.pos += n as u64;
-                return Poll::Ready(Ok(()));
+            if !self.buf.is_empty() {
+                let n = self.buf.len().min(max);
+                let out = self.buf.split_to(n);
+                self.pos += n as u64;
+                return Poll::Ready(Ok(out));
             }
-            if this.pos >= this.len() || out.remaining() == 0 {
-                return Poll::Ready(Ok(()));
+            if self.pos >= self.len() || max == 0 {
+                return Poll::Ready(Ok(Bytes::new()));
             }
-            if this.fetch.is_none() {
-                this.fetch = Some(this.start_fetch());
+            if self.fetch.is_none() {
+                self.fetch = Some(self.start_fetch());
             }
-            let Some(fetch) = this.fetch.as_mut() else {
+            let Some(fetch) = self.fetch.as_mut() else {
                 continue;
             };
             match fetch.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(res) => {
-                    this.fetch = None;
+                    self.fetch = None;
                     let bytes = res?;
                     if bytes.is_empty() {
                         return Poll::Ready(Err(io::Error::new(
@@ -196,10 +192,23 @@ impl AsyncRead for FileReader {
                             "storage returned no bytes",
                         )));
                     }
-                    this.buf = bytes;
+                    self.buf = bytes;
                 }
             }
         }
+    }
+}
+
+impl AsyncRead for FileReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let max = out.remaining();
+        let chunk = std::task::ready!(self.poll_chunk(cx, max))?;
+        out.put_slice(&chunk);
+        Poll::Ready(Ok(()))
     }
 }
 

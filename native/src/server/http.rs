@@ -28,8 +28,13 @@ use super::swarm::{http_numwant, PeerAnnounce};
 use super::www::WwwReply;
 use super::{canonical, ws, CachedStats, Shared};
 
-/// Response body type.
-pub(super) type Body = Full<Bytes>;
+/// Response body type: a buffer, or a file streamed out of a torrent.
+pub(super) type Body = super::stream::Body;
+
+/// A response body from bytes.
+pub(super) fn full(b: impl Into<Bytes>) -> Body {
+    Body::Left(Full::new(b.into()))
+}
 
 /// Largest request head (request line, query and headers) read, in bytes.
 const MAX_HEAD: usize = 64 * 1024;
@@ -117,6 +122,13 @@ async fn handle(req: Request<Incoming>, remote: SocketAddr, shared: Arc<Shared>)
         }
         "/bridge.json" if readable => bridge_info(&shared),
         _ if path.starts_with("/bridge/") => bridge_endpoint(&shared, method, path),
+        _ if path.starts_with(super::stream::PREFIX) => match shared.torrents.get() {
+            Some(t) => super::stream::respond(&t.0, method, path, req.headers()).await,
+            None => text(
+                StatusCode::NOT_FOUND,
+                "this server holds no torrents to stream: seed some with `webtorrent serve FILE`\n",
+            ),
+        },
         _ if readable => static_file(&shared, path).await,
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
     }
@@ -128,7 +140,7 @@ fn response(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(full(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

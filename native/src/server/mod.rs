@@ -6,7 +6,9 @@
 //!   peers, answers back by `to_peer_id`, scrape; a closed socket counts as `stopped`),
 //! * a UDP tracker (BEP 15) on the same port number,
 //! * `/stats` (HTML) and `/stats.json` with bittorrent-tracker's figures and field names,
-//! * the browser page (`www/` and its wasm package) at `/`.
+//! * the browser page (`www/` and its wasm package) at `/`,
+//! * the files of the torrents it holds, at `/stream/<info-hash>/<file-index>` with Range
+//!   requests, while they download ([`stream`]; [`Server::set_torrents`]).
 //!
 //! It answers as bittorrent-tracker 11.2.3 does, so that its clients (npm `webtorrent` in Node
 //! and in browsers) and ours work against it; [`swarm`] has the details and the few places
@@ -27,6 +29,7 @@ mod http;
 mod lru;
 pub mod peerid;
 pub mod stats;
+pub mod stream;
 pub mod swarm;
 mod udp;
 mod ws;
@@ -235,6 +238,17 @@ struct Shared {
     stats_cache: tokio::sync::Mutex<Option<CachedStats>>,
     urls: Urls,
     bridge: OnceLock<Arc<dyn BridgeHooks>>,
+    /// The torrents served at `/stream/...`.
+    torrents: OnceLock<Torrents>,
+}
+
+/// The lookup behind `/stream/...`.
+struct Torrents(stream::Lookup);
+
+impl std::fmt::Debug for Torrents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Torrents")
+    }
 }
 
 #[derive(Debug)]
@@ -314,6 +328,7 @@ impl Server {
             stats_cache: tokio::sync::Mutex::new(None),
             urls,
             bridge: OnceLock::new(),
+            torrents: OnceLock::new(),
         });
         let mut tasks = vec![tokio::spawn(http::accept_loop(tcp, shared.clone()))];
         if let Some(udp) = udp {
@@ -371,6 +386,19 @@ impl Server {
     /// `/stats`. Only the first call counts.
     pub fn set_bridge(&self, bridge: Arc<dyn BridgeHooks>) {
         let _ = self.shared.bridge.set(bridge);
+    }
+
+    /// Serves the torrents `lookup` finds (e.g. a client's: `move |ih| client.get(ih)`) at
+    /// `/stream/<info-hash>/<file-index>`, with Range requests, while they download. Only the
+    /// first call counts.
+    pub fn set_torrents(&self, lookup: stream::Lookup) {
+        let _ = self.shared.torrents.set(Torrents(lookup));
+    }
+
+    /// The URL of file `index` of a torrent served through [`set_torrents`](Self::set_torrents).
+    pub fn stream_url(&self, info_hash: InfoHash, index: usize) -> String {
+        let page = self.shared.urls.page.trim_end_matches('/');
+        format!("{page}{}", stream::path(info_hash, index))
     }
 
     /// Whether URLs given out point at loopback only because the server listens on every

@@ -25,7 +25,7 @@ use webtorrent_core::tracker::ws::{
     ClientMessage, Failure, TrackerMessage, WsAction, MAX_MESSAGE_LEN,
 };
 
-use super::http::{text, Body};
+use super::http::{full, text, Body};
 use super::swarm::ConnId;
 use super::{warn_dropped, Shared, WsOutbox};
 
@@ -100,7 +100,7 @@ pub(super) fn upgrade(
         }
         drop(slot);
     });
-    let mut r = Response::new(Body::new(Bytes::new()));
+    let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

@@ -130,6 +130,26 @@ pub(crate) struct TaskInit {
     pub folder: Option<PathBuf>,
     /// Asked before a magnet's storage is set up.
     pub admit: Option<Admit>,
+    /// Files to download (`AddOptions::select`), applied once the metadata is known.
+    pub select: Option<Vec<usize>>,
+}
+
+/// Checks a file selection (`AddOptions::select`) against a torrent's files.
+pub(crate) fn check_selection(select: &[usize], meta: &Metainfo) -> Result<Vec<bool>, String> {
+    let n = meta.info.files.iter().filter(|f| !f.padding).count();
+    let mut wanted = vec![false; n];
+    for &i in select {
+        match wanted.get_mut(i) {
+            Some(w) => *w = true,
+            None => {
+                return Err(format!(
+                    "no file {i} to select: the torrent has {n} file(s), numbered from 0 \
+                     (`webtorrent info` lists them)"
+                ))
+            }
+        }
+    }
+    Ok(wanted)
 }
 
 pub(crate) struct Task {
@@ -150,6 +170,8 @@ pub(crate) struct Task {
     announcing: tokio::task::JoinSet<()>,
     folder: Option<PathBuf>,
     admit: Option<Admit>,
+    /// Files to download, until applied (when the metadata is known).
+    select: Option<Vec<usize>>,
     /// Started from a magnet link (its storage comes when the metadata does).
     magnet: bool,
     /// How long a TCP dial may take (the session's `connect_timeout`).
@@ -238,6 +260,7 @@ impl Task {
             announcing: tokio::task::JoinSet::new(),
             folder: init.folder,
             admit: init.admit,
+            select: init.select,
             magnet,
             connect_timeout,
             stopped: false,
@@ -245,6 +268,9 @@ impl Task {
             user_priority: None,
             piece_waiters: HashMap::new(),
         };
+        // A .torrent's selection, before any peer is asked for anything (a magnet's waits
+        // for its metadata).
+        task.apply_selection();
         if !init.peers.is_empty() {
             task.input(Input::AddPeers(init.peers));
         }
@@ -347,7 +373,9 @@ impl Task {
                             info!(pieces = h.count(), "pieces already on disk");
                         }
                     }
-                    self.input(Input::StorageReady { have });
+                    if self.apply_selection() {
+                        self.input(Input::StorageReady { have });
+                    }
                 }
                 Err(e) => {
                     warn!(info_hash = %self.info_hash, "cannot prepare files: {e}");
@@ -615,6 +643,32 @@ impl Task {
         });
     }
 
+    /// Applies `AddOptions::select` once the metadata is known; false when it names a file
+    /// the torrent lacks (the torrent is refused then).
+    fn apply_selection(&mut self) -> bool {
+        let Some(select) = self.select.take() else {
+            return true;
+        };
+        let Some(meta) = self.session.metainfo().cloned() else {
+            self.select = Some(select);
+            return true;
+        };
+        let res = check_selection(&select, &meta).and_then(|wanted| {
+            let now = self.now();
+            self.session
+                .set_files_wanted(now, &wanted)
+                .map_err(|e| e.to_string())
+        });
+        match res {
+            Ok(()) => true,
+            Err(why) => {
+                warn!(info_hash = %self.info_hash, "torrent refused: {why}");
+                self.input(Input::Refuse(why));
+                false
+            }
+        }
+    }
+
     /// The metadata arrived: admit it, then set up storage (checking what a folder already
     /// holds on the disk threads).
     fn open_storage(&mut self, meta: Arc<Metainfo>) {
@@ -645,7 +699,9 @@ impl Task {
                 match MemoryStorage::for_download(len, self.shared.opts.memory_limit) {
                     Ok(memory) => {
                         self.storage = Some(Arc::new(memory));
-                        self.input(Input::StorageReady { have: None });
+                        if self.apply_selection() {
+                            self.input(Input::StorageReady { have: None });
+                        }
                     }
                     Err(why) => {
                         warn!(info_hash = %self.info_hash, "torrent refused: {why}");
