@@ -13,7 +13,7 @@
 //! |---|---|
 //! | Formats | [`bencode`], [`metainfo`], [`magnet`], [`creator`], [`percent`], [`id`] |
 //! | Pieces | [`piece`] (layout, blocks, bitfields, validated [`piece::PieceIndex`]), [`picker`] (rarest first, endgame, file selection, priority ranges), [`memory`] (a torrent's bytes in memory, allocated as pieces arrive) |
-//! | Peer wire | [`wire`] (messages, decoder), [`ext`] (BEP 10 extensions: `ut_metadata`, `ut_pex`), [`fast`] (BEP 6), [`peer`] (one connection: handshake, choke/interest, requests, timeouts) |
+//! | Peer wire | [`wire`] (messages, decoder), [`ext`] (BEP 10 extensions: `ut_metadata`, `ut_pex`), [`fast`] (BEP 6), [`peer`] (one connection: handshake, choke/interest, requests, timeouts), [`webseed`] (a BEP 19 web seed as a peer: requests become HTTP Range fetches) |
 //! | Trackers | [`tracker`] (HTTP, UDP and WebSocket message formats, UDP client machine), [`announce`] (tiers, intervals, events), [`signal`] (one WebSocket tracker: announces, WebRTC offers and answers) |
 //! | Swarm | [`torrent`] (one torrent's peers, pieces, choker, PEX, metadata exchange) |
 //! | Session | [`session`] (a torrent with its trackers and signaling behind one input and one output type) |
@@ -35,7 +35,11 @@
 //!    [`poll_transmit_to`](session::TorrentSession::poll_transmit_to) to its connection
 //!    while the connection has room.
 //!
-//! Peer keys ([`PeerKey`]) are chosen by the driver and unique within the client. Calls
+//! Web seeds need no connection: the session runs them and asks for HTTP GETs with
+//! [`session::Output::Fetch`], answered with [`session::Input::Fetched`].
+//!
+//! Peer keys ([`PeerKey`]) are chosen by the driver and unique within the client, below
+//! [`session::WEBSEED_KEY_BASE`] (the session's web seeds use keys above it). Calls
 //! never block and never fail because of what a peer sent: bad peers are dropped and their
 //! pieces fetched from others.
 //!
@@ -111,6 +115,7 @@
 //! | WebSocket tracker: open the socket | 15 s | [`signal::Config::connect_timeout`] |
 //! | WebSocket tracker: our offer's answer / our answer / a scrape | 50 s / 20 s / 15 s | [`signal::Config`] |
 //! | ICE gathering | 5 s | [`signal::ICE_GATHER_TIMEOUT`] |
+//! | One HTTP request of a web seed fetch | 60 s | [`webseed::FETCH_TIMEOUT`]; a failed web seed is retried after 15 s doubling to 10 min ([`webseed::retry_at`]) |
 //! | A WebRTC data channel opening | 30 s | [`signal::CHANNEL_OPEN_TIMEOUT`]; the session's backstop is their sum ([`session::SessionSettings::rtc_connect_timeout`]) |
 
 #![forbid(unsafe_code)]
@@ -135,6 +140,7 @@ pub mod signal;
 pub mod time;
 pub mod torrent;
 pub mod tracker;
+pub mod webseed;
 pub mod wire;
 
 pub use id::{Id20, InfoHash, PeerId, PeerKey};

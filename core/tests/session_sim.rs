@@ -46,6 +46,10 @@ struct Node {
 
 struct Net {
     nodes: Vec<Node>,
+    /// A web server: file URL -> bytes; `corrupt` flips a byte of every body.
+    web: HashMap<String, Vec<u8>>,
+    web_corrupt: bool,
+    web_fetches: usize,
     links: HashMap<PeerKey, (usize, PeerKey)>,
     next_key: u64,
     now: Time,
@@ -59,6 +63,9 @@ impl Net {
     fn new() -> Self {
         Net {
             nodes: Vec::new(),
+            web: HashMap::new(),
+            web_corrupt: false,
+            web_fetches: 0,
             links: HashMap::new(),
             next_key: 1,
             now: Time::ZERO,
@@ -293,6 +300,36 @@ impl Net {
                     );
                 }
                 self.nodes[i].rtc.push(action);
+            }
+            Output::Fetch { key, fetch } => {
+                self.web_fetches += 1;
+                let mut bodies = Vec::new();
+                let mut result = Ok(());
+                for r in &fetch.requests {
+                    let body = self
+                        .web
+                        .get(&r.url)
+                        .and_then(|f| f.get(r.range.start as usize..r.range.end as usize));
+                    match body {
+                        Some(b) => {
+                            let mut b = b.to_vec();
+                            if self.web_corrupt {
+                                b[0] ^= 0xff;
+                            }
+                            bodies.push(Bytes::from(b));
+                        }
+                        None => result = Err(format!("404 for {}", r.url)),
+                    }
+                }
+                let result = result.map(|()| bodies);
+                self.input(
+                    i,
+                    Input::Fetched {
+                        key,
+                        id: fetch.id,
+                        result,
+                    },
+                );
             }
             Output::Event(e) => self.nodes[i].events.push(e),
             Output::Stopped => self.nodes[i].stopped = true,
@@ -706,4 +743,85 @@ fn webrtc_routes_answer_wanted_offers_refuse_the_rest_and_abort_dropped_answers(
             matches!(o, Output::Rtc(RtcAction::AnswerOffer { peer_id: p, .. }) if p == peer_id(72));
     }
     assert!(aborted && answered);
+}
+
+/// `meta` with a web seed at `base`, and the web server's files for it.
+fn with_web_seed(net: &mut Net, meta: &Arc<Metainfo>, data: &[u8], base: &str) -> Arc<Metainfo> {
+    let mut m = (**meta).clone();
+    m.url_list = vec![base.to_string()];
+    let urls = webtorrent_core::webseed::file_urls(base, &m).unwrap();
+    for (f, url) in m.info.files.iter().zip(urls) {
+        let (s, e) = (f.offset as usize, (f.offset + f.length) as usize);
+        net.web.insert(url, data[s..e].to_vec());
+    }
+    Arc::new(m)
+}
+
+#[test]
+fn a_web_seed_alone_completes_a_download() {
+    let (meta, data) = torrent(300_000, &[100_000, 150_000, 50_000], 21);
+    let mut net = Net::new();
+    let meta = with_web_seed(&mut net, &meta, &data, "http://web.test/files/");
+    let l = net.leecher(&meta);
+    assert!(net.run(Duration::from_secs(60), |n| done_event(&n.nodes[l])
+        == Some(true)));
+    assert!(net.nodes[l].data == data, "the bytes differ");
+    assert!(net.web_fetches > 0);
+    // Requests were merged: far fewer fetches than 16 KiB blocks.
+    assert!(
+        net.web_fetches < 300_000 / 16384,
+        "{} fetches",
+        net.web_fetches
+    );
+    assert!(has_event(&net.nodes[l], |e| matches!(
+        e,
+        Event::PeerConnected {
+            transport: Transport::WebSeed,
+            ..
+        }
+    )));
+    // Complete: the web seed is let go.
+    assert_eq!(net.nodes[l].s.webseed_counts().0, 0);
+}
+
+#[test]
+fn a_web_seed_sending_wrong_bytes_is_dropped_and_peers_finish() {
+    let (meta, data) = torrent(200_000, &[200_000], 22);
+    let mut net = Net::new();
+    let meta = with_web_seed(&mut net, &meta, &data, "http://web.test/f.bin");
+    net.web_corrupt = true;
+    net.seed(&meta, &data);
+    let l = net.leecher(&meta);
+    assert!(
+        net.run(Duration::from_secs(120), |n| done_event(&n.nodes[l])
+            == Some(true))
+    );
+    assert!(net.nodes[l].data == data, "the bytes differ");
+    assert!(has_event(&net.nodes[l], |e| matches!(
+        e,
+        Event::WebSeedFailed { retry: false, .. }
+    )));
+    assert_eq!(net.nodes[l].s.webseed_counts().2, 1);
+}
+
+#[test]
+fn a_failing_web_seed_is_retried_later() {
+    let (meta, data) = torrent(100_000, &[100_000], 23);
+    let mut net = Net::new();
+    let meta = with_web_seed(&mut net, &meta, &data, "http://web.test/f.bin");
+    let files = std::mem::take(&mut net.web);
+    let l = net.leecher(&meta);
+    // The server answers 404 at first.
+    assert!(!net.run(Duration::from_secs(5), |n| done_event(&n.nodes[l])
+        .is_some()));
+    assert!(has_event(&net.nodes[l], |e| matches!(
+        e,
+        Event::WebSeedFailed { retry: true, .. }
+    )));
+    net.web = files;
+    assert!(
+        net.run(Duration::from_secs(120), |n| done_event(&n.nodes[l])
+            == Some(true))
+    );
+    assert!(net.nodes[l].data == data);
 }

@@ -61,6 +61,7 @@ mod task;
 mod tcp_only_tests;
 mod torrent;
 pub mod tracker;
+mod webseed;
 
 pub use client::{AddOptions, Admit, TorrentSource, WebTorrent};
 pub use creator::TorrentCreator;

@@ -32,9 +32,24 @@ pub(crate) enum HttpOutcome {
 
 /// Starts a `GET`, aborted (body included) after `timeout`.
 async fn fetch(url: &str, mode: RequestMode, timeout: Duration) -> Result<Response, String> {
+    fetch_range(url, mode, timeout, None).await
+}
+
+/// A `GET` with an optional `Range` header, aborted (body included) after `timeout`.
+async fn fetch_range(
+    url: &str,
+    mode: RequestMode,
+    timeout: Duration,
+    range: Option<&str>,
+) -> Result<Response, String> {
     let init = RequestInit::new();
     init.set_method("GET");
     init.set_mode(mode);
+    if let Some(r) = range {
+        let headers = web_sys::Headers::new().map_err(|e| js_error_message(&e))?;
+        headers.set("Range", r).map_err(|e| js_error_message(&e))?;
+        init.set_headers(&headers);
+    }
     let abort = web_sys::AbortController::new().map_err(|e| js_error_message(&e))?;
     init.set_signal(Some(&abort.signal()));
     let ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
@@ -108,4 +123,41 @@ pub(crate) async fn announce(
             }
         }
     }
+}
+
+/// A web seed fetch (BEP 19): each request's range in turn, one body per request. The
+/// server must allow the page's origin (CORS) and expose ranged replies.
+pub(crate) async fn web_seed(
+    fetch: &webtorrent_core::webseed::Fetch,
+) -> Result<Vec<bytes::Bytes>, String> {
+    let mut bodies = Vec::with_capacity(fetch.requests.len());
+    for r in &fetch.requests {
+        let want = r.range.end - r.range.start;
+        let resp = fetch_range(
+            &r.url,
+            RequestMode::Cors,
+            webtorrent_core::webseed::FETCH_TIMEOUT,
+            Some(&r.header()),
+        )
+        .await
+        .map_err(|e| format!("{}: {e}", r.url))?;
+        match resp.status() {
+            206 => {}
+            // A server that ignores Range: its first bytes are the range when it starts at 0.
+            200 if r.range.start == 0 => {}
+            s => return Err(format!("{}: HTTP {s}", r.url)),
+        }
+        let buf = JsFuture::from(resp.array_buffer().map_err(|e| js_error_message(&e))?)
+            .await
+            .map_err(|e| js_error_message(&e))?;
+        let arr = Uint8Array::new(&buf);
+        let got = u64::from(arr.length());
+        if got < want || (got > want && resp.status() != 200) {
+            return Err(format!("{}: {got} bytes for a range of {want}", r.url));
+        }
+        let mut body = arr.to_vec();
+        body.truncate(want as usize);
+        bodies.push(bytes::Bytes::from(body));
+    }
+    Ok(bodies)
 }

@@ -19,6 +19,7 @@
 
 mod endpoint;
 mod rtc;
+mod webseeds;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ use crate::torrent::{
 
 pub use endpoint::{Endpoint, Routed};
 pub use rtc::{RtcAction, TorrentSignal};
+use webseeds::WebSeeds;
+pub use webseeds::{MAX_WEBSEEDS, WEBSEED_KEY_BASE};
 
 /// Settings of a [`TorrentSession`].
 #[derive(Debug, Clone)]
@@ -111,6 +114,8 @@ pub enum Transport {
         /// The remote peer id the tracker gave.
         peer_id: PeerId,
     },
+    /// A web seed (BEP 19) the session runs itself; its bytes travel as [`Output::Fetch`].
+    WebSeed,
 }
 
 /// How hashing and storing a piece went (the driver's answer to [`Output::VerifyPiece`]).
@@ -152,6 +157,16 @@ pub enum Input {
     PeerClosed {
         /// The connection.
         key: PeerKey,
+    },
+    /// The answer to an [`Output::Fetch`]: one body per request, in order, or why it failed
+    /// (HTTP status, connection error, timeout).
+    Fetched {
+        /// The web seed.
+        key: PeerKey,
+        /// [`Fetch::id`](crate::webseed::Fetch::id).
+        id: u64,
+        /// The bodies, or the error.
+        result: Result<Vec<Bytes>, String>,
     },
     /// An [`Output::Connect`] failed.
     ConnectFailed {
@@ -221,6 +236,15 @@ pub enum Input {
 pub enum Output {
     /// Open a TCP connection, then feed [`Input::PeerConnected`] or [`Input::ConnectFailed`].
     Connect(SocketAddr),
+    /// Carry out HTTP GETs for a web seed (each request's URL with its `Range` header) and
+    /// answer with [`Input::Fetched`]. Give each a timeout (a minute, say): a fetch never
+    /// answered holds the web seed's blocks.
+    Fetch {
+        /// The web seed.
+        key: PeerKey,
+        /// What to get.
+        fetch: crate::webseed::Fetch,
+    },
     /// Close this connection; the session has already forgotten it.
     Disconnect(PeerKey),
     /// Read this whole piece and feed [`Input::PieceRead`]. `buffer` is a spare buffer to read
@@ -282,6 +306,15 @@ pub enum Event {
         addr: Option<SocketAddr>,
         /// Why.
         reason: String,
+    },
+    /// A web seed failed; it is tried again later when `retry`, else dropped.
+    WebSeedFailed {
+        /// Its URL.
+        url: String,
+        /// Why.
+        reason: String,
+        /// Whether it will be tried again.
+        retry: bool,
     },
     /// A peer was banned for sending corrupt data.
     PeerBanned {
@@ -351,6 +384,14 @@ impl Event {
                 None => "banned a peer that sent corrupt data".to_string(),
             },
             Event::HashFailed(p) => format!("piece {p} failed verification; fetching it again"),
+            Event::WebSeedFailed { url, reason, retry } => format!(
+                "web seed {url}: {reason}; {}",
+                if *retry {
+                    "trying it again later"
+                } else {
+                    "no longer used"
+                }
+            ),
             Event::MetadataFailed { sources } => format!(
                 "metadata from {sources} peer(s) did not match the info hash; fetching it again"
             ),
@@ -389,6 +430,7 @@ pub struct TorrentSession {
     verifying: usize,
     verify_queue: VecDeque<(PieceIndex, u64, Bytes, [u8; 20])>,
     transports: HashMap<PeerKey, Transport>,
+    webseeds: webseeds::WebSeeds,
     sent_webrtc: u64,
     sent_tcp: u64,
     outputs: VecDeque<Output>,
@@ -451,6 +493,7 @@ impl TorrentSession {
             verifying: 0,
             verify_queue: VecDeque::new(),
             transports: HashMap::new(),
+            webseeds: WebSeeds::default(),
             sent_webrtc: 0,
             sent_tcp: 0,
             outputs: VecDeque::new(),
@@ -630,7 +673,22 @@ impl TorrentSession {
         if let Phase::Stopping { deadline } = self.phase {
             next = next.min(deadline);
         }
+        if self.webseeds_wanted() {
+            if let Some(t) = self.webseeds.next_timeout() {
+                next = next.min(t);
+            }
+        }
         next
+    }
+
+    /// Whether web seeds should be connected: running, storage open, pieces missing.
+    fn webseeds_wanted(&self) -> bool {
+        self.phase == Phase::Running && self.storage_ready && !self.torrent.is_finished()
+    }
+
+    /// Web seeds in use, waiting for a retry, and given up.
+    pub fn webseed_counts(&self) -> (usize, usize, usize) {
+        self.webseeds.counts()
     }
 
     /// The next thing to do.
@@ -644,11 +702,17 @@ impl TorrentSession {
 
     /// Peers with wire bytes waiting.
     pub fn pending_transmits(&self) -> Vec<PeerKey> {
-        self.torrent.pending_transmits()
+        let mut keys = self.torrent.pending_transmits();
+        keys.retain(|k| !WebSeeds::is_webseed(*k));
+        keys
     }
 
     /// The next chunk of wire bytes for one peer (call while its connection has room).
     pub fn poll_transmit_to(&mut self, key: PeerKey) -> Option<Bytes> {
+        if WebSeeds::is_webseed(key) {
+            // The session's own: its adapter reads them.
+            return None;
+        }
         let b = self.torrent.poll_transmit_to(key)?;
         match self.transports.get(&key) {
             Some(Transport::WebRtc { .. }) => self.sent_webrtc += b.len() as u64,
@@ -688,6 +752,12 @@ impl TorrentSession {
                 self.torrent.peer_closed(now, key);
             }
             Input::ConnectFailed { addr } => self.torrent.connect_failed(now, addr),
+            Input::Fetched { key, id, result } => {
+                if let Some(f) = self.webseeds.fetched(now, key, id, result) {
+                    self.torrent.peer_closed(now, key);
+                    self.push_webseed_failure(f);
+                }
+            }
             Input::PieceRead { piece, data } => self.torrent.piece_read(now, piece, data),
             Input::PieceChecked {
                 piece,
@@ -877,6 +947,26 @@ impl TorrentSession {
                     expected,
                 });
             }
+            if let Some(meta) = self.torrent.metainfo() {
+                self.webseeds.init(meta, now);
+            }
+            let wanted = self.webseeds_wanted();
+            let meta = self.torrent.metainfo().cloned();
+            let (mut fetches, mut failures) = (Vec::new(), Vec::new());
+            progressed |= self.webseeds.pump(
+                now,
+                wanted,
+                meta.as_ref(),
+                &mut self.torrent,
+                &mut fetches,
+                &mut failures,
+            );
+            for (key, fetch) in fetches {
+                self.outputs.push_back(Output::Fetch { key, fetch });
+            }
+            for f in failures {
+                self.push_webseed_failure(f);
+            }
             self.update_hold(now);
             let stats = self.torrent.stats(now);
             self.announcer
@@ -897,6 +987,14 @@ impl TorrentSession {
                 self.finish_stop();
             }
         }
+    }
+
+    fn push_webseed_failure(&mut self, f: webseeds::Failure) {
+        self.outputs.push_back(Output::Event(Event::WebSeedFailed {
+            url: f.url,
+            reason: f.reason,
+            retry: f.retry,
+        }));
     }
 
     fn on_job(&mut self, job: AnnounceJob) {
@@ -959,6 +1057,13 @@ impl TorrentSession {
             TorrentOutput::Connect(addr) => Output::Connect(addr),
             TorrentOutput::Disconnect(key) => {
                 self.transports.remove(&key);
+                if WebSeeds::is_webseed(key) {
+                    let failure = self.webseeds_wanted();
+                    if let Some(f) = self.webseeds.disconnected(now, key, failure) {
+                        self.push_webseed_failure(f);
+                    }
+                    return;
+                }
                 Output::Disconnect(key)
             }
             TorrentOutput::ReadPiece {
@@ -1002,11 +1107,14 @@ impl TorrentSession {
                 key: peer,
                 peer_id,
                 addr,
-                transport: self
-                    .transports
-                    .get(&peer)
-                    .copied()
-                    .unwrap_or(Transport::Tcp),
+                transport: if WebSeeds::is_webseed(peer) {
+                    Transport::WebSeed
+                } else {
+                    self.transports
+                        .get(&peer)
+                        .copied()
+                        .unwrap_or(Transport::Tcp)
+                },
             },
             TorrentEvent::PeerDisconnected { peer, addr, reason } => {
                 self.transports.remove(&peer);
@@ -1016,7 +1124,10 @@ impl TorrentSession {
                     reason,
                 }
             }
-            TorrentEvent::PeerBanned { addr, .. } => Event::PeerBanned { addr },
+            TorrentEvent::PeerBanned { addr, peer } => {
+                self.webseeds.banned(peer);
+                Event::PeerBanned { addr }
+            }
             TorrentEvent::MetadataReceived => {
                 if let Some(meta) = self.torrent.metainfo().cloned() {
                     if !self.storage_ready && !self.storage_asked {

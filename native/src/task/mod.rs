@@ -559,6 +559,19 @@ impl Task {
                     let _ = tx.send(msg).await;
                 });
             }
+            Output::Fetch { key, fetch } => {
+                debug!(requests = fetch.requests.len(), "web seed fetch");
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let result = crate::webseed::run(&fetch).await;
+                    let input = Input::Fetched {
+                        key,
+                        id: fetch.id,
+                        result,
+                    };
+                    let _ = tx.send(TaskMsg::input(input)).await;
+                });
+            }
             Output::Disconnect(key) => {
                 if let Some(c) = self.conns.remove(&key) {
                     tokio::spawn(c.close_gracefully());
@@ -785,6 +798,7 @@ impl Task {
                 self.events.send(Event::PieceVerified(p.get()))
             }
             SessionEvent::HashFailed(_)
+            | SessionEvent::WebSeedFailed { .. }
             | SessionEvent::StoreFailed(_)
             | SessionEvent::MetadataFailed { .. } => {
                 if let Some(w) = e.warning() {

@@ -17,7 +17,6 @@
 //! WebSocket trackers (`ws://`, `wss://`) are not handled here.
 
 mod http;
-#[cfg(feature = "webrtc")]
 pub(crate) use http::ensure_crypto_provider;
 mod udp;
 

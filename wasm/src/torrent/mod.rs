@@ -25,6 +25,7 @@ use webtorrent_core::metainfo::Metainfo;
 use webtorrent_core::piece::{Bitfield, PieceIndex};
 use webtorrent_core::session::{
     CheckOutcome, Event, Input, Output, RtcAction, SessionSettings, Start, TorrentSession,
+    Transport,
 };
 use webtorrent_core::InfoHash;
 
@@ -240,6 +241,10 @@ enum Work {
     OpenStore(Arc<Metainfo>),
     Announce(AnnounceJob),
     Rtc(RtcAction),
+    Fetch {
+        key: webtorrent_core::PeerKey,
+        fetch: webtorrent_core::webseed::Fetch,
+    },
 }
 
 /// Carries out everything the session asks for, then runs listeners.
@@ -342,6 +347,7 @@ fn on_output(t: &mut Inner, out: Output, work: &mut Vec<Work>) {
         Output::OpenStorage(meta) => work.push(Work::OpenStore(meta)),
         Output::Announce(job) => work.push(Work::Announce(job)),
         Output::Rtc(action) => work.push(Work::Rtc(action)),
+        Output::Fetch { key, fetch } => work.push(Work::Fetch { key, fetch }),
         Output::Event(e) => on_event(t, e),
         Output::Stopped => {}
     }
@@ -352,10 +358,16 @@ fn on_event(t: &mut Inner, e: Event) {
         t.emit("warning", JsValue::from_str(&w));
     }
     match e {
-        Event::PeerConnected { peer_id, .. } => {
+        Event::PeerConnected {
+            peer_id, transport, ..
+        } => {
             let o = Object::new();
             let _ = Reflect::set(&o, &"peerId".into(), &JsValue::from_str(&peer_id.to_hex()));
-            let _ = Reflect::set(&o, &"type".into(), &"webrtc".into());
+            let kind = match transport {
+                Transport::WebSeed => "webSeed",
+                _ => "webrtc",
+            };
+            let _ = Reflect::set(&o, &"type".into(), &kind.into());
             t.emit("wire", o.into());
         }
         Event::PeerDisconnected { key, .. } => t.close_peer(key),
@@ -452,6 +464,17 @@ fn run_work(h: &Handle, w: Work) {
                     piece,
                     outcome,
                     data,
+                },
+            );
+        }),
+        Work::Fetch { key, fetch } => spawn_local(async move {
+            let result = http::web_seed(&fetch).await;
+            feed(
+                &weak,
+                Input::Fetched {
+                    key,
+                    id: fetch.id,
+                    result,
                 },
             );
         }),

@@ -1,0 +1,226 @@
+//! Web seeds (BEP 19) against a plain HTTP server written here (Range requests, nothing
+//! else): a torrent whose only source is a web seed completes; a web seed that serves
+//! wrong bytes is dropped and the download completes from a peer; a multi-file torrent maps
+//! pieces onto per-file URLs.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{content, write_file};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use webtorrent::{AddOptions, TorrentCreator, WebTorrent, WebTorrentOptions};
+
+fn opts() -> WebTorrentOptions {
+    WebTorrentOptions {
+        port: Some(0),
+        listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        trackers: false,
+        ..WebTorrentOptions::default()
+    }
+}
+
+/// A file server that answers `GET` with `Range: bytes=A-B` (206) or without (200), one
+/// request per connection. `corrupt` flips a byte in every body.
+struct WebServer {
+    addr: SocketAddr,
+    files: Files,
+    ranges: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Files = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+
+impl WebServer {
+    async fn start(corrupt: bool) -> WebServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let files: Files = Arc::default();
+        let served = files.clone();
+        let ranges = Arc::new(AtomicU64::new(0));
+        let counter = ranges.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let files = served.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let range = head.lines().find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        if !n.eq_ignore_ascii_case("range") {
+                            return None;
+                        }
+                        let (a, b) = v.trim().strip_prefix("bytes=")?.split_once('-')?;
+                        Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
+                    });
+                    let file = files.lock().unwrap().get(&path).cloned();
+                    let reply = match file {
+                        None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+                        Some(f) => {
+                            let (status, body) = match range {
+                                Some((a, b)) if a < f.len() => {
+                                    counter.fetch_add(1, Ordering::Relaxed);
+                                    ("206 Partial Content", f[a..(b + 1).min(f.len())].to_vec())
+                                }
+                                _ => ("200 OK", f),
+                            };
+                            let mut body = body;
+                            if corrupt && !body.is_empty() {
+                                body[0] ^= 0xff;
+                            }
+                            let mut r = format!(
+                                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .into_bytes();
+                            r.extend_from_slice(&body);
+                            r
+                        }
+                    };
+                    let _ = s.write_all(&reply).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        WebServer {
+            addr,
+            files,
+            ranges,
+            task,
+        }
+    }
+
+    fn serve(&self, path: &str, data: &[u8]) {
+        self.files
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), data.to_vec());
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A multi-file torrent of `files` with `server` as its web seed (at `/seed/`), the files
+/// put on the server: the .torrent bytes.
+async fn album(dir: &std::path::Path, files: &[Vec<u8>], server: &WebServer) -> Bytes {
+    let src = dir.join("album");
+    for (i, f) in files.iter().enumerate() {
+        write_file(&src, &format!("part {i}.bin"), f);
+        server.serve(&format!("/seed/album/part%20{i}.bin"), f);
+    }
+    let creator = TorrentCreator::new()
+        .with_piece_length(32 * 1024)
+        .with_url_list(vec![server.url("/seed/")]);
+    let client = WebTorrent::new(opts()).await.unwrap();
+    let t = client.seed_path(&src, creator).await.unwrap();
+    let file = t.torrent_file().unwrap();
+    client.destroy().await.unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_seed_alone_completes_a_multi_file_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<Vec<u8>> = [700_001, 1_300_000, 5]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| content(n, 60 + i as u64))
+        .collect();
+    let server = WebServer::start(false).await;
+    let torrent = album(dir.path(), &files, &server).await;
+
+    let leecher = WebTorrent::new(opts()).await.unwrap();
+    let out = dir.path().join("out");
+    let t = leecher
+        .add_with(
+            torrent,
+            AddOptions {
+                download_dir: Some(out.clone()),
+                ..AddOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), t.wait_done())
+        .await
+        .expect("the web seed alone completes the download within 60 s")
+        .unwrap();
+    for (i, f) in files.iter().enumerate() {
+        let got = std::fs::read(out.join("album").join(format!("part {i}.bin"))).unwrap();
+        assert!(got == *f, "file {i} differs");
+    }
+    // Blocks were merged into ranges: far fewer requests than 16 KiB blocks.
+    let n = server.ranges.load(Ordering::Relaxed);
+    assert!(n > 0 && n < 2_000_006 / 16384, "{n} range requests");
+    leecher.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_seed_sending_wrong_bytes_is_dropped_and_a_peer_finishes() {
+    let data = content(600_000, 77);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "f.bin", &data);
+    let server = WebServer::start(true).await;
+    server.serve("/f.bin", &data);
+    let seeder = WebTorrent::new(opts()).await.unwrap();
+    let seeded = seeder
+        .seed_path(
+            &path,
+            TorrentCreator::new()
+                .with_piece_length(32 * 1024)
+                .with_url_list(vec![server.url("/f.bin")]),
+        )
+        .await
+        .unwrap();
+    let leecher = WebTorrent::new(opts()).await.unwrap();
+    let t = leecher
+        .add_with(
+            seeded.torrent_file().unwrap(),
+            AddOptions {
+                peers: vec![SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    seeder.port(),
+                )],
+                ..AddOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), t.wait_done())
+        .await
+        .expect("the peer completes the download")
+        .unwrap();
+    assert!(t.bytes().await.unwrap() == data);
+    assert!(
+        server.ranges.load(Ordering::Relaxed) > 0,
+        "the web seed was never asked"
+    );
+    leecher.destroy().await.unwrap();
+    seeder.destroy().await.unwrap();
+}
