@@ -502,14 +502,11 @@ impl WebTorrent {
             TorrentSource::Magnet(uri) => {
                 let m = Magnet::parse(&uri)?;
                 let tiers = extra_tier(m.trackers.iter().map(|t| vec![t.clone()]).collect());
-                let mut peers = opts.peers.clone();
-                peers.extend(m.peers.iter().filter_map(|p| p.parse::<SocketAddr>().ok()));
-                return self.start_magnet(m.info_hash, m.name, tiers, peers, folder, &opts);
+                return self.start_magnet(m, tiers, folder, &opts);
             }
             TorrentSource::InfoHash(h) => {
                 let tiers = extra_tier(Vec::new());
-                let peers = opts.peers.clone();
-                return self.start_magnet(h, None, tiers, peers, folder, &opts);
+                return self.start_magnet(Magnet::new(h), tiers, folder, &opts);
             }
         };
         if let Some(sel) = &opts.select {
@@ -551,15 +548,18 @@ impl WebTorrent {
         )
     }
 
+    /// Starts a magnet link (or a bare info hash): its peers join `opts.peers`, its web
+    /// seeds are used once the metadata arrives.
     fn start_magnet(
         &self,
-        info_hash: InfoHash,
-        name: Option<String>,
+        m: Magnet,
         trackers: Vec<Vec<String>>,
-        peers: Vec<SocketAddr>,
         folder: Option<PathBuf>,
         opts: &AddOptions,
     ) -> Result<Torrent> {
+        let info_hash = m.info_hash;
+        let mut peers = opts.peers.clone();
+        peers.extend(m.peers.iter().filter_map(|p| p.parse::<SocketAddr>().ok()));
         let status = Arc::new(Mutex::new(Status::default()));
         self.spawn(
             TaskInit {
@@ -575,8 +575,9 @@ impl WebTorrent {
                 folder: folder.clone(),
                 admit: opts.admit.clone(),
                 select: opts.select.clone(),
+                web_seeds: m.web_seeds,
             },
-            name.unwrap_or_else(|| info_hash.to_hex()),
+            m.name.unwrap_or_else(|| info_hash.to_hex()),
             folder,
         )
     }
@@ -610,6 +611,7 @@ impl WebTorrent {
                 folder: folder.clone(),
                 admit: None,
                 select,
+                web_seeds: Vec::new(),
             },
             name,
             folder,

@@ -366,6 +366,22 @@ impl Torrent {
             .map_err(Error::Options)
     }
 
+    /// Uses a web seed (BEP 19: an `http://` or `https://` URL serving the torrent's files)
+    /// besides the torrent's own `url-list`. `false` when it is known already or the torrent
+    /// has as many as it takes.
+    pub async fn add_web_seed(&self, url: &str) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(TaskMsg::AddWebSeed {
+                url: url.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
     /// Disconnects every peer and announces `stopped`, keeping the torrent.
     pub async fn pause(&self) -> Result<()> {
         self.inner

@@ -224,3 +224,39 @@ async fn a_web_seed_sending_wrong_bytes_is_dropped_and_a_peer_finishes() {
     leecher.destroy().await.unwrap();
     seeder.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_magnet_web_seed_serves_once_a_peer_gives_the_metadata() {
+    let data = content(2_000_000, 78);
+    let server = WebServer::start(false).await;
+    server.serve("/m/film.bin", &data);
+    // A slow seeder (64 KiB/s): the metadata comes from it, nearly all pieces from HTTP.
+    let seeder = WebTorrent::new(WebTorrentOptions {
+        upload_limit: Some(64 * 1024),
+        ..opts()
+    })
+    .await
+    .unwrap();
+    let seeded = seeder
+        .seed("film.bin".to_string(), Bytes::from(data.clone()), None)
+        .await
+        .unwrap();
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}&ws={}&x.pe=127.0.0.1:{}",
+        seeded.info_hash().to_hex(),
+        server.url("/m/"),
+        seeder.port()
+    );
+    let leecher = WebTorrent::new(opts()).await.unwrap();
+    let t = leecher.add(magnet.as_str()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), t.wait_done())
+        .await
+        .expect("done within 60 s")
+        .unwrap();
+    assert!(t.bytes().await.unwrap() == data);
+    assert!(server.ranges.load(Ordering::Relaxed) > 0);
+    // Adding the same web seed again changes nothing.
+    assert!(!t.add_web_seed(&server.url("/m/")).await.unwrap());
+    leecher.destroy().await.unwrap();
+    seeder.destroy().await.unwrap();
+}

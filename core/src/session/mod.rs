@@ -686,6 +686,15 @@ impl TorrentSession {
         self.phase == Phase::Running && self.storage_ready && !self.torrent.is_finished()
     }
 
+    /// Adds a web seed (BEP 19 `http://` or `https://` URL), used once the metadata is known
+    /// while pieces are missing. False when it is known already or [`MAX_WEBSEEDS`] are.
+    pub fn add_web_seed(&mut self, now: Time, url: &str) -> bool {
+        self.now = now;
+        let added = self.webseeds.add(url, now);
+        self.pump(now);
+        added
+    }
+
     /// Web seeds in use, waiting for a retry, and given up.
     pub fn webseed_counts(&self) -> (usize, usize, usize) {
         self.webseeds.counts()

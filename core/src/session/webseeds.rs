@@ -55,23 +55,29 @@ pub(super) struct WebSeeds {
 }
 
 impl WebSeeds {
-    /// Takes the metainfo's `url-list` once.
+    /// Takes the metainfo's `url-list` once, after the web seeds added before.
     pub fn init(&mut self, meta: &Metainfo, now: Time) {
         if self.init {
             return;
         }
         self.init = true;
-        for url in meta.url_list.iter().take(MAX_WEBSEEDS) {
-            if self.seeds.iter().any(|s| &s.url == url) {
-                continue;
-            }
-            self.seeds.push(Seed {
-                url: url.clone(),
-                state: State::Idle { at: now },
-                failures: 0,
-                banned: false,
-            });
+        for url in &meta.url_list {
+            self.add(url, now);
         }
+    }
+
+    /// Adds a web seed (false when it is known already or [`MAX_WEBSEEDS`] are).
+    pub fn add(&mut self, url: &str, now: Time) -> bool {
+        if self.seeds.len() >= MAX_WEBSEEDS || self.seeds.iter().any(|s| s.url == url) {
+            return false;
+        }
+        self.seeds.push(Seed {
+            url: url.to_string(),
+            state: State::Idle { at: now },
+            failures: 0,
+            banned: false,
+        });
+        true
     }
 
     pub fn is_webseed(key: PeerKey) -> bool {

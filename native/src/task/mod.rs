@@ -105,6 +105,11 @@ pub(crate) enum TaskMsg {
         range: Option<std::ops::Range<u64>>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// A web seed to use (`Torrent::add_web_seed`).
+    AddWebSeed {
+        url: String,
+        reply: oneshot::Sender<bool>,
+    },
     Stop(oneshot::Sender<()>),
 }
 
@@ -132,6 +137,8 @@ pub(crate) struct TaskInit {
     pub admit: Option<Admit>,
     /// Files to download (`AddOptions::select`), applied once the metadata is known.
     pub select: Option<Vec<usize>>,
+    /// Web seeds besides the metainfo's `url-list` (a magnet link's `ws=`).
+    pub web_seeds: Vec<String>,
 }
 
 /// Checks a file selection (`AddOptions::select`) against a torrent's files.
@@ -271,6 +278,10 @@ impl Task {
         // A .torrent's selection, before any peer is asked for anything (a magnet's waits
         // for its metadata).
         task.apply_selection();
+        for url in &init.web_seeds {
+            let now = task.now();
+            task.session.add_web_seed(now, url);
+        }
         if !init.peers.is_empty() {
             task.input(Input::AddPeers(init.peers));
         }
@@ -443,6 +454,10 @@ impl Task {
                 } else {
                     self.piece_waiters.entry(piece).or_default().push(reply);
                 }
+            }
+            TaskMsg::AddWebSeed { url, reply } => {
+                let now = self.now();
+                let _ = reply.send(self.session.add_web_seed(now, &url));
             }
             TaskMsg::Stop(reply) => {
                 *stop_reply = Some(reply);

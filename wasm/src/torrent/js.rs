@@ -201,6 +201,16 @@ impl Torrent {
         Ok(())
     }
 
+    /// Uses a web seed (BEP 19): an `http://` or `https://` URL serving the torrent's files
+    /// with Range requests and CORS headers. Returns false when it is known already or the
+    /// torrent has as many as it takes.
+    #[wasm_bindgen(js_name = addWebSeed)]
+    pub fn add_web_seed(&self, url: &str) -> bool {
+        let added = self.h.borrow_mut().session.add_web_seed(now(), url);
+        drive(&self.h);
+        added
+    }
+
     /// Stops the torrent and forgets it.
     pub fn destroy(&self) {
         let client = self.h.borrow().client.clone();

@@ -114,6 +114,8 @@ pub(crate) fn start(
             .with(Scheme::Wss),
         ..AnnounceConfig::default()
     };
+    // A magnet link's `ws=` web seeds (a .torrent's `url-list` the session reads itself).
+    let mut web_seeds: Vec<String> = Vec::new();
     let (start, store, torrent_file, mut trackers, name_hint, info_hash) = match source {
         Source::Seed {
             meta,
@@ -145,6 +147,7 @@ pub(crate) fn start(
             (start, None, Some(torrent_file), tr, None, meta.info_hash)
         }
         Source::Magnet(m) => {
+            web_seeds.clone_from(&m.web_seeds);
             let tr: Vec<Vec<String>> = m.trackers.iter().map(|t| vec![t.clone()]).collect();
             (
                 Start::InfoHash(m.info_hash),
@@ -161,8 +164,12 @@ pub(crate) fn start(
             trackers.push(vec![url]);
         }
     }
-    let session = TorrentSession::new(settings, start, trackers.clone(), util::random_u64(), t0)
-        .map_err(|e| e.to_string())?;
+    let mut session =
+        TorrentSession::new(settings, start, trackers.clone(), util::random_u64(), t0)
+            .map_err(|e| e.to_string())?;
+    for url in &web_seeds {
+        session.add_web_seed(t0, url);
+    }
     for url in session.unsupported_trackers() {
         util::warn(&format!(
             "tracker {url}: not reachable from a browser, skipped"
