@@ -237,6 +237,7 @@ impl WebSeedPeer {
         self.greeted = true;
         let mut reserved = Reserved::default();
         reserved.set_fast_extension(self.fast);
+        reserved.set_extension_protocol(true);
         let mut hs = Handshake::new(self.meta.info_hash, self.peer_id);
         hs.reserved = reserved;
         hs.encode(&mut self.out);
@@ -252,6 +253,18 @@ impl WebSeedPeer {
             }
             Message::Bitfield(Bytes::from(bits)).encode(&mut self.out);
         }
+        // No extensions; only `reqq`: an HTTP server takes a deep queue of requests.
+        let ext = crate::ext::ExtendedHandshake {
+            v: Some("web seed".into()),
+            reqq: Some(MAX_QUEUED as u32),
+            upload_only: Some(true),
+            ..Default::default()
+        };
+        Message::Extended {
+            id: 0,
+            payload: Bytes::from(ext.encode()),
+        }
+        .encode(&mut self.out);
         Message::Unchoke.encode(&mut self.out);
     }
 
@@ -515,8 +528,9 @@ mod tests {
             msgs.push(m);
         }
         assert_eq!(msgs[0], Message::HaveAll);
-        assert_eq!(msgs[1], Message::Unchoke);
-        assert!(matches!(msgs[2], Message::RejectRequest(r) if r.index == 9));
+        assert!(matches!(&msgs[1], Message::Extended { id: 0, .. }));
+        assert_eq!(msgs[2], Message::Unchoke);
+        assert!(matches!(msgs[3], Message::RejectRequest(r) if r.index == 9));
 
         // The first fetch: the overlapping block at 100 goes alone after the contiguous run.
         let f = ws.poll_fetch().unwrap();

@@ -16,9 +16,29 @@ use webtorrent_core::PeerKey;
 use crate::limit::RateLimiter;
 use crate::task::TaskMsg;
 
-/// Bytes queued for a connection above which the torrent task stops feeding it.
+/// Bytes queued for a connection above which the torrent task stops feeding it (less under
+/// an upload limit: [`high_water`]).
 pub(crate) const HIGH_WATER: usize = 1024 * 1024;
-const LOW_WATER: usize = 256 * 1024;
+
+/// The queue bound for a connection: [`HIGH_WATER`], or under an upload limit about an
+/// eighth of a second of it (at least 64 KiB), so that a cancelled or urgent request does
+/// not wait behind seconds of queued blocks.
+fn high_water(up: Option<&RateLimiter>) -> usize {
+    up.map_or(HIGH_WATER, |l| {
+        usize::try_from(l.rate() / 8)
+            .unwrap_or(HIGH_WATER)
+            .clamp(64 * 1024, HIGH_WATER)
+    })
+}
+
+/// Largest single write under an upload limit: about 1/20 s of it, 16 to 256 KiB.
+fn write_cap(up: Option<&RateLimiter>) -> usize {
+    up.map_or(usize::MAX, |l| {
+        usize::try_from(l.rate() / 20)
+            .unwrap_or(256 * 1024)
+            .clamp(16 * 1024, 256 * 1024)
+    })
+}
 /// Size of a connection's read buffer; reads fill what is left of it.
 const READ_BUF: usize = 256 * 1024;
 /// A read buffer with less room left than this is replaced (or reclaimed).
@@ -39,6 +59,8 @@ pub(crate) struct Conn {
     tx: mpsc::UnboundedSender<Bytes>,
     pending: Arc<AtomicUsize>,
     blocked: Arc<AtomicBool>,
+    /// Queue bound ([`high_water`]).
+    high: usize,
     /// Received bytes the torrent task may still have to take (see [`Conn::consumed`]).
     unread: Arc<Semaphore>,
     tasks: [JoinHandle<()>; 2],
@@ -54,6 +76,9 @@ impl Conn {
         up: Option<Arc<RateLimiter>>,
     ) -> Conn {
         let (mut rd, mut wr) = tokio::io::split(stream);
+        let high = high_water(up.as_deref());
+        let low = high / 4;
+        let cap = write_cap(up.as_deref());
         let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
         let pending = Arc::new(AtomicUsize::new(0));
         let blocked = Arc::new(AtomicBool::new(false));
@@ -116,8 +141,14 @@ impl Conn {
                 let n = {
                     let mut iov = [IoSlice::new(&[]); MAX_IOV];
                     let mut k = 0;
+                    let mut room = cap;
                     for (slot, c) in iov.iter_mut().zip(queue.iter()) {
-                        *slot = IoSlice::new(c);
+                        if room == 0 {
+                            break;
+                        }
+                        let take = c.len().min(room);
+                        *slot = IoSlice::new(&c[..take]);
+                        room -= take;
                         k += 1;
                     }
                     match wr.write_vectored(&iov[..k]).await {
@@ -142,7 +173,7 @@ impl Conn {
                     l.take(n).await;
                 }
                 let left = p.fetch_sub(n, Ordering::AcqRel) - n;
-                if left < LOW_WATER
+                if left < low
                     && b.swap(false, Ordering::AcqRel)
                     && events.send(TaskMsg::Writable { key }).await.is_err()
                 {
@@ -156,6 +187,7 @@ impl Conn {
             tx,
             pending,
             blocked,
+            high,
             unread,
             tasks: [reader, writer],
         }
@@ -168,12 +200,12 @@ impl Conn {
 
     /// Whether the queue has room for more.
     pub fn has_room(&self) -> bool {
-        if self.pending.load(Ordering::Acquire) < HIGH_WATER {
+        if self.pending.load(Ordering::Acquire) < self.high {
             true
         } else {
             self.blocked.store(true, Ordering::Release);
             // Re-check: the writer may have drained meanwhile.
-            self.pending.load(Ordering::Acquire) < HIGH_WATER
+            self.pending.load(Ordering::Acquire) < self.high
         }
     }
 

@@ -21,6 +21,11 @@ impl RateLimiter {
         }
     }
 
+    /// The rate in bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
     /// Waits until `n` bytes may pass.
     pub async fn take(&self, n: usize) {
         let wait = {

@@ -134,8 +134,10 @@ impl WebSeeds {
                         Ok(peer) => {
                             let key = PeerKey(WEBSEED_KEY_BASE + self.next_key);
                             self.next_key += 1;
-                            match torrent.add_peer(now, key, None, crate::peer::Direction::Outgoing)
-                            {
+                            let mut config = torrent.config().session.clone();
+                            config.max_our_requests = webseed::MAX_QUEUED as u32;
+                            let dir = crate::peer::Direction::Outgoing;
+                            match torrent.add_peer_with(now, key, None, dir, config) {
                                 Ok(()) => {
                                     s.state = State::Active {
                                         key,

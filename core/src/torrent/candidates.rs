@@ -159,6 +159,20 @@ impl Torrent {
         addr: Option<SocketAddr>,
         direction: Direction,
     ) -> Result<(), AddPeerError> {
+        let config = self.config.session.clone();
+        self.add_peer_with(now, key, addr, direction, config)
+    }
+
+    /// [`add_peer`](Self::add_peer) with this connection's own session settings (a web seed
+    /// takes a deeper request queue than a peer).
+    pub fn add_peer_with(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        addr: Option<SocketAddr>,
+        direction: Direction,
+        session: crate::peer::SessionConfig,
+    ) -> Result<(), AddPeerError> {
         if self.peers.contains_key(&key) {
             return Err(AddPeerError::DuplicateKey);
         }
@@ -174,7 +188,7 @@ impl Torrent {
         if self.peers.len() >= self.config.max_peers {
             return Err(AddPeerError::Full);
         }
-        let session = PeerSession::new(self.config.session.clone(), direction, now);
+        let session = PeerSession::new(session, direction, now);
         let listen_addr = match direction {
             Direction::Outgoing => addr,
             Direction::Incoming => None,

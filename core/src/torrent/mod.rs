@@ -518,6 +518,11 @@ impl Torrent {
         self.info_hash
     }
 
+    /// The settings it was made with.
+    pub fn config(&self) -> &TorrentConfig {
+        &self.config
+    }
+
     /// The metainfo, once known.
     pub fn metainfo(&self) -> Option<&Arc<Metainfo>> {
         self.content.as_ref().map(|c| &c.meta)

@@ -139,6 +139,7 @@ impl Torrent {
             }
         }
         c.picker.set_priority_range(range);
+        self.make_room_for_priority(now);
         self.fill_all_requests(now);
         Ok(())
     }
@@ -164,8 +165,54 @@ impl Torrent {
             return Err(SelectionError::OutOfRange);
         }
         c.picker.set_priority_ranges(ranges);
+        self.make_room_for_priority(now);
         self.fill_all_requests(now);
         Ok(())
+    }
+
+    /// A reader jumped to a piece nobody is fetching (a seek, a new stream): withdraws the
+    /// requests for pieces outside the priority ranges, so the urgent blocks do not wait
+    /// behind seconds of other blocks queued at the peers. A reader moving on through pieces
+    /// already requested changes nothing.
+    fn make_room_for_priority(&mut self, now: Time) {
+        let Some(c) = &mut self.content else {
+            return;
+        };
+        let ranges = c.picker.priority_ranges().to_vec();
+        let Some(first) = ranges.first() else {
+            return;
+        };
+        let Some(head) = (first.start..first.end).find(|&p| !c.picker.have().get_raw(p)) else {
+            return;
+        };
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        let requested = keys.iter().any(|k| {
+            c.picker
+                .outstanding(*k)
+                .iter()
+                .any(|b| b.piece.get() == head)
+        });
+        if requested {
+            return;
+        }
+        let urgent = |p: u32| ranges.iter().any(|r| r.contains(&p));
+        for k in keys {
+            let Some(peer) = self.peers.get_mut(&k) else {
+                continue;
+            };
+            let stale: Vec<_> = c
+                .picker
+                .outstanding(k)
+                .iter()
+                .filter(|b| !urgent(b.piece.get()))
+                .copied()
+                .collect();
+            for b in stale {
+                peer.session
+                    .cancel(now, BlockRequest::new(b.piece.get(), b.begin, b.length));
+                c.picker.request_failed(k, b);
+            }
+        }
     }
 
     /// After what we want or have changed: our interest in every peer, then requests.

@@ -930,6 +930,45 @@ fn selection_needs_the_metadata_and_a_valid_range() {
 }
 
 #[test]
+fn a_seek_withdraws_other_requests_and_a_moving_reader_does_not() {
+    let (m, _) = meta(40 * 16384);
+    let now = Time::ZERO;
+    let mut t = Torrent::new(
+        TorrentConfig::new(Id20([1; 20])),
+        m.clone(),
+        Bitfield::new(40),
+        7,
+        now,
+    )
+    .unwrap();
+    let mut s = remote_with(&mut t, now, 2, &m, &Bitfield::full(40));
+    let (first, _) = requests_and_cancels(&mut s);
+    assert!(!first.is_empty());
+    // A reader seeks to two pieces nobody fetches: the other requests are withdrawn and
+    // those go first.
+    let target = (0..39u32)
+        .find(|p| !first.iter().any(|q| q.index == *p || q.index == p + 1))
+        .unwrap();
+    let at = u64::from(target) * 16384;
+    t.set_priority_ranges(now, std::slice::from_ref(&(at..at + 2 * 16384)))
+        .unwrap();
+    exchange(&mut t, now, &mut s);
+    let (reqs, cancels) = requests_and_cancels(&mut s);
+    let mut cancelled: Vec<u32> = cancels.iter().map(|q| q.index).collect();
+    let mut asked: Vec<u32> = first.iter().map(|q| q.index).collect();
+    cancelled.sort_unstable();
+    asked.sort_unstable();
+    assert_eq!(cancelled, asked);
+    assert_eq!(reqs.first().map(|q| q.index), Some(target));
+    // The reader moves on within what is requested: nothing is withdrawn.
+    t.set_priority_ranges(now, std::slice::from_ref(&(at + 16384..at + 2 * 16384)))
+        .unwrap();
+    exchange(&mut t, now, &mut s);
+    let (_, cancels) = requests_and_cancels(&mut s);
+    assert!(cancels.is_empty(), "{cancels:?}");
+}
+
+#[test]
 fn wanted_pieces_skip_padding_and_empty_files() {
     let (m, _) = two_files();
     let mut info = m.info.clone();

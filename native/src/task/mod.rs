@@ -210,6 +210,13 @@ impl Task {
         let now = shared.now();
         let mut settings = SessionSettings::new(shared.peer_id);
         settings.torrent.session.listen_port = Some(shared.port);
+        if let Some(rate) = shared.opts.upload_limit {
+            // Under an upload limit, about 1/8 s of blocks queued per peer (not 2 MiB): a
+            // cancel or an urgent request (a stream reader's seek) then takes effect at once.
+            settings.torrent.max_upload_queue = usize::try_from(rate / 8)
+                .unwrap_or(usize::MAX)
+                .clamp(128 * 1024, settings.torrent.max_upload_queue);
+        }
         settings.torrent.session.pex = shared.opts.pex;
         settings.torrent.max_peers = shared.opts.max_connections;
         if let Some(b) = shared.opts.upload_cache_bytes {

@@ -1,0 +1,196 @@
+//! Streaming and web seed figures (issue 14), on loopback with plain 127.0.0.1 sockets:
+//!
+//! 1. **Time to first byte** of a stream URL (and after seeking) while the only seeder
+//!    uploads at 4 MB/s: a leecher serves the torrent's file with [`StreamServer`]; GETs with
+//!    `Range: bytes=P-` at 0 %, 30 %, 70 % and 95 % of the file, each timed from sending the
+//!    request to the first body byte.
+//! 2. **Web seed throughput**: a seeder's [`StreamServer`] serves the file over HTTP; `curl`
+//!    fetches it whole (the baseline), then a leecher with no peers downloads it with that URL
+//!    as its only web seed.
+//!
+//! ```sh
+//! cargo run --release -p webtorrent --example stream_bench -- [SIZE_MIB] [WEBSEED_MIB]
+//! ```
+//!
+//! Defaults: a 256 MiB file for the stream test, 1024 MiB for the web seed test.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use webtorrent::server::stream::StreamServer;
+use webtorrent::{AddOptions, TorrentCreator, WebTorrent, WebTorrentOptions};
+
+fn opts() -> WebTorrentOptions {
+    WebTorrentOptions {
+        port: Some(0),
+        listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        trackers: false,
+        webrtc: false,
+        ..WebTorrentOptions::default()
+    }
+}
+
+fn data(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn serve(client: &WebTorrent) -> StreamServer {
+    let (a, b) = (client.clone(), client.clone());
+    StreamServer::bind(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        Arc::new(move |ih| a.get(ih)),
+        Arc::new(move || b.torrents()),
+    )
+    .await
+    .expect("stream server")
+}
+
+/// Milliseconds from sending `Range: bytes=at-` to the first body byte.
+async fn first_byte(http: &reqwest::Client, url: &str, at: u64) -> f64 {
+    let t0 = Instant::now();
+    let mut resp = http
+        .get(url)
+        .header("Range", format!("bytes={at}-"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 206);
+    let chunk = resp.chunk().await.expect("body").expect("a first chunk");
+    assert!(!chunk.is_empty());
+    t0.elapsed().as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let size_mib = args.first().copied().unwrap_or(256);
+    let web_mib = args.get(1).copied().unwrap_or(1024);
+
+    // ---- 1. time to first byte at 4 MB/s
+    let len = (size_mib << 20) as usize;
+    // STREAM_RATE=bytes/s overrides the seeder's 4 MB/s.
+    let rate: u64 = std::env::var("STREAM_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4_000_000);
+    let seeder = WebTorrent::new(WebTorrentOptions {
+        upload_limit: Some(rate),
+        ..opts()
+    })
+    .await
+    .unwrap();
+    let seeded = seeder
+        .seed("film.mp4".to_string(), Bytes::from(data(len)), None)
+        .await
+        .unwrap();
+    let leecher = WebTorrent::new(opts()).await.unwrap();
+    let t = leecher
+        .add_with(
+            seeded.torrent_file().unwrap(),
+            AddOptions {
+                peers: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, seeder.port()))],
+                ..AddOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let server = serve(&leecher).await;
+    let url = server.url(t.info_hash(), 0);
+    // reqwest is built without a TLS provider of its own.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    println!(
+        "## Stream: time to first byte, {size_mib} MiB file, seeder at 4 MB/s, piece {} KiB\n",
+        seeded.metainfo().unwrap().info.piece_length() / 1024
+    );
+    println!("| position | first byte (ms) |\n|---|---|");
+    for pct in [0u64, 30, 70, 95] {
+        let at = len as u64 * pct / 100;
+        let ms = first_byte(&http, &url, at).await;
+        println!("| {pct} % (seek) | {ms:.0} |");
+    }
+    println!(
+        "\n(downloaded meanwhile: {:.1} MiB of {size_mib})\n",
+        t.downloaded() as f64 / 1048576.0
+    );
+    server.shutdown().await;
+    leecher.destroy().await.unwrap();
+    seeder.destroy().await.unwrap();
+
+    // ---- 2. web seed vs curl, same server
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = data(1 << 20);
+        for _ in 0..web_mib {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let origin = WebTorrent::new(opts()).await.unwrap();
+    let ot = origin
+        .seed_path(&path, TorrentCreator::new())
+        .await
+        .unwrap();
+    let server = serve(&origin).await;
+    let url = server.url(ot.info_hash(), 0);
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{speed_download}", &url])
+        .output()
+        .expect("curl (Debian package curl)");
+    let curl_bps: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+
+    let leecher = WebTorrent::new(opts()).await.unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let t = leecher
+        .add_with(
+            ot.torrent_file().unwrap(),
+            AddOptions {
+                download_dir: Some(folder.path().to_path_buf()),
+                ..AddOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    t.add_web_seed(&url).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3600), t.wait_done())
+        .await
+        .expect("web seed download finishes")
+        .unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let ws_bps = (web_mib << 20) as f64 / secs;
+    println!("## Web seed only, {web_mib} MiB from a local HTTP server\n");
+    println!("| client | MiB/s |\n|---|---|");
+    println!("| curl | {:.0} |", curl_bps / 1048576.0);
+    println!("| webtorrent-rs web seed | {:.0} |", ws_bps / 1048576.0);
+    println!(
+        "\nweb seed / curl: {:.0} %",
+        if curl_bps > 0.0 {
+            ws_bps / curl_bps * 100.0
+        } else {
+            0.0
+        }
+    );
+    server.shutdown().await;
+    leecher.destroy().await.unwrap();
+    origin.destroy().await.unwrap();
+}
