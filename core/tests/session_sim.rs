@@ -825,3 +825,55 @@ fn a_failing_web_seed_is_retried_later() {
     );
     assert!(net.nodes[l].data == data);
 }
+
+/// The order pieces were verified in by a leecher with a stream reader near the end of the
+/// second of two files (only the first file selected), or without one (both selected).
+fn verified_order(reader: bool) -> (Vec<u32>, Net, usize, Vec<u8>) {
+    let (meta, data) = torrent(40 * 16384, &[20 * 16384, 20 * 16384], 24);
+    let mut net = Net::new();
+    net.seed(&meta, &data);
+    let l = net.leecher(&meta);
+    let now = net.now;
+    // Without a reader both files are wanted, so that the control could fetch 36 to 38.
+    net.nodes[l]
+        .s
+        .set_files_wanted(now, &[true, !reader])
+        .unwrap();
+    if reader {
+        let at = 36 * 16384;
+        net.nodes[l]
+            .s
+            .set_reader_window(now, 7, Some(at..at + 3 * 16384))
+            .unwrap();
+        // The reader's file is selected for it.
+        assert_eq!(net.nodes[l].s.files_wanted(), Some(vec![true, true]));
+        assert_eq!(net.nodes[l].s.num_readers(), 1);
+    }
+    net.input(l, Input::StorageReady { have: None });
+    assert!(net.run(Duration::from_secs(30), |n| n.nodes[l].verified.len() >= 16));
+    (net.nodes[l].verified.clone(), net, l, data)
+}
+
+#[test]
+fn reader_windows_come_first_and_select_their_file() {
+    // Choked at first, the leecher fetches its allowed-fast pieces (BEP 6); right after the
+    // unchoke come the reader's pieces. The same swarm without the reader (deterministic)
+    // is the control.
+    let window_early = |order: &[u32]| [36, 37, 38].iter().all(|p| order[..16].contains(p));
+    let (control, ..) = verified_order(false);
+    assert!(!window_early(&control), "{control:?}");
+    let (order, mut net, l, data) = verified_order(true);
+    assert!(window_early(&order), "{order:?}");
+    // Out of range, and gone.
+    let now = net.now;
+    let total = 40 * 16384;
+    assert!(net.nodes[l]
+        .s
+        .set_reader_window(now, 8, Some(total..total + 1))
+        .is_err());
+    net.nodes[l].s.set_reader_window(now, 7, None).unwrap();
+    assert_eq!(net.nodes[l].s.num_readers(), 0);
+    assert!(net.run(Duration::from_secs(60), |n| done_event(&n.nodes[l])
+        == Some(true)));
+    assert!(net.nodes[l].data == data);
+}

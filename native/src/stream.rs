@@ -125,7 +125,7 @@ impl FileReader {
             .min((piece + 1) * self.piece_length)
             .min(abs + MAX_CHUNK);
         let torrent = self.torrent.clone();
-        let (id, file) = (self.id, self.file);
+        let id = self.id;
         Box::pin(async move {
             let shut = || io::Error::new(io::ErrorKind::BrokenPipe, "the torrent was removed");
             if let Some(window) = window {
@@ -134,7 +134,6 @@ impl FileReader {
                     .tx
                     .send(TaskMsg::Stream {
                         id,
-                        file,
                         window: Some(window),
                     })
                     .await
@@ -243,7 +242,6 @@ impl Drop for FileReader {
     fn drop(&mut self) {
         let msg = TaskMsg::Stream {
             id: self.id,
-            file: self.file,
             window: None,
         };
         if let Err(tokio::sync::mpsc::error::TrySendError::Full(msg)) =

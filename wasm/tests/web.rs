@@ -240,3 +240,68 @@ async fn file_selection_and_priority_check_their_input() {
     assert!(t.done());
     c.destroy();
 }
+
+/// Everything a `ReadableStream` gives, read with its default reader.
+async fn read_all(stream: &JsValue) -> Vec<u8> {
+    let get_reader: js_sys::Function = Reflect::get(stream, &"getReader".into())
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    let reader = get_reader.call0(stream).unwrap();
+    let read: js_sys::Function = Reflect::get(&reader, &"read".into())
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let p: js_sys::Promise = read.call0(&reader).unwrap().dyn_into().unwrap();
+        let r = JsFuture::from(p).await.unwrap();
+        if Reflect::get(&r, &"done".into()).unwrap().as_bool() == Some(true) {
+            return out;
+        }
+        let v: Uint8Array = Reflect::get(&r, &"value".into()).unwrap().dyn_into().unwrap();
+        out.extend(v.to_vec());
+    }
+}
+
+#[wasm_bindgen_test]
+async fn a_file_streams_any_range_and_selects_like_webtorrent() {
+    let a = data(300_000, 12);
+    let b = data(77_777, 13);
+    let parts_a = Array::of1(&Uint8Array::from(&a[..]));
+    let parts_b = Array::of1(&Uint8Array::from(&b[..]));
+    let fa = web_sys::File::new_with_u8_array_sequence(&parts_a, "a.webm").unwrap();
+    let fb = web_sys::File::new_with_u8_array_sequence(&parts_b, "b.bin").unwrap();
+    let c = client();
+    let t = seed(
+        &c,
+        Array::of2(&fa, &fb).into(),
+        opts(&[("name", "media".into()), ("pieceLength", 16384.into())]),
+    )
+    .await
+    .unwrap();
+    let files = t.files();
+    let call = |f: &JsValue, name: &str, arg: JsValue| -> Result<JsValue, JsValue> {
+        let func: js_sys::Function = Reflect::get(f, &name.into())?.dyn_into()?;
+        func.call1(f, &arg)
+    };
+    let fa = files.get(0);
+    let fb = files.get(1);
+    // The whole file, a middle range (end inclusive) and the last byte.
+    let whole = call(&fa, "stream", JsValue::UNDEFINED).unwrap();
+    assert_eq!(read_all(&whole).await, a);
+    let mid = call(&fa, "stream", opts(&[("start", 20_000.into()), ("end", 150_000.into())]))
+        .unwrap();
+    assert_eq!(read_all(&mid).await, &a[20_000..=150_000]);
+    let last = call(&fb, "stream", opts(&[("start", 77_776.into())])).unwrap();
+    assert_eq!(read_all(&last).await, &b[77_776..]);
+    // Past the end, or not a number: a clear error.
+    let msg = error_message(call(&fb, "stream", opts(&[("start", 99_999.into())])).unwrap_err());
+    assert!(msg.contains("past the end"), "{msg}");
+    let msg = error_message(call(&fb, "stream", opts(&[("start", (-1).into())])).unwrap_err());
+    assert!(msg.contains("whole number"), "{msg}");
+    // Per-file selection, as webtorrent's file.select() / file.deselect().
+    call(&fb, "deselect", JsValue::UNDEFINED).unwrap();
+    call(&fb, "select", JsValue::UNDEFINED).unwrap();
+    c.destroy();
+}

@@ -431,6 +431,9 @@ pub struct TorrentSession {
     verify_queue: VecDeque<(PieceIndex, u64, Bytes, [u8; 20])>,
     transports: HashMap<PeerKey, Transport>,
     webseeds: webseeds::WebSeeds,
+    /// Stream readers' windows by reader id, and the user's priority range.
+    readers: std::collections::BTreeMap<u64, Range<u64>>,
+    user_priority: Option<Range<u64>>,
     sent_webrtc: u64,
     sent_tcp: u64,
     outputs: VecDeque<Output>,
@@ -494,6 +497,8 @@ impl TorrentSession {
             verify_queue: VecDeque::new(),
             transports: HashMap::new(),
             webseeds: WebSeeds::default(),
+            readers: Default::default(),
+            user_priority: None,
             sent_webrtc: 0,
             sent_tcp: 0,
             outputs: VecDeque::new(),
@@ -630,27 +635,97 @@ impl TorrentSession {
         )
     }
 
-    /// Fetches the pieces covering this byte range first; `None` clears it.
+    /// Fetches the pieces covering this byte range first (after stream readers' windows);
+    /// `None` clears it.
     pub fn set_priority_range(
         &mut self,
         now: Time,
         range: Option<Range<u64>>,
     ) -> Result<(), SelectionError> {
         self.now = now;
-        self.torrent.set_priority_range(now, range)?;
-        self.pump(now);
-        Ok(())
+        self.check_range(range.as_ref())?;
+        let previous = std::mem::replace(&mut self.user_priority, range);
+        let res = self.apply_priorities(now);
+        if res.is_err() {
+            self.user_priority = previous;
+        }
+        res
     }
 
-    /// Fetches the pieces covering these byte ranges first, the first range first (one per
-    /// stream reader); an empty list clears them.
-    pub fn set_priority_ranges(
+    /// Moves stream reader `reader`'s window (bytes of the torrent it reads next; `None`
+    /// when the reader is gone). Readers' pieces come before everything else: first the next
+    /// two pieces of every reader (so that each keeps playing), then their whole windows,
+    /// then [`set_priority_range`](Self::set_priority_range)'s range. A window in a
+    /// deselected file selects that file. A reader that jumps to pieces nobody fetches has
+    /// the requests for other pieces withdrawn, so its first bytes do not wait behind them.
+    pub fn set_reader_window(
         &mut self,
         now: Time,
-        ranges: &[Range<u64>],
+        reader: u64,
+        window: Option<Range<u64>>,
     ) -> Result<(), SelectionError> {
         self.now = now;
-        self.torrent.set_priority_ranges(now, ranges)?;
+        self.check_range(window.as_ref())?;
+        match window {
+            Some(w) => {
+                self.select_file_at(now, w.start);
+                self.readers.insert(reader, w);
+            }
+            None => {
+                self.readers.remove(&reader);
+            }
+        }
+        self.apply_priorities(now)
+    }
+
+    /// Stream readers with a window.
+    pub fn num_readers(&self) -> usize {
+        self.readers.len()
+    }
+
+    fn check_range(&self, range: Option<&Range<u64>>) -> Result<(), SelectionError> {
+        let meta = self.torrent.metainfo().ok_or(SelectionError::NoMetadata)?;
+        match range {
+            Some(r) if r.start > r.end || r.end > meta.info.total_length() => {
+                Err(SelectionError::OutOfRange)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Selects the file holding byte `offset` if it is deselected.
+    fn select_file_at(&mut self, now: Time, offset: u64) {
+        let (Some(meta), Some(mut wanted)) = (self.torrent.metainfo(), self.files_wanted()) else {
+            return;
+        };
+        let visible = meta
+            .info
+            .files
+            .iter()
+            .filter(|f| !f.padding)
+            .position(|f| f.offset <= offset && offset < f.offset + f.length);
+        if let Some(i) = visible {
+            if wanted.get(i) == Some(&false) {
+                wanted[i] = true;
+                let _ = self.set_files_wanted(now, &wanted);
+            }
+        }
+    }
+
+    /// The picker's priority ranges from the readers' windows and the user's range.
+    fn apply_priorities(&mut self, now: Time) -> Result<(), SelectionError> {
+        let piece = self
+            .torrent
+            .metainfo()
+            .map_or(0, |m| u64::from(m.info.layout.piece_length()));
+        let mut ranges: Vec<Range<u64>> = self
+            .readers
+            .values()
+            .map(|w| w.start..w.end.min(w.start.saturating_add(2 * piece)))
+            .collect();
+        ranges.extend(self.readers.values().cloned());
+        ranges.extend(self.user_priority.clone());
+        self.torrent.set_priority_ranges(now, &ranges)?;
         self.pump(now);
         Ok(())
     }

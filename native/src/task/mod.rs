@@ -92,7 +92,6 @@ pub(crate) enum TaskMsg {
     /// selected if it was not.
     Stream {
         id: u64,
-        file: usize,
         window: Option<std::ops::Range<u64>>,
     },
     /// Answer once piece `piece` is verified and stored (at once if it is).
@@ -184,10 +183,6 @@ pub(crate) struct Task {
     /// How long a TCP dial may take (the session's `connect_timeout`).
     connect_timeout: Duration,
     stopped: bool,
-    /// Stream readers' priority windows, by reader id (oldest reader first).
-    streams: std::collections::BTreeMap<u64, std::ops::Range<u64>>,
-    /// The range set with `Torrent::prioritize`, fetched after the readers' windows.
-    user_priority: Option<std::ops::Range<u64>>,
     /// Readers waiting for a piece.
     piece_waiters: HashMap<u32, Vec<oneshot::Sender<()>>>,
 }
@@ -278,8 +273,6 @@ impl Task {
             magnet,
             connect_timeout,
             stopped: false,
-            streams: Default::default(),
-            user_priority: None,
             piece_waiters: HashMap::new(),
         };
         // A .torrent's selection, before any peer is asked for anything (a magnet's waits
@@ -430,28 +423,17 @@ impl Task {
                 let _ = reply.send(res.map_err(|e| e.to_string()));
             }
             TaskMsg::Prioritize { range, reply } => {
-                let previous = std::mem::replace(&mut self.user_priority, range);
-                let res = self.apply_priorities();
-                if res.is_err() {
-                    self.user_priority = previous;
-                }
-                let _ = reply.send(res);
+                let now = self.now();
+                let res = self.session.set_priority_range(now, range);
+                let _ = reply.send(res.map_err(|e| e.to_string()));
             }
-            TaskMsg::Stream { id, file, window } => {
-                match window {
-                    Some(w) => {
-                        self.streams.insert(id, w);
-                        self.want_file(file);
-                    }
-                    None => {
-                        self.streams.remove(&id);
-                    }
-                }
+            TaskMsg::Stream { id, window } => {
                 self.piece_waiters.retain(|_, v| {
                     v.retain(|s| !s.is_closed());
                     !v.is_empty()
                 });
-                if let Err(e) = self.apply_priorities() {
+                let now = self.now();
+                if let Err(e) = self.session.set_reader_window(now, id, window) {
                     debug!("stream window not applied: {e}");
                 }
             }
@@ -469,42 +451,6 @@ impl Task {
             TaskMsg::Stop(reply) => {
                 *stop_reply = Some(reply);
                 self.input(Input::Stop);
-            }
-        }
-    }
-
-    /// Hands the session the readers' windows, then the user's range. Every reader's next
-    /// two pieces come before any reader's read-ahead, so one reader's long window never
-    /// keeps another waiting.
-    fn apply_priorities(&mut self) -> Result<(), String> {
-        let piece = self
-            .session
-            .metainfo()
-            .map_or(0, |m| u64::from(m.info.layout.piece_length()));
-        let heads = self
-            .streams
-            .values()
-            .map(|w| w.start..w.end.min(w.start.saturating_add(2 * piece)));
-        let mut ranges: Vec<std::ops::Range<u64>> = heads.collect();
-        ranges.extend(self.streams.values().cloned());
-        ranges.extend(self.user_priority.clone());
-        let now = self.now();
-        self.session
-            .set_priority_ranges(now, &ranges)
-            .map_err(|e| e.to_string())
-    }
-
-    /// Selects file `file` if it was deselected: a reader of it needs its pieces.
-    fn want_file(&mut self, file: usize) {
-        let Some(mut wanted) = self.session.files_wanted() else {
-            return;
-        };
-        if wanted.get(file) == Some(&false) {
-            wanted[file] = true;
-            info!(file, "file selected: a stream reader opened it");
-            let now = self.now();
-            if let Err(e) = self.session.set_files_wanted(now, &wanted) {
-                debug!("selecting file {file} for a reader: {e}");
             }
         }
     }

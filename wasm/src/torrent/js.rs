@@ -265,6 +265,85 @@ impl TorrentFile {
             .unwrap_or(0.0)
     }
 
+    /// The file's index among the files users see (padding files left out).
+    fn visible_index(&self) -> Option<usize> {
+        let (m, i) = self.entry()?;
+        Some(
+            m.info.files[..i.min(m.info.files.len())]
+                .iter()
+                .filter(|f| !f.padding)
+                .count(),
+        )
+    }
+
+    fn set_wanted(&self, on: bool) -> Result<(), JsValue> {
+        let err = |m: String| JsValue::from(js_sys::Error::new(&m));
+        let i = self
+            .visible_index()
+            .ok_or_else(|| err("no metadata yet".into()))?;
+        {
+            let mut t = self.h.borrow_mut();
+            let mut wanted = t
+                .session
+                .files_wanted()
+                .ok_or_else(|| err("no metadata yet".into()))?;
+            if let Some(w) = wanted.get_mut(i) {
+                *w = on;
+            }
+            t.session
+                .set_files_wanted(now(), &wanted)
+                .map_err(|e| err(e.to_string()))?;
+        }
+        drive(&self.h);
+        Ok(())
+    }
+
+    /// Downloads this file (pieces shared with other files are fetched in any case).
+    pub fn select(&self) -> Result<(), JsValue> {
+        self.set_wanted(true)
+    }
+
+    /// Stops downloading this file, apart from pieces it shares with selected files; a
+    /// stream opened on it selects it again.
+    pub fn deselect(&self) -> Result<(), JsValue> {
+        self.set_wanted(false)
+    }
+
+    /// A `ReadableStream` of the file's bytes `start..=end` (both optional, `end` inclusive
+    /// as in webtorrent's `createReadStream`), readable while the file downloads: each read
+    /// waits for its piece, and the stream's position and 8 MiB ahead are fetched first.
+    pub fn stream(&self, opts: JsValue) -> Result<web_sys::ReadableStream, JsValue> {
+        let err = |m: String| JsValue::from(js_sys::Error::new(&m));
+        let (m, i) = self.entry().ok_or_else(|| err("no metadata yet".into()))?;
+        let f = m
+            .info
+            .files
+            .get(i)
+            .ok_or_else(|| err("no such file".into()))?;
+        let num = |k: &str| -> Result<Option<u64>, JsValue> {
+            if opts.is_undefined() || opts.is_null() {
+                return Ok(None);
+            }
+            let v = js_sys::Reflect::get(&opts, &k.into())?;
+            match v.as_f64() {
+                None if v.is_undefined() => Ok(None),
+                Some(x) if x >= 0.0 && x.fract() == 0.0 => Ok(Some(x as u64)),
+                _ => Err(err(format!(
+                    "stream({{ {k} }}) takes a whole number of bytes >= 0"
+                ))),
+            }
+        };
+        let start = num("start")?.unwrap_or(0);
+        let end = num("end")?.map_or(f.length, |e| e.saturating_add(1).min(f.length));
+        if start > end {
+            return Err(err(format!(
+                "stream({{ start: {start} }}) is past the end of the file ({} bytes)",
+                f.length
+            )));
+        }
+        super::stream::readable(self.h.clone(), f.offset + start..f.offset + end)
+    }
+
     /// The file's bytes as a `Blob` (rejects until the download is complete).
     pub fn blob(&self) -> js_sys::Promise {
         let h = self.h.clone();

@@ -9,6 +9,7 @@
 
 mod channels;
 mod js;
+mod stream;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -61,6 +62,10 @@ pub(crate) struct Inner {
     ready: bool,
     done: bool,
     error: Option<String>,
+    /// Stream readers waiting for a piece.
+    piece_waiters: HashMap<u32, Vec<futures::channel::oneshot::Sender<()>>>,
+    /// The last stream reader id given out.
+    next_reader: u64,
 }
 
 /// How a torrent starts.
@@ -191,6 +196,8 @@ pub(crate) fn start(
         ready: false,
         done: false,
         error: None,
+        piece_waiters: HashMap::new(),
+        next_reader: 0,
     }));
     // The first events wait for the caller to add listeners.
     let w = Rc::downgrade(&h);
@@ -389,6 +396,7 @@ fn on_event(t: &mut Inner, e: Event) {
             t.emit("ready", JsValue::UNDEFINED);
         }
         Event::PieceVerified(p) => {
+            t.piece_arrived(p.get());
             if let Some(m) = t.session.metainfo() {
                 let len = m.info.layout.piece_len(p);
                 t.emit("download", JsValue::from_f64(len as f64));
@@ -582,6 +590,8 @@ pub(crate) fn destroy(h: &Handle) {
         }
         t.destroyed = true;
         t.listeners.clear();
+        // Streams waiting for pieces end with an error.
+        t.piece_waiters.clear();
     }
     for w in work {
         run_work(h, w);
