@@ -9,6 +9,8 @@
 // (bridge.json): `html[data-bridge=true|false]` once known, per card [data-testid=desktop]
 // (data-state = the bridge's state, data-reachable = true|false; hidden until the first status)
 // and [data-testid=keep] (the "Keep on server" button; data-error = the last refusal).
+// Audio and video files get [data-testid=player] elements (data-file = the file's index)
+// that play through sw.js while they download.
 
 // The client library (wasm-bindgen output in pkg/) is imported in start(), so the page still
 // explains itself when it is missing or fails to load.
@@ -305,6 +307,87 @@ async function copyText (text, button) {
   }, 1600)
 }
 
+// ---------------------------------------------------------------- playing while downloading
+
+// Audio and video files get a player that starts while they download and can seek: the
+// media element asks sw.js for webtorrent/<info hash>/<index> with Range headers, and sw.js
+// asks this page, which reads the bytes with file.stream({ start, end }).
+const MEDIA = {
+  mp4: 'video', m4v: 'video', webm: 'video', ogv: 'video', mov: 'video', mkv: 'video',
+  mp3: 'audio', m4a: 'audio', aac: 'audio', ogg: 'audio', oga: 'audio', opus: 'audio', flac: 'audio', wav: 'audio'
+}
+const MIME = {
+  mp4: 'video/mp4', m4v: 'video/mp4', webm: 'video/webm', ogv: 'video/ogg', mov: 'video/quicktime',
+  mkv: 'video/x-matroska', mp3: 'audio/mpeg', m4a: 'audio/mp4', aac: 'audio/aac', ogg: 'audio/ogg',
+  oga: 'audio/ogg', opus: 'audio/opus', flac: 'audio/flac', wav: 'audio/wav'
+}
+const extOf = name => (/\.([a-z0-9]+)$/i.exec(name || '') || [])[1]?.toLowerCase()
+
+function setupStreaming () {
+  if (!('serviceWorker' in navigator)) return
+  navigator.serviceWorker.addEventListener('message', event => {
+    if (event.data?.type === 'webtorrent-stream' && event.ports[0]) answerStream(event.data, event.ports[0])
+  })
+  navigator.serviceWorker.register('sw.js').catch(e => console.warn('no service worker: media plays only once downloaded', e))
+}
+
+// A Range header (one range, as media elements send) for a file of `len` bytes:
+// { start, end } (end inclusive), null for the whole file, or 'unsatisfiable'.
+function parseRange (header, len) {
+  const m = /^bytes=(\d*)-(\d*)$/.exec((header || '').trim())
+  if (!m || (m[1] === '' && m[2] === '')) return null
+  if (m[1] === '') {
+    const n = Number(m[2])
+    if (n === 0 || len === 0) return 'unsatisfiable'
+    return { start: Math.max(0, len - n), end: len - 1 }
+  }
+  const start = Number(m[1])
+  if (start >= len) return 'unsatisfiable'
+  const end = m[2] === '' ? len - 1 : Math.min(Number(m[2]), len - 1)
+  return end < start ? null : { start, end }
+}
+
+function answerStream ({ infoHash, index, range }, port) {
+  const e = [...entries].find(x => (x.infoHash || '').toLowerCase() === infoHash)
+  const f = e?.torrent && (e.torrent.files || [])[index]
+  if (!f) { port.postMessage({ missing: true }); return }
+  const len = f.length
+  const r = parseRange(range, len)
+  const type = MIME[extOf(f.name)] || 'application/octet-stream'
+  if (r === 'unsatisfiable') {
+    port.postMessage({ head: { status: 416, headers: { 'Content-Range': `bytes */${len}` }, text: '' } })
+    return
+  }
+  const { start, end } = r || { start: 0, end: len - 1 }
+  const headers = { 'Content-Type': type, 'Accept-Ranges': 'bytes', 'Content-Length': String(end - start + 1) }
+  if (r) headers['Content-Range'] = `bytes ${start}-${end}/${len}`
+  let reader = null
+  port.onmessage = async ({ data }) => {
+    if (data.cancel) {
+      reader?.cancel().catch(() => {})
+      port.close()
+      return
+    }
+    if (!data.pull) return
+    try {
+      reader ??= f.stream({ start, end }).getReader()
+      const { done, value } = await reader.read()
+      if (done) {
+        port.postMessage({ done: true })
+        port.close()
+        return
+      }
+      const whole = value.byteOffset === 0 && value.byteLength === value.buffer.byteLength
+      const buf = whole ? value.buffer : value.slice().buffer
+      port.postMessage({ chunk: buf }, [buf])
+    } catch (err) {
+      port.postMessage({ error: errorMessage(err) })
+      port.close()
+    }
+  }
+  port.postMessage({ head: { status: r ? 206 : 200, headers } })
+}
+
 // ---------------------------------------------------------------- torrent cards
 
 const entries = new Set()
@@ -525,6 +608,28 @@ class Entry {
     return { text: `Downloading from ${plural(peers, 'peer')}: ${pct}${eta}.`, kind: 'active' }
   }
 
+  // A player per audio or video file, playing through sw.js while the file downloads.
+  makePlayers () {
+    this.playersMade = true
+    const box = this.$('.t-players')
+    const files = this.torrent.files || []
+    files.forEach((f, i) => {
+      const kind = MEDIA[extOf(f.name)]
+      if (!kind || !/^[0-9a-f]{40}$/i.test(this.infoHash || '')) return
+      const media = document.createElement(kind)
+      media.controls = true
+      media.preload = 'metadata'
+      media.dataset.testid = 'player'
+      media.dataset.file = String(i)
+      media.src = `webtorrent/${this.infoHash.toLowerCase()}/${i}`
+      const name = document.createElement('span')
+      name.className = 'p-name'
+      name.textContent = f.path || f.name
+      box.append(media, name)
+    })
+    box.hidden = box.childElementCount === 0
+  }
+
   async prepareSave () {
     if (this.savePrepared || this.preparing) return
     this.preparing = true
@@ -594,6 +699,7 @@ class Entry {
         this.$('.t-share').hidden = false
       }
       if (this.role === 'download' && t.done && !this.savePrepared) this.prepareSave()
+      if (!this.playersMade && this.hasMetadata() && navigator.serviceWorker?.controller) this.makePlayers()
     }
 
     if (this.warning && performance.now() - this.warningAt > WARNING_TTL_MS) this.warning = null
@@ -833,6 +939,7 @@ async function start () {
     for (const e of entries) if (e.bridge.timer) e.schedulePoll(0)
   })
   setupTrackerSettings()
+  setupStreaming()
   setupDrop()
   setupOpenForm()
   try {

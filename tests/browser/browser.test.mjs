@@ -214,3 +214,45 @@ test('HTTP announce: a seeding page is counted as a seeder on the tracker\'s /st
     assert.equal(stats.peersLeecherOnly, 0, JSON.stringify(stats))
   })
 })
+
+test('page to page: a video gets a player that reads through the service worker; Range reads are exact', { timeout: TEST_TIMEOUT }, async () => {
+  const set = fileSet([{ name: 'clip.webm', size: 6 * MIB + 5 }])
+  const bytes = fs.readFileSync(set.files[0].path)
+  const s = new Scenario(browser, 'page player')
+  await s.run(async () => {
+    const a = await s.openPage('A', ourPageUrl(server, [wsTracker]))
+    const seeded = await s.step('A seeds a .webm file', () => seedOnOurPage(a, set.files.map(f => f.path)), 60_000)
+    const b = await s.openPage('B', seeded.share)
+    await s.step('B shows a <video> player for it (the service worker controls the page)', async () => {
+      await b.waitForFunction(() => {
+        const v = document.querySelector('article.torrent [data-testid=player]')
+        return v && v.tagName === 'VIDEO' && v.getAttribute('src').includes('webtorrent/')
+      }, null, { timeout: 60_000, polling: 100 })
+    }, 65_000)
+    const read = (range) => b.evaluate(async ({ ih, range }) => {
+      const res = await fetch(`webtorrent/${ih}/0`, { headers: range ? { Range: range } : {} })
+      const buf = new Uint8Array(await res.arrayBuffer())
+      return {
+        status: res.status,
+        type: res.headers.get('content-type'),
+        contentRange: res.headers.get('content-range'),
+        bytes: Array.from(buf)
+      }
+    }, { ih: seeded.infoHash.toLowerCase(), range })
+    const len = bytes.length
+    for (const [range, start, end] of [['bytes=1000-50999', 1000, 51000], [`bytes=${len - 4096}-`, len - 4096, len], ['bytes=-777', len - 777, len]]) {
+      await s.step(`${range}: 206 and exactly those bytes`, async () => {
+        const r = await read(range)
+        assert.equal(r.status, 206)
+        assert.equal(r.type, 'video/webm')
+        assert.equal(r.contentRange, `bytes ${start}-${end - 1}/${len}`)
+        assert.ok(Buffer.from(r.bytes).equals(bytes.subarray(start, end)), `bytes of ${range} differ`)
+      }, 60_000)
+    }
+    await s.step('past the end: 416', async () => {
+      const r = await read(`bytes=${len}-`)
+      assert.equal(r.status, 416)
+    })
+    await screenshot(b, 'player.png')
+  })
+})
