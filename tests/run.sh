@@ -32,6 +32,7 @@ command -v npm >/dev/null || missing+=(npm)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v curl >/dev/null || missing+=(curl)
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -108,6 +109,9 @@ tests/netns.sh node --test tests/browser/bridge.test.mjs
 
 step "the bridge as a service: webtorrent serve alone links pages, the bundle and desktop clients"
 tests/netns.sh node --test tests/browser/service.test.mjs
+
+step "watching while it downloads: the page's <video> plays and seeks, fed by a throttled CLI seeder"
+tests/netns.sh node --test tests/browser/player.test.mjs
 
 step "done"
 du -sh target
