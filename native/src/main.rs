@@ -64,6 +64,10 @@ enum Cmd {
         /// Comment to embed.
         #[arg(long)]
         comment: Option<String>,
+        /// An HTTP(S) server that serves the files too (BEP 19 `url-list`; repeatable): the
+        /// file's URL for a single file, or the folder holding the torrent's folder.
+        #[arg(long = "web-seed", value_name = "URL")]
+        web_seeds: Vec<String>,
         /// Output file.
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
@@ -423,10 +427,13 @@ async fn run(cli: Cli) -> AnyResult<()> {
             piece_length,
             private,
             comment,
+            web_seeds,
             output,
         } => {
+            check_web_seeds(&web_seeds)?;
             let mut c = TorrentCreator::new()
                 .with_announce(announce)
+                .with_url_list(web_seeds)
                 .with_private(private);
             if let Some(pl) = piece_length {
                 c = c.with_piece_length(pl);
@@ -941,6 +948,20 @@ fn info(source: &str) -> AnyResult<()> {
     }
     for (i, f) in m.info.files.iter().filter(|f| !f.padding).enumerate() {
         say!("file {i:<7} {} ({} bytes)", f.path_string(), f.length);
+    }
+    Ok(())
+}
+
+/// Refuses web seed URLs that are not http:// or https://.
+fn check_web_seeds(urls: &[String]) -> AnyResult<()> {
+    for u in urls {
+        let l = u.to_ascii_lowercase();
+        if !(l.starts_with("http://") || l.starts_with("https://")) {
+            return Err(format!(
+                "--web-seed {u:?}: give the http:// or https:// URL that serves the file"
+            )
+            .into());
+        }
     }
     Ok(())
 }

@@ -12,12 +12,15 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import path from 'node:path'
+import http from 'node:http'
+import { spawnSync } from 'node:child_process'
 import { PREFIX } from './server.mjs'
 import {
   requireLoopbackOnly, startTracker, startServer, launchChromium, checkPkg, fetchWithTimeout,
   Scenario, makeFileSet, ourPageUrl, seedOnOurPage, waitDoneOnOurPage, checkSameFiles, card,
   stateLine, wtSeed, wtDownload, ARTIFACTS, ROOT
 } from './lib.mjs'
+import { webtorrentBin } from './bridge-lib.mjs'
 
 requireLoopbackOnly()
 
@@ -254,5 +257,72 @@ test('page to page: a video gets a player that reads through the service worker;
       assert.equal(r.status, 416)
     })
     await screenshot(b, 'player.png')
+  })
+})
+
+/**
+ * A file server on 127.0.0.1 (another origin than the page): GET with or without one
+ * `Range: bytes=A-B`, CORS headers, OPTIONS preflights. `corrupt` flips a byte of every body.
+ */
+function startFileServer (files, { corrupt = false } = {}) {
+  const ranges = { count: 0 }
+  const srv = http.createServer((req, res) => {
+    const cors = {
+      'Access-Control-Allow-Origin': '*',
+      'Access-Control-Allow-Headers': 'Range',
+      'Access-Control-Expose-Headers': 'Content-Range, Content-Length, Accept-Ranges'
+    }
+    if (req.method === 'OPTIONS') { res.writeHead(204, cors); res.end(); return }
+    const data = files[decodeURIComponent(new URL(req.url, 'http://x').pathname)]
+    if (!data) { res.writeHead(404, cors); res.end(); return }
+    const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range || '')
+    let body = data
+    let status = 200
+    const headers = { ...cors, 'Accept-Ranges': 'bytes', 'Content-Type': 'application/octet-stream' }
+    if (m) {
+      const [a, b] = [Number(m[1]), Math.min(Number(m[2]), data.length - 1)]
+      body = data.subarray(a, b + 1)
+      status = 206
+      headers['Content-Range'] = `bytes ${a}-${b}/${data.length}`
+      ranges.count++
+    }
+    if (corrupt) { body = Buffer.from(body); body[0] ^= 0xff }
+    headers['Content-Length'] = String(body.length)
+    res.writeHead(status, headers)
+    res.end(body)
+  })
+  return new Promise(resolve => srv.listen(0, '127.0.0.1', () => resolve({
+    url: `http://127.0.0.1:${srv.address().port}`, ranges, close: () => new Promise(r => srv.close(r))
+  })))
+}
+
+test('a torrent whose only source is a web seed (BEP 19, fetch with CORS) completes in the page', { timeout: TEST_TIMEOUT }, async () => {
+  const set = fileSet([{ name: 'from-http.bin', size: 3 * MIB + 11 }])
+  const bytes = fs.readFileSync(set.files[0].path)
+  const web = await startFileServer({ '/files/from-http.bin': bytes })
+  cleanups.push(() => web.close())
+  const torrent = path.join(set.dir, 'from-http.torrent')
+  const { bin } = webtorrentBin()
+  const made = spawnSync(bin, ['create', set.files[0].path, '--web-seed', `${web.url}/files/from-http.bin`,
+    '--piece-length', '65536', '-o', torrent, '--quiet'], { encoding: 'utf8', timeout: 60_000 })
+  assert.equal(made.status, 0, `webtorrent create: ${made.stderr}`)
+  const s = new Scenario(browser, 'web seed only')
+  await s.run(async () => {
+    // No tracker and no peer: the web seed is the only source.
+    const page = await s.openPage('ours', ourPageUrl(server, []))
+    const got = await s.step('the page\'s client downloads it from the web seed alone', () => page.evaluate(async (file) => {
+      const t = await window.webtorrentClient.add(new Uint8Array(file))
+      await new Promise((resolve, reject) => {
+        if (t.done) return resolve()
+        t.on('done', resolve)
+        t.on('error', e => reject(new Error(String(e))))
+      })
+      const blob = await t.files[0].blob()
+      const digest = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer())
+      return { size: blob.size, sha256: Array.from(new Uint8Array(digest)).map(b => b.toString(16).padStart(2, '0')).join('') }
+    }, Array.from(fs.readFileSync(torrent))), 90_000)
+    assert.equal(got.size, bytes.length)
+    assert.equal(got.sha256, set.files[0].sha256)
+    assert.ok(web.ranges.count > 0 && web.ranges.count < bytes.length / 16384, `${web.ranges.count} range requests`)
   })
 })

@@ -259,7 +259,10 @@ async fn read_all(stream: &JsValue) -> Vec<u8> {
         if Reflect::get(&r, &"done".into()).unwrap().as_bool() == Some(true) {
             return out;
         }
-        let v: Uint8Array = Reflect::get(&r, &"value".into()).unwrap().dyn_into().unwrap();
+        let v: Uint8Array = Reflect::get(&r, &"value".into())
+            .unwrap()
+            .dyn_into()
+            .unwrap();
         out.extend(v.to_vec());
     }
 }
@@ -290,8 +293,12 @@ async fn a_file_streams_any_range_and_selects_like_webtorrent() {
     // The whole file, a middle range (end inclusive) and the last byte.
     let whole = call(&fa, "stream", JsValue::UNDEFINED).unwrap();
     assert_eq!(read_all(&whole).await, a);
-    let mid = call(&fa, "stream", opts(&[("start", 20_000.into()), ("end", 150_000.into())]))
-        .unwrap();
+    let mid = call(
+        &fa,
+        "stream",
+        opts(&[("start", 20_000.into()), ("end", 150_000.into())]),
+    )
+    .unwrap();
     assert_eq!(read_all(&mid).await, &a[20_000..=150_000]);
     let last = call(&fb, "stream", opts(&[("start", 77_776.into())])).unwrap();
     assert_eq!(read_all(&last).await, &b[77_776..]);
