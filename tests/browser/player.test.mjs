@@ -65,6 +65,15 @@ test('a video plays on the page while it downloads from a throttled seeder, and 
       Number(document.querySelector('article.torrent [data-testid=progress]')?.getAttribute('aria-valuenow') || 0))
     await s.step('the page shows a <video> for the file', () => page.waitForFunction(() =>
       document.querySelector('article.torrent video[data-testid=player]'), null, { timeout: 60_000, polling: 100 }), 65_000)
+    const firstFrameMs = await s.step('the first frame is decoded (figure: ms from the player appearing)', async () => {
+      const h = await page.waitForFunction(() => {
+        const v = document.querySelector('article.torrent video[data-testid=player]')
+        if (!v._created) v._created = performance.now()
+        if (v.readyState >= 2 && !v._frame) v._frame = performance.now()
+        return v._frame ? v._frame - v._created : null
+      }, null, { timeout: 60_000, polling: 10 })
+      return h.jsonValue()
+    }, 65_000)
     const started = await s.step('it plays before the download completes', async () => {
       await page.evaluate(() => {
         const v = document.querySelector('article.torrent video[data-testid=player]')
@@ -81,6 +90,8 @@ test('a video plays on the page while it downloads from a throttled seeder, and 
     const target = await s.step('it seeks to 70 % and plays from there', async () => {
       const to = await page.evaluate(() => {
         const v = document.querySelector('article.torrent video[data-testid=player]')
+        v._seekStart = performance.now()
+        v.addEventListener('seeked', () => { v._seeked = performance.now() }, { once: true })
         v.currentTime = v.duration * 0.7
         return v.currentTime
       })
@@ -91,7 +102,12 @@ test('a video plays on the page while it downloads from a throttled seeder, and 
       return to
     }, 65_000)
     const after = await progress()
-    process.stderr.write(`[player] playing at ${started} % downloaded; seeked to ${target.toFixed(1)} s; ${after} % downloaded then\n`)
+    const seekMs = await page.evaluate(() => {
+      const v = document.querySelector('article.torrent video[data-testid=player]')
+      return v._seeked - v._seekStart
+    })
+    process.stderr.write(`[player] first frame ${Math.round(firstFrameMs)} ms after the player appeared; playing at ${started} % ` +
+      `downloaded; seek to ${target.toFixed(1)} s done in ${Math.round(seekMs)} ms; ${after} % downloaded then\n`)
     await page.screenshot({ path: path.join(ARTIFACTS, 'video-seeked.png'), timeout: 10_000 }).catch(() => {})
   })
 })
