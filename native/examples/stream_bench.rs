@@ -190,7 +190,45 @@ async fn main() {
             0.0
         }
     );
-    server.shutdown().await;
     leecher.destroy().await.unwrap();
+
+    // ---- 3. web seed and a peer together vs each alone (the peer is `origin` over TCP)
+    println!("\n## Web seed plus a peer, {web_mib} MiB\n");
+    println!("| sources | s | MiB/s |\n|---|---|---|");
+    for (label, web, peer) in [
+        ("web seed alone", true, false),
+        ("peer alone", false, true),
+        ("web seed + peer", true, true),
+    ] {
+        let leecher = WebTorrent::new(opts()).await.unwrap();
+        let folder = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let t = leecher
+            .add_with(
+                ot.torrent_file().unwrap(),
+                AddOptions {
+                    download_dir: Some(folder.path().to_path_buf()),
+                    peers: if peer {
+                        vec![SocketAddr::from((Ipv4Addr::LOCALHOST, origin.port()))]
+                    } else {
+                        Vec::new()
+                    },
+                    ..AddOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        if web {
+            t.add_web_seed(&url).await.unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(3600), t.wait_done())
+            .await
+            .expect("download finishes")
+            .unwrap();
+        let secs = t0.elapsed().as_secs_f64();
+        println!("| {label} | {secs:.2} | {:.0} |", web_mib as f64 / secs);
+        leecher.destroy().await.unwrap();
+    }
+    server.shutdown().await;
     origin.destroy().await.unwrap();
 }
