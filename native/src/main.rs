@@ -103,20 +103,8 @@ enum Cmd {
     },
     /// Download a torrent; exits 0 once every piece is verified on disk.
     Download {
-        /// A magnet link, .torrent file or info hash.
-        source: String,
-        /// Output folder.
-        #[arg(short = 'o', long = "out", default_value = ".")]
-        out: PathBuf,
-        /// Tracker URL (repeatable), in addition to the torrent's own.
-        #[arg(long = "announce", short = 'a')]
-        announce: Vec<String>,
-        /// TCP listen port.
-        #[arg(long)]
-        port: Option<u16>,
-        /// Connect to this peer directly (repeatable), e.g. 127.0.0.1:6881.
-        #[arg(long = "peer")]
-        peers: Vec<std::net::SocketAddr>,
+        #[command(flatten)]
+        fetch: FetchArgs,
         /// Keep seeding after the download completes.
         #[arg(long)]
         seed: bool,
@@ -138,26 +126,14 @@ enum Cmd {
     /// file that a media player or browser can open and seek in (Range requests) long before
     /// the download completes. Keeps serving and seeding until interrupted.
     Stream {
-        /// A magnet link, .torrent file or info hash.
-        source: String,
         /// Serve and download only this file (a number `webtorrent info` shows).
         #[arg(long)]
         file: Option<usize>,
         /// Where the HTTP server listens: ADDRESS:PORT, or a port alone for 127.0.0.1.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8001", value_parser = parse_listen)]
         listen: std::net::SocketAddr,
-        /// Folder the files are written to.
-        #[arg(short = 'o', long = "out", default_value = ".")]
-        out: PathBuf,
-        /// Tracker URL (repeatable), in addition to the torrent's own.
-        #[arg(long = "announce", short = 'a')]
-        announce: Vec<String>,
-        /// TCP listen port for peers.
-        #[arg(long)]
-        port: Option<u16>,
-        /// Connect to this peer directly (repeatable), e.g. 127.0.0.1:6881.
-        #[arg(long = "peer")]
-        peers: Vec<std::net::SocketAddr>,
+        #[command(flatten)]
+        fetch: FetchArgs,
     },
     /// Run a tracker (HTTP, WebSocket and UDP) and the browser page on one port, and
     /// optionally seed files through it, until interrupted (SIGINT/SIGTERM).
@@ -243,6 +219,25 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// What `download` and `stream` fetch and from where.
+#[derive(clap::Args)]
+struct FetchArgs {
+    /// A magnet link, .torrent file or info hash.
+    source: String,
+    /// Folder the files are written to.
+    #[arg(short = 'o', long = "out", default_value = ".")]
+    out: PathBuf,
+    /// Tracker URL (repeatable), in addition to the torrent's own.
+    #[arg(long = "announce", short = 'a')]
+    announce: Vec<String>,
+    /// TCP listen port for peers.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Connect to this peer directly (repeatable), e.g. 127.0.0.1:6881.
+    #[arg(long = "peer")]
+    peers: Vec<std::net::SocketAddr>,
 }
 
 /// The bridge's bounds, shared by `serve` and `bridge`.
@@ -531,11 +526,14 @@ async fn run(cli: Cli) -> AnyResult<()> {
             client.destroy().await?;
         }
         Cmd::Download {
-            source,
-            out,
-            announce,
-            port,
-            peers,
+            fetch:
+                FetchArgs {
+                    source,
+                    out,
+                    announce,
+                    port,
+                    peers,
+                },
             seed,
             timeout,
             download_limit,
@@ -604,22 +602,14 @@ async fn run(cli: Cli) -> AnyResult<()> {
             client.destroy().await?;
         }
         Cmd::Stream {
-            source,
             file,
             listen,
-            out,
-            announce,
-            port,
-            peers,
+            fetch,
         } => {
             stream(StreamArgs {
-                source,
                 file,
                 listen,
-                out,
-                announce,
-                port,
-                peers,
+                fetch,
                 quiet,
             })
             .await?
@@ -986,13 +976,9 @@ fn create_out_dir(out: &Path) -> AnyResult<()> {
 
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
 struct StreamArgs {
-    source: String,
     file: Option<usize>,
     listen: std::net::SocketAddr,
-    out: PathBuf,
-    announce: Vec<String>,
-    port: Option<u16>,
-    peers: Vec<std::net::SocketAddr>,
+    fetch: FetchArgs,
     quiet: bool,
 }
 
@@ -1000,15 +986,16 @@ struct StreamArgs {
 #[cfg(feature = "server")]
 async fn stream(a: StreamArgs) -> AnyResult<()> {
     use webtorrent::server::stream::StreamServer;
-    create_out_dir(&a.out)?;
-    let client = WebTorrent::new(options(a.port, Some(a.out.clone()))).await?;
+    let f = a.fetch;
+    create_out_dir(&f.out)?;
+    let client = WebTorrent::new(options(f.port, Some(f.out.clone()))).await?;
     let torrent = client
         .add_with(
-            a.source.as_str(),
+            f.source.as_str(),
             AddOptions {
-                announce: a.announce,
-                download_dir: Some(a.out.clone()),
-                peers: a.peers,
+                announce: f.announce,
+                download_dir: Some(f.out.clone()),
+                peers: f.peers,
                 select: a.file.map(|f| vec![f]),
                 ..AddOptions::default()
             },
@@ -1062,7 +1049,7 @@ async fn stream(a: StreamArgs) -> AnyResult<()> {
         eprintln!(
             "serving on http://{}/ while downloading into {} (Ctrl+C to stop)",
             server.local_addr(),
-            a.out.display()
+            f.out.display()
         );
     }
     let watcher = watch(torrent.clone(), a.quiet, true);

@@ -15,12 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use webtorrent::{AddOptions, FileReader, Torrent, WebTorrent, WebTorrentOptions};
 
 fn opts() -> WebTorrentOptions {
-    WebTorrentOptions {
-        port: Some(0),
-        listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        trackers: false,
-        ..WebTorrentOptions::default()
-    }
+    common::trackerless_options()
 }
 
 /// `len` bytes at `at` through `reader`.

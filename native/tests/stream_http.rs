@@ -7,7 +7,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
@@ -19,17 +18,10 @@ use webtorrent::server::stream::StreamServer;
 use webtorrent::{AddOptions, TorrentCreator, WebTorrent, WebTorrentOptions};
 
 fn opts() -> WebTorrentOptions {
-    WebTorrentOptions {
-        port: Some(0),
-        listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        trackers: false,
-        ..WebTorrentOptions::default()
-    }
+    common::trackerless_options()
 }
 
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
-}
+use common::local;
 
 /// What curl got: the status line and headers (lower-cased names), and the body.
 struct Got {

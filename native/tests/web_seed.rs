@@ -18,12 +18,7 @@ use tokio::net::TcpListener;
 use webtorrent::{AddOptions, TorrentCreator, WebTorrent, WebTorrentOptions};
 
 fn opts() -> WebTorrentOptions {
-    WebTorrentOptions {
-        port: Some(0),
-        listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        trackers: false,
-        ..WebTorrentOptions::default()
-    }
+    common::trackerless_options()
 }
 
 /// A file server that answers `GET` with `Range: bytes=A-B` (206) or without (200), one

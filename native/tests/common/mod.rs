@@ -200,6 +200,22 @@ pub fn loopback_options() -> webtorrent::WebTorrentOptions {
     }
 }
 
+/// A client on 127.0.0.1 (ephemeral TCP port) that uses no tracker: its peers are given
+/// directly.
+pub fn trackerless_options() -> webtorrent::WebTorrentOptions {
+    webtorrent::WebTorrentOptions {
+        port: Some(0),
+        listen_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        trackers: false,
+        ..webtorrent::WebTorrentOptions::default()
+    }
+}
+
+/// `127.0.0.1:port`.
+pub fn local(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))
+}
+
 /// [`loopback_options`] without a TCP listener: a peer others can reach over WebRTC only.
 pub fn webrtc_only_options() -> webtorrent::WebTorrentOptions {
     webtorrent::WebTorrentOptions {
