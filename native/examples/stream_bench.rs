@@ -192,8 +192,31 @@ async fn main() {
     );
     leecher.destroy().await.unwrap();
 
-    // ---- 3. web seed and a peer together vs each alone (the peer is `origin` over TCP)
-    println!("\n## Web seed plus a peer, {web_mib} MiB\n");
+    // ---- 3. web seed and a peer together vs each alone. The peer is a second seeder of the
+    // same file, its upload limited (PEER_RATE bytes/s, default 100 MB/s): sources slower than
+    // the leecher, as on a real network.
+    let peer_rate: u64 = std::env::var("PEER_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000_000);
+    let peer_seed = WebTorrent::new(WebTorrentOptions {
+        upload_limit: Some(peer_rate),
+        ..opts()
+    })
+    .await
+    .unwrap();
+    peer_seed
+        .seed_existing(
+            webtorrent::TorrentSource::TorrentFile(ot.torrent_file().unwrap()),
+            dir.path(),
+            AddOptions::default(),
+        )
+        .await
+        .expect("second seeder");
+    println!(
+        "\n## Web seed plus a peer ({:.0} MB/s), {web_mib} MiB\n",
+        peer_rate as f64 / 1e6
+    );
     println!("| sources | s | MiB/s |\n|---|---|---|");
     for (label, web, peer) in [
         ("web seed alone", true, false),
@@ -209,7 +232,7 @@ async fn main() {
                 AddOptions {
                     download_dir: Some(folder.path().to_path_buf()),
                     peers: if peer {
-                        vec![SocketAddr::from((Ipv4Addr::LOCALHOST, origin.port()))]
+                        vec![SocketAddr::from((Ipv4Addr::LOCALHOST, peer_seed.port()))]
                     } else {
                         Vec::new()
                     },
@@ -230,5 +253,6 @@ async fn main() {
         leecher.destroy().await.unwrap();
     }
     server.shutdown().await;
+    peer_seed.destroy().await.unwrap();
     origin.destroy().await.unwrap();
 }
