@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{content, write_file};
+use common::{content, local, write_file};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use webtorrent::{AddOptions, TorrentCreator, WebTorrent, WebTorrentOptions};
@@ -27,6 +27,8 @@ struct WebServer {
     addr: SocketAddr,
     files: Files,
     ranges: Arc<AtomicU64>,
+    /// Body bytes sent.
+    sent: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -34,12 +36,19 @@ type Files = Arc<Mutex<HashMap<String, Vec<u8>>>>;
 
 impl WebServer {
     async fn start(corrupt: bool) -> WebServer {
+        WebServer::start_with(corrupt, None).await
+    }
+
+    /// [`start`](Self::start), each reply sent at about `rate` bytes/s when given.
+    async fn start_with(corrupt: bool, rate: Option<u64>) -> WebServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let files: Files = Arc::default();
         let served = files.clone();
         let ranges = Arc::new(AtomicU64::new(0));
         let counter = ranges.clone();
+        let sent = Arc::new(AtomicU64::new(0));
+        let sent_counter = sent.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut s, _)) = listener.accept().await else {
@@ -47,6 +56,7 @@ impl WebServer {
                 };
                 let files = served.clone();
                 let counter = counter.clone();
+                let sent = sent_counter.clone();
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut buf = [0u8; 1024];
@@ -90,7 +100,23 @@ impl WebServer {
                             r
                         }
                     };
-                    let _ = s.write_all(&reply).await;
+                    let body_len = reply.len();
+                    match rate {
+                        None => {
+                            let _ = s.write_all(&reply).await;
+                        }
+                        Some(rate) => {
+                            // 16 KiB at a time, pausing to keep to the rate.
+                            for chunk in reply.chunks(16384) {
+                                if s.write_all(chunk).await.is_err() {
+                                    return;
+                                }
+                                let pause = chunk.len() as f64 / rate as f64;
+                                tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+                            }
+                        }
+                    }
+                    sent.fetch_add(body_len as u64, Ordering::Relaxed);
                     let _ = s.shutdown().await;
                 });
             }
@@ -99,6 +125,7 @@ impl WebServer {
             addr,
             files,
             ranges,
+            sent,
             task,
         }
     }
@@ -252,6 +279,59 @@ async fn a_magnet_web_seed_serves_once_a_peer_gives_the_metadata() {
     assert!(server.ranges.load(Ordering::Relaxed) > 0);
     // Adding the same web seed again changes nothing.
     assert!(!t.add_web_seed(&server.url("/m/")).await.unwrap());
+    leecher.destroy().await.unwrap();
+    seeder.destroy().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_seed_and_a_peer_both_deliver_a_large_share() {
+    // Both sources slower than the leecher (about 1 MB/s each): with both, each carries a
+    // good part of the download, so it takes about half as long as with either alone (the
+    // time itself is measured by `stream_bench`, not here).
+    let data = content(3_000_000, 79);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "both.bin", &data);
+    // One reply at a time at 256 kB/s; the web seed has up to four in flight.
+    let server = WebServer::start_with(false, Some(256_000)).await;
+    server.serve("/both.bin", &data);
+    let seeder = WebTorrent::new(WebTorrentOptions {
+        upload_limit: Some(1_000_000),
+        ..opts()
+    })
+    .await
+    .unwrap();
+    let seeded = seeder
+        .seed_path(
+            &path,
+            TorrentCreator::new()
+                .with_piece_length(32 * 1024)
+                .with_url_list(vec![server.url("/both.bin")]),
+        )
+        .await
+        .unwrap();
+    let leecher = WebTorrent::new(opts()).await.unwrap();
+    let t = leecher
+        .add_with(
+            seeded.torrent_file().unwrap(),
+            AddOptions {
+                peers: vec![local(seeder.port())],
+                ..AddOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), t.wait_done())
+        .await
+        .expect("done within 60 s")
+        .unwrap();
+    assert!(t.bytes().await.unwrap() == data);
+    let from_web = server.sent.load(Ordering::Relaxed);
+    let from_peer = seeded.uploaded();
+    let total = data.len() as u64;
+    assert!(
+        from_web > total / 5 && from_peer > total / 5,
+        "web seed sent {from_web} bytes, the peer {from_peer}, of {total}"
+    );
     leecher.destroy().await.unwrap();
     seeder.destroy().await.unwrap();
 }
