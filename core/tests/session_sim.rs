@@ -877,3 +877,43 @@ fn reader_windows_come_first_and_select_their_file() {
         == Some(true)));
     assert!(net.nodes[l].data == data);
 }
+
+#[test]
+fn piece_ranges_are_fetched_whatever_the_files() {
+    let (meta, data) = torrent(40 * 16384, &[20 * 16384, 20 * 16384], 25);
+    let mut net = Net::new();
+    net.seed(&meta, &data);
+    let l = net.leecher(&meta);
+    let now = net.now;
+    // Pieces 5 to 7 and 30 (webtorrent's torrent.select), and no file.
+    net.nodes[l]
+        .s
+        .set_piece_ranges_wanted(now, &[5..8, 30..31])
+        .unwrap();
+    net.nodes[l]
+        .s
+        .set_files_wanted(now, &[false, false])
+        .unwrap();
+    assert!(net.nodes[l]
+        .s
+        .set_piece_ranges_wanted(now, std::slice::from_ref(&(39..41)))
+        .is_err());
+    net.input(l, Input::StorageReady { have: None });
+    assert!(net.run(Duration::from_secs(30), |n| done_event(&n.nodes[l])
+        == Some(false)));
+    net.run(Duration::from_secs(1), |_| false);
+    let mut got = net.nodes[l].verified.clone();
+    got.sort_unstable();
+    assert_eq!(got, [5, 6, 7, 30]);
+    // Cleared: only the files count again; the second file brings pieces 20 to 39.
+    let now = net.now;
+    net.nodes[l].s.set_piece_ranges_wanted(now, &[]).unwrap();
+    net.nodes[l]
+        .s
+        .set_files_wanted(now, &[false, true])
+        .unwrap();
+    assert!(net.run(Duration::from_secs(30), |n| {
+        (20..40).all(|p| n.nodes[l].verified.contains(&p))
+    }));
+    assert!(!net.nodes[l].verified.iter().any(|p| (8..20).contains(p)));
+}

@@ -352,6 +352,21 @@ impl Torrent {
             .map_err(Error::Options)
     }
 
+    /// Piece ranges (end exclusive) fetched whatever [`select_files`](Self::select_files)
+    /// chose, as webtorrent's `torrent.select(start, end)`; an empty list leaves only the
+    /// file selection. Fails before the metadata is known or for pieces the torrent lacks.
+    pub async fn select_pieces(&self, ranges: Vec<std::ops::Range<u32>>) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(TaskMsg::PieceRanges { ranges, reply })
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        rx.await
+            .map_err(|_| Error::Shutdown)?
+            .map_err(Error::Options)
+    }
+
     /// Fetches the pieces covering `range` (bytes of the torrent's content) before any
     /// other; `None` goes back to rarest-first everywhere.
     pub async fn prioritize(&self, range: Option<std::ops::Range<u64>>) -> Result<()> {

@@ -349,3 +349,40 @@ async fn the_tracker_server_streams_the_torrents_it_holds() {
     server.shutdown().await;
     client.destroy().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_pieces_fetches_those_pieces_whatever_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (seeder, torrent, _files, _hex) = three_files(dir.path()).await;
+    let leecher = WebTorrent::new(opts()).await.unwrap();
+    // No file selected: nothing is fetched until pieces are.
+    let t = leecher
+        .add_with(
+            std::fs::read(&torrent).unwrap(),
+            AddOptions {
+                peers: vec![local(seeder.port())],
+                select: Some(Vec::new()),
+                ..AddOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut events = t.subscribe();
+    assert!(t.select_pieces(vec![6..8, 20..99]).await.is_err());
+    t.select_pieces(vec![6..8]).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Ok(webtorrent::Event::PieceVerified(p))) => got.push(p),
+            Ok(Ok(_)) => {}
+            other => panic!("pieces 6 and 7 did not arrive: {other:?} (got {got:?})"),
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, [6, 7]);
+    // Nothing else follows.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(t.downloaded(), 2 * 16384);
+    leecher.destroy().await.unwrap();
+    seeder.destroy().await.unwrap();
+}

@@ -312,3 +312,36 @@ async fn a_file_streams_any_range_and_selects_like_webtorrent() {
     call(&fb, "select", JsValue::UNDEFINED).unwrap();
     c.destroy();
 }
+
+#[wasm_bindgen_test]
+async fn piece_ranges_select_deselect_and_critical_check_their_input() {
+    let c = client();
+    let hex = "2123456789abcdef0123456789abcdef01234567";
+    let v = JsFuture::from(c.add(
+        format!("magnet:?xt=urn:btih:{hex}").into(),
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .unwrap();
+    let m = Torrent::try_from_js(v);
+    let msg = error_message(m.select(0.0, 1.0, None).unwrap_err());
+    assert!(msg.contains("metadata"), "{msg}");
+    let parts = Array::of1(&Uint8Array::from(&data(100_000, 8)[..]));
+    let f = web_sys::File::new_with_u8_array_sequence(&parts, "p.bin").unwrap();
+    let t = seed(&c, f.into(), opts(&[("pieceLength", 16384.into())]))
+        .await
+        .unwrap();
+    // 100 000 bytes in 16 KiB pieces: 7 pieces, 0 to 6.
+    t.select(0.0, 3.0, None).unwrap();
+    t.select(5.0, 6.0, Some(1.0)).unwrap();
+    t.critical(2.0, 2.0).unwrap();
+    t.deselect(0.0, 3.0).unwrap();
+    t.deselect(0.0, 6.0).unwrap();
+    for (a, b) in [(4.0, 2.0), (0.0, 7.0), (-1.0, 1.0), (0.5, 1.0)] {
+        let msg = error_message(t.select(a, b, None).unwrap_err());
+        assert!(msg.contains("piece count"), "{msg}");
+    }
+    // A seed stays done whatever is selected.
+    assert!(t.done());
+    c.destroy();
+}

@@ -619,6 +619,19 @@ impl TorrentSession {
         Ok(())
     }
 
+    /// Piece ranges fetched whatever the file selection (end exclusive; webtorrent's
+    /// `torrent.select(start, end)`); an empty list leaves only the file selection.
+    pub fn set_piece_ranges_wanted(
+        &mut self,
+        now: Time,
+        ranges: &[Range<u32>],
+    ) -> Result<(), SelectionError> {
+        self.now = now;
+        self.torrent.set_piece_ranges_wanted(now, ranges)?;
+        self.pump(now);
+        Ok(())
+    }
+
     /// The current file selection, one entry per file users see (`None` before the
     /// metadata).
     pub fn files_wanted(&self) -> Option<Vec<bool>> {

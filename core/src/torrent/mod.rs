@@ -357,6 +357,8 @@ struct Content {
     suspects: assembly::SuspectLog,
     /// Which files are wanted (one entry per file of the info dictionary, padding included).
     files_wanted: Vec<bool>,
+    /// Piece ranges wanted whatever the files (webtorrent's `torrent.select(start, end)`).
+    pieces_wanted: Vec<std::ops::Range<u32>>,
 }
 
 /// The state machine of one torrent. See the module docs.
@@ -492,6 +494,7 @@ impl Torrent {
             verifying: HashMap::new(),
             suspects: assembly::SuspectLog::default(),
             files_wanted,
+            pieces_wanted: Vec::new(),
         });
         self.update_left();
         if self.is_finished() {

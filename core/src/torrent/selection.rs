@@ -104,12 +104,54 @@ impl Torrent {
         if c.files_wanted == wanted {
             return Ok(());
         }
-        let pieces = wanted_pieces(&c.meta.info, wanted);
-        c.picker.set_wanted_pieces(&pieces);
         c.files_wanted = wanted.to_vec();
+        self.apply_wanted(now);
+        Ok(())
+    }
+
+    /// Piece ranges fetched whatever the file selection (end exclusive): a piece is wanted
+    /// when a wanted file overlaps it or one of these ranges holds it. An empty list leaves
+    /// the file selection alone.
+    ///
+    /// Errors if a range is reversed or ends past the last piece, or there is no metadata
+    /// yet; nothing changes then.
+    pub fn set_piece_ranges_wanted(
+        &mut self,
+        now: Time,
+        ranges: &[Range<u32>],
+    ) -> Result<(), SelectionError> {
+        self.now = self.now.max(now);
+        let Some(c) = &mut self.content else {
+            return Err(SelectionError::NoMetadata);
+        };
+        let n = c.meta.info.num_pieces();
+        if ranges.iter().any(|r| r.start > r.end || r.end > n) {
+            return Err(SelectionError::OutOfRange);
+        }
+        if c.pieces_wanted == ranges {
+            return Ok(());
+        }
+        c.pieces_wanted = ranges.to_vec();
+        self.apply_wanted(now);
+        Ok(())
+    }
+
+    /// The wanted pieces from the file selection and the piece ranges, then what follows.
+    fn apply_wanted(&mut self, now: Time) {
+        let Some(c) = &mut self.content else {
+            return;
+        };
+        let mut pieces = wanted_pieces(&c.meta.info, &c.files_wanted);
+        for r in &c.pieces_wanted {
+            for p in r.clone() {
+                if let Ok(p) = c.meta.info.layout.piece(p) {
+                    pieces.set(p);
+                }
+            }
+        }
+        c.picker.set_wanted_pieces(&pieces);
         self.update_done();
         self.refresh_interest(now);
-        Ok(())
     }
 
     /// The current file selection, one entry per file of `meta.info.files` (`None` before

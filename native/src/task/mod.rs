@@ -104,6 +104,11 @@ pub(crate) enum TaskMsg {
         range: Option<std::ops::Range<u64>>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Piece ranges wanted whatever the files (`Torrent::select_pieces`).
+    PieceRanges {
+        ranges: Vec<std::ops::Range<u32>>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// A web seed to use (`Torrent::add_web_seed`).
     AddWebSeed {
         url: String,
@@ -443,6 +448,11 @@ impl Task {
                 } else {
                     self.piece_waiters.entry(piece).or_default().push(reply);
                 }
+            }
+            TaskMsg::PieceRanges { ranges, reply } => {
+                let now = self.now();
+                let res = self.session.set_piece_ranges_wanted(now, &ranges);
+                let _ = reply.send(res.map_err(|e| e.to_string()));
             }
             TaskMsg::AddWebSeed { url, reply } => {
                 let now = self.now();

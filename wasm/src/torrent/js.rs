@@ -193,6 +193,94 @@ impl Torrent {
         Ok(())
     }
 
+    /// Fetches pieces `start` to `end` (inclusive) whatever the file selection, as
+    /// webtorrent's `torrent.select`; a `priority` above 0 also fetches them first. Throws
+    /// before the metadata is known or for pieces the torrent lacks.
+    pub fn select(&self, start: f64, end: f64, priority: Option<f64>) -> Result<(), JsValue> {
+        let range = self.piece_range(start, end)?;
+        {
+            let mut t = self.h.borrow_mut();
+            let mut sel = t.selections.clone();
+            sel.push(range.clone());
+            t.session
+                .set_piece_ranges_wanted(now(), &sel)
+                .map_err(|e| JsValue::from(js_sys::Error::new(&e.to_string())))?;
+            t.selections = sel;
+        }
+        if priority.is_some_and(|p| p > 0.0) {
+            self.critical(start, end)?;
+        }
+        drive(&self.h);
+        Ok(())
+    }
+
+    /// Undoes [`select`](Self::select) of the same pieces, as webtorrent's
+    /// `torrent.deselect`. `deselect(0, pieces - 1)` with no such selection deselects every
+    /// file (webtorrent's way to fetch nothing until `file.select()`).
+    pub fn deselect(&self, start: f64, end: f64) -> Result<(), JsValue> {
+        let range = self.piece_range(start, end)?;
+        let err = |e: String| JsValue::from(js_sys::Error::new(&e));
+        {
+            let mut t = self.h.borrow_mut();
+            let before = t.selections.len();
+            let sel: Vec<_> = t
+                .selections
+                .iter()
+                .filter(|r| **r != range)
+                .cloned()
+                .collect();
+            let all = t
+                .meta()
+                .is_some_and(|m| range.start == 0 && range.end == m.info.num_pieces());
+            if sel.len() == before && all {
+                let n = t.session.files_wanted().map_or(0, |w| w.len());
+                t.session
+                    .set_files_wanted(now(), &vec![false; n])
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            t.session
+                .set_piece_ranges_wanted(now(), &sel)
+                .map_err(|e| err(e.to_string()))?;
+            t.selections = sel;
+        }
+        drive(&self.h);
+        Ok(())
+    }
+
+    /// Fetches pieces `start` to `end` (inclusive) before anything else, as webtorrent's
+    /// `torrent.critical` (the same as [`prioritize`](Self::prioritize) with their bytes).
+    pub fn critical(&self, start: f64, end: f64) -> Result<(), JsValue> {
+        let range = self.piece_range(start, end)?;
+        let bytes = {
+            let t = self.h.borrow();
+            let m = t
+                .meta()
+                .ok_or_else(|| JsValue::from_str("no metadata yet"))?;
+            let pl = u64::from(m.info.piece_length());
+            let total = m.info.total_length();
+            u64::from(range.start) * pl..(u64::from(range.end) * pl).min(total)
+        };
+        self.prioritize(bytes.start as f64, bytes.end as f64)
+    }
+
+    /// Pieces `start..=end` as an end-exclusive range, checked against the torrent.
+    fn piece_range(&self, start: f64, end: f64) -> Result<std::ops::Range<u32>, JsValue> {
+        let err = |m: String| JsValue::from(js_sys::Error::new(&m));
+        let n = self
+            .h
+            .borrow()
+            .meta()
+            .map(|m| m.info.num_pieces())
+            .ok_or_else(|| err("no metadata yet: wait for the `metadata` event".into()))?;
+        let whole = |x: f64| x >= 0.0 && x.fract() == 0.0 && x < f64::from(n);
+        if !(whole(start) && whole(end) && start <= end) {
+            return Err(err(format!(
+                "pieces {start} to {end}: give 0 <= start <= end < {n} (the torrent's piece count)"
+            )));
+        }
+        Ok(start as u32..end as u32 + 1)
+    }
+
     /// Undoes [`prioritize`](Self::prioritize).
     pub fn deprioritize(&self) -> Result<(), JsValue> {
         let res = self.h.borrow_mut().session.set_priority_range(now(), None);

@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     piece_waiters: HashMap<u32, Vec<futures::channel::oneshot::Sender<()>>>,
     /// The last stream reader id given out.
     next_reader: u64,
+    /// Piece ranges selected with `torrent.select(start, end)` (end exclusive).
+    selections: Vec<std::ops::Range<u32>>,
 }
 
 /// How a torrent starts.
@@ -198,6 +200,7 @@ pub(crate) fn start(
         error: None,
         piece_waiters: HashMap::new(),
         next_reader: 0,
+        selections: Vec::new(),
     }));
     // The first events wait for the caller to add listeners.
     let w = Rc::downgrade(&h);
