@@ -369,6 +369,7 @@ async fn select_pieces_fetches_those_pieces_whatever_the_files() {
         .unwrap();
     let mut events = t.subscribe();
     assert!(t.select_pieces(vec![6..8, 20..99]).await.is_err());
+    #[allow(clippy::single_range_in_vec_init)]
     t.select_pieces(vec![6..8]).await.unwrap();
     let mut got = Vec::new();
     while got.len() < 2 {
