@@ -171,19 +171,11 @@ impl Torrent {
         now: Time,
         range: Option<Range<u64>>,
     ) -> Result<(), SelectionError> {
-        self.now = self.now.max(now);
-        let Some(c) = &mut self.content else {
-            return Err(SelectionError::NoMetadata);
+        let ranges: &[Range<u64>] = match &range {
+            Some(r) => std::slice::from_ref(r),
+            None => &[],
         };
-        if let Some(r) = &range {
-            if r.start > r.end || r.end > c.meta.info.total_length() {
-                return Err(SelectionError::OutOfRange);
-            }
-        }
-        c.picker.set_priority_range(range);
-        self.make_room_for_priority(now);
-        self.fill_all_requests(now);
-        Ok(())
+        self.set_priority_ranges(now, ranges)
     }
 
     /// Several priority ranges at once (one per stream reader), the most urgent first: the
