@@ -312,10 +312,7 @@ async function copyText (text, button) {
 // Audio and video files get a player that starts while they download and can seek: the
 // media element asks sw.js for webtorrent/<info hash>/<index> with Range headers, and sw.js
 // asks this page, which reads the bytes with file.stream({ start, end }).
-const MEDIA = {
-  mp4: 'video', m4v: 'video', webm: 'video', ogv: 'video', mov: 'video', mkv: 'video',
-  mp3: 'audio', m4a: 'audio', aac: 'audio', ogg: 'audio', oga: 'audio', opus: 'audio', flac: 'audio', wav: 'audio'
-}
+// The media types played, by extension; the element is the type's first part.
 const MIME = {
   mp4: 'video/mp4', m4v: 'video/mp4', webm: 'video/webm', ogv: 'video/ogg', mov: 'video/quicktime',
   mkv: 'video/x-matroska', mp3: 'audio/mpeg', m4a: 'audio/mp4', aac: 'audio/aac', ogg: 'audio/ogg',
@@ -348,7 +345,7 @@ function parseRange (header, len) {
 }
 
 function answerStream ({ infoHash, index, range }, port) {
-  const e = [...entries].find(x => (x.infoHash || '').toLowerCase() === infoHash)
+  const e = findEntry(infoHash)
   const f = e?.torrent && (e.torrent.files || [])[index]
   if (!f) { port.postMessage({ missing: true }); return }
   const len = f.length
@@ -614,7 +611,7 @@ class Entry {
     const box = this.$('.t-players')
     const files = this.torrent.files || []
     files.forEach((f, i) => {
-      const kind = MEDIA[extOf(f.name)]
+      const kind = MIME[extOf(f.name)]?.split('/')[0]
       if (!kind || !/^[0-9a-f]{40}$/i.test(this.infoHash || '')) return
       const media = document.createElement(kind)
       media.controls = true

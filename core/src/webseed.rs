@@ -72,6 +72,17 @@ pub struct HttpRange {
 }
 
 impl HttpRange {
+    /// Whether a reply with this HTTP status answers the request: 206, or 200 from a server
+    /// that ignores `Range` when the range starts at 0 (its first bytes are the range: keep
+    /// only those). [`WebSeedPeer::fetched`] checks the body's length.
+    pub fn check_status(&self, status: u16) -> Result<(), String> {
+        match status {
+            206 => Ok(()),
+            200 if self.range.start == 0 => Ok(()),
+            s => Err(format!("{}: HTTP {s}", self.url)),
+        }
+    }
+
     /// The `Range` header value.
     pub fn header(&self) -> String {
         format!(

@@ -917,3 +917,20 @@ fn piece_ranges_are_fetched_whatever_the_files() {
     }));
     assert!(!net.nodes[l].verified.iter().any(|p| (8..20).contains(p)));
 }
+
+#[test]
+fn a_reader_window_moves_when_the_reader_enters_another_piece() {
+    use webtorrent_core::session::{ReaderWindow, READAHEAD_BYTES};
+    let pl = 256 * 1024;
+    let mut w = ReaderWindow::default();
+    assert_eq!(
+        w.update(1000, 1 << 30, pl),
+        Some(1000..1000 + READAHEAD_BYTES)
+    );
+    // Same piece: nothing to send.
+    assert_eq!(w.update(pl - 1, 1 << 30, pl), None);
+    // Next piece; cut at the end of what is read; at least four large pieces ahead.
+    assert_eq!(w.update(pl, pl + 10, pl), Some(pl..pl + 10));
+    let big = 4 << 20;
+    assert_eq!(w.update(10 * big, 1 << 40, big), Some(10 * big..14 * big));
+}

@@ -13,17 +13,13 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tokio::sync::oneshot;
+use webtorrent_core::session::ReaderWindow;
 
 use crate::task::TaskMsg;
 use crate::torrent::Torrent;
 use crate::{Error, Result};
 
-/// Bytes ahead of a reader's position that are fetched with priority (at least
-/// [`READAHEAD_PIECES`] pieces).
-pub const READAHEAD_BYTES: u64 = 8 << 20;
-/// Pieces ahead of a reader's position that are fetched with priority (at least
-/// [`READAHEAD_BYTES`]).
-pub const READAHEAD_PIECES: u64 = 4;
+pub use webtorrent_core::session::{READAHEAD_BYTES, READAHEAD_PIECES};
 /// Largest read from storage at once.
 const MAX_CHUNK: u64 = 1 << 20;
 
@@ -46,8 +42,8 @@ pub struct FileReader {
     /// Bytes read ahead, starting at `pos`.
     buf: Bytes,
     fetch: Option<Fetch>,
-    /// The first piece of the window last sent to the torrent.
-    window_piece: Option<u64>,
+    /// Moves the window sent to the torrent.
+    window: ReaderWindow,
 }
 
 impl std::fmt::Debug for FileReader {
@@ -83,7 +79,7 @@ impl FileReader {
             pos: 0,
             buf: Bytes::new(),
             fetch: None,
-            window_piece: None,
+            window: ReaderWindow::default(),
         })
     }
 
@@ -112,13 +108,7 @@ impl FileReader {
     fn start_fetch(&mut self) -> Fetch {
         let abs = self.span.start + self.pos;
         let piece = abs / self.piece_length;
-        let window = if self.window_piece != Some(piece) {
-            self.window_piece = Some(piece);
-            let ahead = READAHEAD_BYTES.max(READAHEAD_PIECES * self.piece_length);
-            Some(abs..self.span.end.min(abs.saturating_add(ahead)))
-        } else {
-            None
-        };
+        let window = self.window.update(abs, self.span.end, self.piece_length);
         let end = self
             .span
             .end

@@ -86,6 +86,34 @@ impl SessionSettings {
     }
 }
 
+/// Bytes ahead of a stream reader's position fetched first (at least [`READAHEAD_PIECES`]
+/// pieces).
+pub const READAHEAD_BYTES: u64 = 8 << 20;
+/// Pieces ahead of a stream reader's position fetched first (at least [`READAHEAD_BYTES`]).
+pub const READAHEAD_PIECES: u64 = 4;
+
+/// Where a stream reader's window goes, the same for every driver: when the reader's
+/// position enters another piece, [`update`](Self::update) gives its new window for
+/// [`TorrentSession::set_reader_window`] (the position and [`READAHEAD_BYTES`] ahead, at
+/// least [`READAHEAD_PIECES`] pieces); while it stays in the same piece, nothing.
+#[derive(Debug, Clone, Default)]
+pub struct ReaderWindow {
+    piece: Option<u64>,
+}
+
+impl ReaderWindow {
+    /// The window for a reader at torrent offset `pos` reading up to `end`, if it moved.
+    pub fn update(&mut self, pos: u64, end: u64, piece_length: u64) -> Option<Range<u64>> {
+        let piece = pos / piece_length.max(1);
+        if self.piece == Some(piece) {
+            return None;
+        }
+        self.piece = Some(piece);
+        let ahead = READAHEAD_BYTES.max(READAHEAD_PIECES * piece_length);
+        Some(pos..end.min(pos.saturating_add(ahead)))
+    }
+}
+
 /// What a session starts from.
 #[derive(Debug, Clone)]
 pub enum Start {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::metainfo::Metainfo;
 use crate::time::Time;
 use crate::torrent::Torrent;
-use crate::webseed::{self, Fetch, WebSeedError, WebSeedPeer};
+use crate::webseed::{self, Fetch, WebSeedPeer};
 use crate::PeerKey;
 
 /// Peer keys at or above this are web seeds the session opened; drivers choose theirs below.
@@ -205,7 +205,7 @@ impl WebSeeds {
                 seed.failures = 0;
                 None
             }
-            Err(e) => self.fail(now, key, describe(&e)),
+            Err(e) => self.fail(now, key, e.to_string()),
         }
     }
 
@@ -264,8 +264,4 @@ impl WebSeeds {
         }
         c
     }
-}
-
-fn describe(e: &WebSeedError) -> String {
-    e.to_string()
 }

@@ -40,7 +40,7 @@ pub(super) fn full(b: impl Into<Bytes>) -> Body {
 const MAX_HEAD: usize = 64 * 1024;
 
 /// How long a connection may take to send a request head, and stay idle between requests.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections until shutdown; dropping the `JoinSet` then aborts the open ones.
 pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {

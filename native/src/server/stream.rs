@@ -35,6 +35,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::debug;
 use webtorrent_core::{Id20, InfoHash};
 
+use super::http::HEADER_TIMEOUT;
 use super::stats::escape;
 use super::www::content_type;
 use super::ServerError;
@@ -46,14 +47,14 @@ pub const PREFIX: &str = "/stream/";
 /// Most bytes sent in one body frame.
 const FRAME_BYTES: usize = 256 * 1024;
 
-/// How long a connection may take to send a request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Most connections served at once by a [`StreamServer`].
 const MAX_CONNECTIONS: usize = 256;
 
 /// Finds the torrent for an info hash (a client's torrents: `client.get(ih)`).
 pub type Lookup = Arc<dyn Fn(InfoHash) -> Option<Torrent> + Send + Sync>;
+
+/// Lists the torrents a [`StreamServer`] shows at `/` (a client's: `client.torrents()`).
+pub type Index = Arc<dyn Fn() -> Vec<Torrent> + Send + Sync>;
 
 /// A response body: a small buffer, or a file read while it downloads.
 pub type Body = Either<Full<Bytes>, FileBody>;
@@ -171,13 +172,15 @@ pub fn parse_range(value: &str, len: u64) -> RangeRequest {
 }
 
 fn plain(status: StatusCode, msg: String) -> Response<Body> {
-    let mut r = Response::new(Either::Left(Full::new(Bytes::from(msg))));
+    reply(status, "text/plain; charset=utf-8", msg)
+}
+
+/// A small response of this type, readable from any origin.
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
@@ -367,12 +370,7 @@ fn listing(torrent: &Torrent) -> Response<Body> {
         );
     }
     html.push_str("</ul>\n");
-    let mut r = plain(StatusCode::OK, html);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r
+    reply(StatusCode::OK, "text/html; charset=utf-8", html)
 }
 
 /// An HTTP server for stream URLs only: `/stream/...` for the torrents `lookup` finds,
@@ -396,7 +394,7 @@ impl StreamServer {
     pub async fn bind(
         addr: SocketAddr,
         lookup: Lookup,
-        index: Arc<dyn Fn() -> Vec<Torrent> + Send + Sync>,
+        index: Index,
     ) -> Result<StreamServer, ServerError> {
         let listener = TcpListener::bind(addr)
             .await
@@ -443,8 +441,6 @@ impl Drop for StreamServer {
         let _ = self.shutdown.send(true);
     }
 }
-
-type Index = Arc<dyn Fn() -> Vec<Torrent> + Send + Sync>;
 
 async fn accept_loop(
     listener: TcpListener,
@@ -517,12 +513,7 @@ fn home(torrents: &[Torrent]) -> Response<Body> {
         );
     }
     html.push_str("</ul>\n");
-    let mut r = plain(StatusCode::OK, html);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r
+    reply(StatusCode::OK, "text/html; charset=utf-8", html)
 }
 
 #[cfg(test)]

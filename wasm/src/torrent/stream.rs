@@ -13,12 +13,10 @@ use js_sys::{Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 use webtorrent_core::piece::PieceIndex;
+use webtorrent_core::session::ReaderWindow;
 
 use super::{drive, Handle, Store};
 use crate::util::now;
-
-/// Bytes ahead of a stream's position fetched first (at least four pieces).
-const READAHEAD_BYTES: u64 = 8 << 20;
 
 impl super::Inner {
     /// Wakes the readers waiting for piece `p`.
@@ -79,8 +77,8 @@ struct State {
     /// Next byte to give, and the end (torrent offsets).
     pos: u64,
     end: u64,
-    /// The first piece of the window last set.
-    window_piece: Option<u64>,
+    /// Moves the window set in the session.
+    window: ReaderWindow,
     closed: bool,
 }
 
@@ -113,12 +111,9 @@ async fn next_chunk(state: &Rc<RefCell<State>>) -> Result<Option<Uint8Array>, St
         let meta = h.borrow().meta().ok_or("no metadata")?;
         let pl = u64::from(meta.info.layout.piece_length());
         let piece = s.pos / pl;
-        let window = (s.window_piece != Some(piece)).then(|| {
-            let ahead = READAHEAD_BYTES.max(4 * pl);
-            s.pos..s.end.min(s.pos.saturating_add(ahead))
-        });
-        s.window_piece = Some(piece);
-        (h, s.pos, s.end, piece, window)
+        let (pos, end) = (s.pos, s.end);
+        let window = s.window.update(pos, end, pl);
+        (h, pos, end, piece, window)
     };
     if let Some(w) = window {
         let id = state.borrow().id;
@@ -159,7 +154,7 @@ pub(crate) fn readable(h: Handle, span: Range<u64>) -> Result<web_sys::ReadableS
         id,
         pos: span.start,
         end: span.end,
-        window_piece: None,
+        window: ReaderWindow::default(),
         closed: false,
     }));
     let pull_state = state.clone();
