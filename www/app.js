@@ -622,6 +622,12 @@ class Entry {
       const name = document.createElement('span')
       name.className = 'p-name'
       name.textContent = f.path || f.name
+      // Say why instead of showing a dead player (an unsupported codec, most often).
+      media.addEventListener('error', () => {
+        const why = media.error?.message || `media error ${media.error?.code ?? ''}`.trim()
+        name.textContent = `${f.path || f.name}: cannot play here (${why}); save the file once it is done`
+        console.warn('player', i, why)
+      })
       box.append(media, name)
     })
     box.hidden = box.childElementCount === 0

@@ -69,10 +69,11 @@ test('a video plays on the page while it downloads from a throttled seeder, and 
       const h = await page.waitForFunction(() => {
         const v = document.querySelector('article.torrent video[data-testid=player]')
         if (!v._created) v._created = performance.now()
-        if (v.readyState >= 2 && !v._frame) v._frame = performance.now()
-        return v._frame ? v._frame - v._created : null
+        if (v.readyState >= 2 && v._frame === undefined) v._frame = performance.now()
+        // An object, so that a frame already there at the first poll (0 ms) still counts.
+        return v._frame === undefined ? null : { ms: v._frame - v._created }
       }, null, { timeout: 60_000, polling: 10 })
-      return h.jsonValue()
+      return (await h.jsonValue()).ms
     }, 65_000)
     const started = await s.step('it plays before the download completes', async () => {
       await page.evaluate(() => {
