@@ -266,6 +266,9 @@ test('page to page: a video gets a player that reads through the service worker;
  */
 function startFileServer (files, { corrupt = false } = {}) {
   const ranges = { count: 0 }
+  // A string is the path of a file served from disk (large files stay out of memory).
+  const sizeOf = f => typeof f === 'string' ? fs.statSync(f).size : f.length
+  const slice = (f, a, b) => typeof f === 'string' ? fs.createReadStream(f, { start: a, end: b - 1 }) : f.subarray(a, b)
   const srv = http.createServer((req, res) => {
     const cors = {
       'Access-Control-Allow-Origin': '*',
@@ -276,20 +279,22 @@ function startFileServer (files, { corrupt = false } = {}) {
     const data = files[decodeURIComponent(new URL(req.url, 'http://x').pathname)]
     if (!data) { res.writeHead(404, cors); res.end(); return }
     const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range || '')
-    let body = data
+    const len = sizeOf(data)
+    let [a, b] = [0, len]
     let status = 200
     const headers = { ...cors, 'Accept-Ranges': 'bytes', 'Content-Type': 'application/octet-stream' }
     if (m) {
-      const [a, b] = [Number(m[1]), Math.min(Number(m[2]), data.length - 1)]
-      body = data.subarray(a, b + 1)
+      [a, b] = [Number(m[1]), Math.min(Number(m[2]), len - 1) + 1]
       status = 206
-      headers['Content-Range'] = `bytes ${a}-${b}/${data.length}`
+      headers['Content-Range'] = `bytes ${a}-${b - 1}/${len}`
       ranges.count++
     }
+    let body = slice(data, a, b)
     if (corrupt) { body = Buffer.from(body); body[0] ^= 0xff }
-    headers['Content-Length'] = String(body.length)
+    headers['Content-Length'] = String(b - a)
     res.writeHead(status, headers)
-    res.end(body)
+    if (Buffer.isBuffer(body)) res.end(body)
+    else body.pipe(res)
   })
   return new Promise(resolve => srv.listen(0, '127.0.0.1', () => resolve({
     url: `http://127.0.0.1:${srv.address().port}`, ranges, close: () => new Promise(r => srv.close(r))
@@ -324,5 +329,81 @@ test('a torrent whose only source is a web seed (BEP 19, fetch with CORS) comple
     assert.equal(got.size, bytes.length)
     assert.equal(got.sha256, set.files[0].sha256)
     assert.ok(web.ranges.count > 0 && web.ranges.count < bytes.length / 16384, `${web.ranges.count} range requests`)
+  })
+})
+
+// CRC-32 (IEEE), the same function in Node and in the page: a check of streamed bytes that
+// needs no copy of the whole file on either side.
+function crc32Update (crc, bytes) {
+  let t = globalThis.__crcTable
+  if (!t) {
+    t = globalThis.__crcTable = new Int32Array(256)
+    for (let n = 0; n < 256; n++) {
+      let c = n
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1
+      t[n] = c
+    }
+  }
+  crc = ~crc
+  for (let i = 0; i < bytes.length; i++) crc = t[(crc ^ bytes[i]) & 0xff] ^ (crc >>> 8)
+  return ~crc >>> 0
+}
+
+const BIG_MIB = Number(process.env.BROWSER_STREAM_MIB || 320)
+
+test(`file.stream() reads a ${BIG_MIB} MiB file while it downloads into the OPFS, with bounded memory`, { timeout: TEST_TIMEOUT }, async () => {
+  const set = fileSet([{ name: 'big.bin', size: BIG_MIB * MIB + 3 }])
+  const file = set.files[0].path
+  let crc = 0
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 4 * MIB })) crc = crc32Update(crc, chunk)
+  const web = await startFileServer({ '/big.bin': file })
+  cleanups.push(() => web.close())
+  const torrent = path.join(set.dir, 'big.torrent')
+  const { bin } = webtorrentBin()
+  const made = spawnSync(bin, ['create', file, '--web-seed', `${web.url}/big.bin`, '-o', torrent, '--quiet'],
+    { encoding: 'utf8', timeout: 120_000 })
+  assert.equal(made.status, 0, `webtorrent create: ${made.stderr}`)
+  const s = new Scenario(browser, 'stream a large file')
+  await s.run(async () => {
+    const page = await s.openPage('ours', ourPageUrl(server, []))
+    const got = await s.step('a client that keeps 8 MiB in memory streams the whole file as it downloads', () => page.evaluate(async ({ file, crcSrc }) => {
+      const crc32Update = new Function(`return (${crcSrc})`)()
+      const m = await import('/pkg/webtorrent_wasm.js')
+      const wasm = await m.default()
+      const client = new m.WebTorrent({ memoryLimit: 8 << 20 })
+      try {
+        const t = await client.add(new Uint8Array(file))
+        const reader = t.files[0].stream().getReader()
+        let crc = 0
+        let n = 0
+        let progressAtFirst = null
+        let maxWasm = 0
+        let maxHeap = 0
+        let sampled = 0
+        const t0 = performance.now()
+        for (;;) {
+          const { done, value } = await reader.read()
+          if (done) break
+          if (progressAtFirst === null) progressAtFirst = t.progress
+          crc = crc32Update(crc, value)
+          n += value.length
+          if (n - sampled >= 8 << 20) {
+            sampled = n
+            maxWasm = Math.max(maxWasm, wasm.memory.buffer.byteLength)
+            maxHeap = Math.max(maxHeap, performance.memory?.usedJSHeapSize || 0)
+          }
+        }
+        maxWasm = Math.max(maxWasm, wasm.memory.buffer.byteLength)
+        return { n, crc, progressAtFirst, maxWasm, maxHeap, secs: (performance.now() - t0) / 1000 }
+      } finally {
+        await client.destroy()
+      }
+    }, { file: Array.from(fs.readFileSync(torrent)), crcSrc: crc32Update.toString() }), 170_000)
+    process.stderr.write(`[browser] streamed ${got.n} bytes in ${got.secs.toFixed(1)} s; ${(got.progressAtFirst * 100).toFixed(1)} % downloaded at the first chunk; ` +
+      `wasm memory at most ${(got.maxWasm / MIB).toFixed(1)} MiB, JS heap at most ${(got.maxHeap / MIB).toFixed(1)} MiB\n`)
+    assert.equal(got.n, BIG_MIB * MIB + 3)
+    assert.equal(got.crc, crc, 'the streamed bytes differ from the file')
+    assert.ok(got.progressAtFirst < 0.5, `the first chunk came only at ${got.progressAtFirst}: not a stream`)
+    assert.ok(got.maxWasm < 96 * MIB, `wasm memory grew to ${got.maxWasm} bytes`)
   })
 })
