@@ -54,6 +54,9 @@ pub struct SessionConfig {
     pub handshake_timeout: Duration,
     /// A request not answered after this long is given up.
     pub request_timeout: Duration,
+    /// Ask this peer for whole pieces, never for blocks of pieces others are downloading
+    /// (web seeds: one HTTP range per piece instead of scattered blocks).
+    pub whole_pieces: bool,
 }
 
 impl SessionConfig {
@@ -74,6 +77,7 @@ impl SessionConfig {
             idle_timeout: Duration::from_secs(180),
             handshake_timeout: HANDSHAKE_TIMEOUT,
             request_timeout: Duration::from_secs(30),
+            whole_pieces: false,
         }
     }
 }
@@ -269,6 +273,11 @@ const OUR_UT_METADATA: u8 = 1;
 const OUR_UT_PEX: u8 = 2;
 
 impl PeerSession {
+    /// The settings the session runs with.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
     /// A new session. Outgoing sessions queue our handshake at once.
     pub fn new(config: SessionConfig, direction: Direction, now: Time) -> Self {
         let mut s = PeerSession {

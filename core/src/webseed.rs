@@ -10,7 +10,7 @@
 //! [`fetched`](WebSeedPeer::fetched). The session ([`crate::session`]) runs the adapters and
 //! their retry schedule, so a driver only carries out [`Fetch`]es.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -27,7 +27,11 @@ use crate::wire::{BlockRequest, Decoder, Event, Handshake, Message, Reserved};
 /// Largest span of the torrent fetched in one [`Fetch`].
 pub const MAX_FETCH_BYTES: u64 = 4 << 20;
 /// Most fetches one web seed has in flight.
-pub const MAX_FETCHES: usize = 4;
+pub const MAX_FETCHES: usize = 8;
+/// With this many fetches in flight, a fetch waits until its span is [`MIN_FETCH_BYTES`].
+pub const BUSY_FETCHES: usize = 2;
+/// Smallest span fetched while the web seed is busy (see [`WebSeedPeer::poll_fetch`]).
+pub const MIN_FETCH_BYTES: u64 = 1 << 20;
 /// Most block requests queued for one web seed (more are refused).
 pub const MAX_QUEUED: usize = 2048;
 /// The first retry of a web seed that failed comes after this long; it doubles with each
@@ -168,9 +172,12 @@ pub struct WebSeedPeer {
     out: BytesMut,
     fast: bool,
     greeted: bool,
-    queue: VecDeque<BlockRequest>,
+    /// Requests waiting for a fetch, by their torrent byte offset (one per offset).
+    queue: BTreeMap<u64, BlockRequest>,
     inflight: Vec<InFlight>,
     next_id: u64,
+    /// No queued run is [`MIN_FETCH_BYTES`] long (until the queue or the fetches change).
+    small_runs_only: bool,
     /// Bytes delivered, for the driver's figures.
     delivered: u64,
 }
@@ -196,9 +203,10 @@ impl WebSeedPeer {
             out: BytesMut::new(),
             fast: false,
             greeted: false,
-            queue: VecDeque::new(),
+            queue: BTreeMap::new(),
             inflight: Vec::new(),
             next_id: 1,
+            small_runs_only: false,
             delivered: 0,
         })
     }
@@ -280,20 +288,24 @@ impl WebSeedPeer {
     }
 
     fn on_message(&mut self, m: Message) {
+        self.small_runs_only = false;
         match m {
             Message::Request(r) => {
-                let valid = self.block_offset(&r).is_some();
-                if !valid || self.queue.len() >= MAX_QUEUED || self.queue.contains(&r) {
+                let at = self.block_offset(&r);
+                let Some(at) =
+                    at.filter(|at| self.queue.len() < MAX_QUEUED && !self.queue.contains_key(at))
+                else {
                     if self.fast {
                         Message::RejectRequest(r).encode(&mut self.out);
                     }
                     return;
-                }
-                self.queue.push_back(r);
+                };
+                self.queue.insert(at, r);
             }
             Message::Cancel(r) => {
-                if let Some(i) = self.queue.iter().position(|q| *q == r) {
-                    self.queue.remove(i);
+                let at = self.block_offset(&r);
+                if let Some(at) = at.filter(|at| self.queue.get(at) == Some(&r)) {
+                    self.queue.remove(&at);
                     if self.fast {
                         Message::RejectRequest(r).encode(&mut self.out);
                     }
@@ -323,28 +335,51 @@ impl WebSeedPeer {
     }
 
     /// The next HTTP work, if requests wait and fewer than [`MAX_FETCHES`] are in flight:
-    /// queued blocks that follow each other in the torrent, up to [`MAX_FETCH_BYTES`].
+    /// queued blocks that follow each other in the torrent, up to [`MAX_FETCH_BYTES`]. While
+    /// [`BUSY_FETCHES`] or more are in flight, only a run of at least [`MIN_FETCH_BYTES`] goes
+    /// out: smaller ones wait to grow (the torrent adds requests as blocks arrive), so the
+    /// server gets few large ranges instead of many small ones.
     pub fn poll_fetch(&mut self) -> Option<Fetch> {
         if self.inflight.len() >= MAX_FETCHES || self.queue.is_empty() {
             return None;
         }
-        let mut sorted: Vec<(u64, BlockRequest)> = self
-            .queue
-            .iter()
-            .filter_map(|r| Some((self.block_offset(r)?, *r)))
-            .collect();
-        sorted.sort_by_key(|(o, _)| *o);
-        let (start, first) = *sorted.first()?;
-        let mut end = start + u64::from(first.length);
-        let mut blocks = vec![first];
-        for &(o, r) in &sorted[1..] {
-            if o != end || end - start + u64::from(r.length) > MAX_FETCH_BYTES {
+        let busy = self.inflight.len() >= BUSY_FETCHES;
+        if busy && self.small_runs_only {
+            return None;
+        }
+        // The first run (lowest offset) when idle, else the first run that is large enough.
+        let mut run: Option<(u64, u64)> = None;
+        let mut cur: Option<(u64, u64)> = None;
+        for (&at, r) in &self.queue {
+            let len = u64::from(r.length);
+            cur = match cur {
+                Some((start, end)) if at == end && end - start + len <= MAX_FETCH_BYTES => {
+                    Some((start, end + len))
+                }
+                Some(done) => {
+                    if !busy || done.1 - done.0 >= MIN_FETCH_BYTES {
+                        run = Some(done);
+                        break;
+                    }
+                    Some((at, at + len))
+                }
+                None => Some((at, at + len)),
+            };
+        }
+        let Some((start, end)) = run.or(cur.filter(|c| !busy || c.1 - c.0 >= MIN_FETCH_BYTES))
+        else {
+            self.small_runs_only = true;
+            return None;
+        };
+        let mut blocks = Vec::new();
+        let mut at = start;
+        while at < end {
+            let Some(r) = self.queue.remove(&at) else {
                 break;
-            }
-            end += u64::from(r.length);
+            };
+            at += u64::from(r.length);
             blocks.push(r);
         }
-        self.queue.retain(|q| !blocks.contains(q));
         let segments = self.segments(start..end);
         let id = self.next_id;
         self.next_id += 1;
@@ -397,12 +432,13 @@ impl WebSeedPeer {
             return Ok(());
         };
         let f = self.inflight.swap_remove(i);
+        self.small_runs_only = false;
         let bodies = result.map_err(WebSeedError::Http)?;
-        let mut data = BytesMut::new();
+        let mut parts = Vec::with_capacity(f.segments.len());
         let mut bodies = bodies.into_iter();
         for s in &f.segments {
             match s {
-                Segment::Zeros(n) => data.resize(data.len() + *n as usize, 0),
+                Segment::Zeros(n) => parts.push(Bytes::from(vec![0u8; *n as usize])),
                 Segment::Http(h) => {
                     let want = h.range.end - h.range.start;
                     let body = bodies.next().unwrap_or_default();
@@ -412,11 +448,20 @@ impl WebSeedPeer {
                             got: body.len() as u64,
                         });
                     }
-                    data.extend_from_slice(&body);
+                    parts.push(body);
                 }
             }
         }
-        let mut data = data.freeze();
+        // One body (a span inside one file, the common case) is used as it is.
+        let mut data = if parts.len() == 1 {
+            parts.pop().unwrap_or_default()
+        } else {
+            let mut all = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+            for p in &parts {
+                all.extend_from_slice(p);
+            }
+            all.freeze()
+        };
         for b in f.blocks {
             let len = b.length as usize;
             if data.len() < len {
@@ -616,6 +661,50 @@ mod tests {
                 got: 5
             }
         );
+    }
+
+    #[test]
+    fn a_busy_web_seed_holds_small_runs_until_a_fetch_returns() {
+        let (meta, data) = meta_of(&[("a", 4 << 20)], 1 << 20);
+        let mut ws = WebSeedPeer::new("http://h/a", meta.clone()).unwrap();
+        let mut out = BytesMut::new();
+        Handshake::new(meta.info_hash, Id20([9; 20])).encode(&mut out);
+        let blocks = |index: u32, from: u32, to: u32| {
+            (from..to).map(move |b| BlockRequest {
+                index,
+                begin: b * 16384,
+                length: 16384,
+            })
+        };
+        // Piece 0 whole, piece 2 whole, four blocks in the middle of piece 3.
+        for r in blocks(0, 0, 64)
+            .chain(blocks(2, 0, 64))
+            .chain(blocks(3, 10, 14))
+        {
+            Message::Request(r).encode(&mut out);
+        }
+        ws.handle_transmit(&out).unwrap();
+        let f1 = ws.poll_fetch().unwrap();
+        assert_eq!(f1.requests[0].range, 0..1 << 20);
+        let f2 = ws.poll_fetch().unwrap();
+        assert_eq!(f2.requests[0].range, 2 << 20..3 << 20);
+        // Two in flight: the 64 KiB run waits.
+        assert_eq!(ws.poll_fetch(), None);
+        assert_eq!(ws.poll_fetch(), None);
+        let body = |f: &Fetch| {
+            let r = &f.requests[0].range;
+            vec![Bytes::copy_from_slice(
+                &data[r.start as usize..r.end as usize],
+            )]
+        };
+        ws.fetched(f1.id, Ok(body(&f1))).unwrap();
+        let f3 = ws.poll_fetch().unwrap();
+        let at = (3 << 20) + 10 * 16384;
+        assert_eq!(f3.requests[0].range, at..at + 4 * 16384);
+        ws.fetched(f2.id, Ok(body(&f2))).unwrap();
+        ws.fetched(f3.id, Ok(body(&f3))).unwrap();
+        assert!(!ws.is_busy());
+        assert_eq!(ws.delivered(), (2 << 20) + 4 * 16384);
     }
 
     #[test]

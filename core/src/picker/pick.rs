@@ -5,7 +5,7 @@ use crate::id::PeerKey;
 use crate::piece::{Block, PieceIndex, BLOCK_SIZE};
 
 use super::bits::{next_in, PeerBits};
-use super::{PeerView, Picker, MAX_COPIES, NONE};
+use super::{PeerView, Picker, MAX_COPIES, NONE, RECEIVED};
 
 /// Fewest places of the availability order a pick looks at before switching to a scan of
 /// the peer's bitfield.
@@ -47,7 +47,7 @@ impl Picker {
                 self.endgame(peer, bits, Some(view.allowed_fast), &mut need, out);
             }
         } else {
-            self.pick_unchoked(peer, bits, &mut need, out);
+            self.pick_unchoked(peer, bits, view.whole_pieces, &mut need, out);
         }
         let picked = out.len() - start;
         if picked > 0 {
@@ -65,6 +65,7 @@ impl Picker {
         &mut self,
         peer: PeerKey,
         bits: PeerBits<'_>,
+        whole: bool,
         need: &mut usize,
         out: &mut Vec<Block>,
     ) {
@@ -85,11 +86,15 @@ impl Picker {
                 break;
             }
         }
-        // 2. Pieces in progress.
+        // 2. Pieces in progress (for a whole-piece peer, only those it alone requested from).
         let mut i = 0;
         while *need > 0 && i < self.partial.len() {
             let p = self.partial[i];
-            if bits.get(p) && !self.in_range(p) && self.owner_ok(p, peer) {
+            if bits.get(p)
+                && !self.in_range(p)
+                && self.owner_ok(p, peer)
+                && (!whole || self.only_requested_from(p, peer))
+            {
                 self.take(p, peer, need, out);
             }
             if self.partial.get(i) == Some(&p) {
@@ -291,6 +296,18 @@ impl Picker {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether every requested block of open piece `p` still outstanding is requested from
+    /// `peer` alone.
+    fn only_requested_from(&self, p: u32, peer: PeerKey) -> bool {
+        match self.slot_of[p as usize] {
+            NONE => true,
+            s => self.open[s as usize]
+                .slots
+                .iter()
+                .all(|b| b.n == 0 || b.n == RECEIVED || (b.n == 1 && b.peers[0] == peer)),
         }
     }
 

@@ -177,6 +177,36 @@ fn partial_pieces_preferred() {
 }
 
 #[test]
+fn a_whole_piece_peer_does_not_share_pieces_in_progress() {
+    let l = layout(256 * KIB, 10 * 256 * KIB);
+    let mut p = picker(l, cfg(), 3);
+    p.seed_added();
+    p.seed_added();
+    // Peer 1 starts a piece; the web seed (peer 2) takes another piece whole.
+    let first = pick(&mut p, 1, PeerView::seed(), 4);
+    let piece = first[0].piece.get();
+    let web = pick(&mut p, 2, PeerView::seed().whole_pieces(true), 16);
+    assert_eq!(web.len(), 16);
+    let other = pieces_of(&web);
+    assert_eq!(other.len(), 1);
+    assert_ne!(other[0], piece);
+    assert!(web
+        .iter()
+        .enumerate()
+        .all(|(i, b)| b.begin == i as u32 * BLOCK_SIZE));
+    // Half a piece for the web seed: it continues that piece of its own next time.
+    let half = pick(&mut p, 2, PeerView::seed().whole_pieces(true), 8);
+    let mine = half[0].piece.get();
+    assert_ne!(mine, piece);
+    let rest = pick(&mut p, 2, PeerView::seed().whole_pieces(true), 8);
+    assert_eq!(pieces_of(&rest), [mine]);
+    assert_eq!(rest[0].begin, 8 * BLOCK_SIZE);
+    // An ordinary peer still continues peer 1's piece.
+    let more = pick(&mut p, 3, PeerView::seed(), 2);
+    assert_eq!(pieces_of(&more), [piece]);
+}
+
+#[test]
 fn open_pieces_are_capped() {
     let l = layout(256 * KIB, 10 * 256 * KIB);
     let config = PickerConfig {
@@ -779,7 +809,9 @@ fn run_ops(l: Layout, config: PickerConfig, seed: u64, ops: &[Op]) -> Result<(),
                     Some(b) => PeerView::bitfield(b),
                 }
                 .choked(choked)
-                .allowed_fast(&fast);
+                .allowed_fast(&fast)
+                // Peer 5 stands for a web seed.
+                .whole_pieces(peer == 5);
                 let before: HashSet<Block> = p
                     .outstanding(PeerKey(peer.into()))
                     .iter()

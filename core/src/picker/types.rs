@@ -71,6 +71,9 @@ pub struct PeerView<'a> {
     pub choked: bool,
     /// Pieces it lets us request while choked (BEP 6).
     pub allowed_fast: &'a [PieceIndex],
+    /// Give it whole pieces: no blocks of pieces others are downloading (a web seed, which
+    /// then fetches one HTTP range per piece instead of scattered blocks).
+    pub whole_pieces: bool,
 }
 
 impl<'a> PeerView<'a> {
@@ -80,6 +83,7 @@ impl<'a> PeerView<'a> {
             pieces: PeerPieces::All,
             choked: false,
             allowed_fast: &[],
+            whole_pieces: false,
         }
     }
 
@@ -89,6 +93,7 @@ impl<'a> PeerView<'a> {
             pieces: PeerPieces::Some(bitfield),
             choked: false,
             allowed_fast: &[],
+            whole_pieces: false,
         }
     }
 
@@ -101,6 +106,12 @@ impl<'a> PeerView<'a> {
     /// Sets the peer's allowed-fast set.
     pub fn allowed_fast(mut self, pieces: &'a [PieceIndex]) -> Self {
         self.allowed_fast = pieces;
+        self
+    }
+
+    /// Sets whether the peer gets whole pieces only (see [`PeerView::whole_pieces`]).
+    pub fn whole_pieces(mut self, whole: bool) -> Self {
+        self.whole_pieces = whole;
         self
     }
 

@@ -136,6 +136,7 @@ impl WebSeeds {
                             self.next_key += 1;
                             let mut config = torrent.config().session.clone();
                             config.max_our_requests = webseed::MAX_QUEUED as u32;
+                            config.whole_pieces = true;
                             let dir = crate::peer::Direction::Outgoing;
                             match torrent.add_peer_with(now, key, None, dir, config) {
                                 Ok(()) => {

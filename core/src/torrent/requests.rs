@@ -60,7 +60,8 @@ impl Torrent {
             _ => return,
         }
         .choked(choked)
-        .allowed_fast(&peer.allowed_fast);
+        .allowed_fast(&peer.allowed_fast)
+        .whole_pieces(peer.session.config().whole_pieces);
         self.pick_buf.clear();
         c.picker.pick(key, view, slots, &mut self.pick_buf);
         for b in self.pick_buf.drain(..) {
