@@ -124,6 +124,7 @@
 pub mod announce;
 pub mod bencode;
 pub mod creator;
+pub mod dht;
 pub mod ext;
 pub mod fast;
 pub mod id;
