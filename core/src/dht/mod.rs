@@ -194,6 +194,8 @@ pub struct Dht {
     limiter: HashMap<IpAddr, Bucket>,
     global: Bucket,
     next_maintenance: Time,
+    /// The latest time fed in.
+    now: Time,
     last_bootstrap: Option<Time>,
     external: Option<SocketAddr>,
     stats: Stats,
@@ -230,6 +232,7 @@ impl Dht {
             limiter: HashMap::new(),
             global,
             next_maintenance: now,
+            now,
             last_bootstrap: None,
             external: None,
             stats: Stats::default(),
@@ -519,6 +522,7 @@ impl Dht {
 
     /// Feeds one datagram from `from`.
     pub fn handle_datagram(&mut self, now: Time, from: SocketAddr, data: &[u8]) {
+        self.now = self.now.max(now);
         let msg = match Message::decode(data) {
             Ok(m) => m,
             Err(KrpcError::UnknownMethod { tid, .. }) => {
@@ -730,18 +734,19 @@ impl Dht {
     pub fn poll_timeout(&self) -> Option<Time> {
         let mut t = self.next_maintenance;
         for p in self.pending.values() {
-            let due = if matches!(p.why, Why::Lookup(_)) {
-                p.sent + lookup::SLOW_AFTER
-            } else {
-                p.sent + QUERY_TIMEOUT
-            };
-            t = t.min(due);
+            t = t.min(p.sent + QUERY_TIMEOUT);
+            // A lookup query turning slow frees a slot for another node.
+            let slow = p.sent + lookup::SLOW_AFTER;
+            if matches!(p.why, Why::Lookup(_)) && slow > self.now {
+                t = t.min(slow);
+            }
         }
         Some(t)
     }
 
     /// Expires queries, moves lookups on and keeps the table up.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.now = self.now.max(now);
         // Expired queries.
         let expired: Vec<u16> = self
             .pending
