@@ -30,6 +30,9 @@ fn index(a: SocketAddr) -> Option<usize> {
     }
 }
 
+/// A datagram in flight: arrival, order, from, to, bytes.
+type InFlight = Reverse<(Time, u64, usize, usize, Vec<u8>)>;
+
 enum Node {
     Honest(Box<Dht>),
     /// Answers every query with made-up nodes (at addresses nobody uses) and a fake peer.
@@ -40,7 +43,7 @@ struct Sim {
     nodes: Vec<Node>,
     online: Vec<bool>,
     latency: Vec<Duration>,
-    queue: BinaryHeap<Reverse<(Time, u64, usize, usize, Vec<u8>)>>,
+    queue: BinaryHeap<InFlight>,
     wakes: BinaryHeap<Reverse<(Time, usize)>>,
     seq: u64,
     now: Time,
