@@ -35,6 +35,7 @@ command -v curl >/dev/null || missing+=(curl)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+/usr/bin/python3 -c 'import libtorrent' 2>/dev/null || missing+=(python3-libtorrent)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"
 fi
@@ -112,6 +113,9 @@ tests/netns.sh node --test tests/browser/service.test.mjs
 
 step "watching while it downloads: the page's <video> plays and seeks, fed by a throttled CLI seeder"
 tests/netns.sh node --test tests/browser/player.test.mjs
+
+step "DHT (BEP 5) with libtorrent: tracker-less magnets both ways on a loopback DHT of libtorrent nodes"
+tests/netns.sh /usr/bin/python3 tests/libtorrent/dht_interop.py target/debug/webtorrent
 
 step "done"
 du -sh target

@@ -166,6 +166,8 @@ pub(crate) struct Shared {
     pub rtc: crate::rtc::RtcConfig,
     /// Disk threads shared by every torrent.
     pub disk: crate::disk::DiskPool,
+    /// The DHT node, when [`WebTorrentOptions::dht`] asks for one, and its task.
+    pub dht: Option<(Arc<crate::dht::DhtHandle>, tokio::task::AbortHandle)>,
 }
 
 impl Shared {
@@ -272,7 +274,22 @@ impl WebTorrent {
         });
         #[cfg(feature = "webrtc")]
         let rtc = opts.rtc_config();
+        let dht = match &opts.dht {
+            Some(d) => {
+                let at = SocketAddr::new(opts.listen_address, port);
+                let (handle, task) = crate::dht::DhtHandle::start(at, d, seed ^ 0x4448_5421)
+                    .await
+                    .map_err(|e| {
+                        Error::Options(format!(
+                            "the DHT cannot listen on UDP {at}: {e} (pick another --port, or run without the DHT)"
+                        ))
+                    })?;
+                Some((Arc::new(handle), task.abort_handle()))
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            dht,
             #[cfg(feature = "webrtc")]
             signals,
             #[cfg(feature = "webrtc")]
@@ -638,10 +655,33 @@ impl WebTorrent {
             download_dir: folder,
             task: Mutex::new(None),
         });
+        let dht_tx = tx.clone();
         let task = Task::new(self.shared.clone(), init, tx, rx)?;
         let handle = tokio::spawn(task.run());
         *inner.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         let t = Torrent { inner };
+        let private = t.metainfo().is_some_and(|m| m.info.private);
+        if let (Some((dht, _)), false) = (&self.shared.dht, private) {
+            let port = self.shared.port;
+            tokio::spawn(crate::dht::announce_loop(
+                dht.clone(),
+                info_hash,
+                port,
+                move |peers| {
+                    let tx = dht_tx.clone();
+                    async move {
+                        if peers.is_empty() {
+                            return !tx.is_closed();
+                        }
+                        tx.send(TaskMsg::input(webtorrent_core::session::Input::AddPeers(
+                            peers,
+                        )))
+                        .await
+                        .is_ok()
+                    }
+                },
+            ));
+        }
         torrents.insert(info_hash, t.clone());
         info!(info_hash = %info_hash, "torrent added");
         Ok(t)
@@ -710,6 +750,9 @@ impl WebTorrent {
         }
         if let Some(t) = &self.shared.trackers {
             t.close().await;
+        }
+        if let Some((_, task)) = &self.shared.dht {
+            task.abort();
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Native WebTorrent client: tokio drivers for the `webtorrent-core` state machines.
 //!
-//! Peers over TCP (BEP 3, 6, 9, 10, 11), HTTP and UDP trackers (BEP 3, 12, 15, 23, 48),
-//! storage in memory or in files.
+//! Peers over TCP (BEP 3, 6, 9, 10, 11), HTTP and UDP trackers (BEP 3, 12, 15, 23, 48), the
+//! DHT (BEP 5, opt-in with [`WebTorrentOptions::dht`]), storage in memory or in files.
 //!
 //! # Cargo features
 //!
@@ -44,6 +44,7 @@ pub mod bridge;
 mod client;
 mod conn;
 pub mod creator;
+pub mod dht;
 mod disk;
 mod error;
 mod limit;
@@ -65,6 +66,7 @@ mod webseed;
 
 pub use client::{AddOptions, Admit, TorrentSource, WebTorrent};
 pub use creator::TorrentCreator;
+pub use dht::DhtOptions;
 pub use error::{Error, Result};
 pub use options::{human_bytes, WebTorrentOptions, DEFAULT_MEMORY_LIMIT};
 pub use stream::FileReader;

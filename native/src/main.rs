@@ -100,6 +100,10 @@ enum Cmd {
         /// Upload limit in bytes per second.
         #[arg(long)]
         upload_limit: Option<u64>,
+        /// Join the DHT (BEP 5) through this node, HOST:PORT (repeatable), and announce the
+        /// torrent there: desktop clients then find it by info hash alone.
+        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+        dht_bootstrap: Vec<String>,
     },
     /// Download a torrent; exits 0 once every piece is verified on disk.
     Download {
@@ -238,6 +242,10 @@ struct FetchArgs {
     /// Connect to this peer directly (repeatable), e.g. 127.0.0.1:6881.
     #[arg(long = "peer")]
     peers: Vec<std::net::SocketAddr>,
+    /// Join the DHT (BEP 5) through this node, HOST:PORT (repeatable): peers are then found
+    /// by info hash alone, as for a magnet link without trackers.
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    dht_bootstrap: Vec<String>,
 }
 
 /// The bridge's bounds, shared by `serve` and `bridge`.
@@ -454,12 +462,14 @@ async fn run(cli: Cli) -> AnyResult<()> {
             data,
             announce,
             port,
+            dht_bootstrap,
             piece_length,
             torrent_out,
             upload_limit,
         } => {
             let client = WebTorrent::new(WebTorrentOptions {
                 upload_limit,
+                dht: dht_options(&dht_bootstrap).await?,
                 ..options(port, None)
             })
             .await?;
@@ -533,6 +543,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                     announce,
                     port,
                     peers,
+                    dht_bootstrap,
                 },
             seed,
             timeout,
@@ -544,6 +555,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
             let client = WebTorrent::new(WebTorrentOptions {
                 download_limit,
                 upload_limit,
+                dht: dht_options(&dht_bootstrap).await?,
                 ..options(port, Some(out.clone()))
             })
             .await?;
@@ -892,6 +904,29 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
 /// the operating system's page cache serves re-reads.
 #[cfg(feature = "server")]
 const BRIDGE_UPLOAD_CACHE: usize = 0;
+
+/// DHT settings for `--dht-bootstrap` values (none: no DHT), names resolved.
+async fn dht_options(bootstrap: &[String]) -> AnyResult<Option<webtorrent::DhtOptions>> {
+    if bootstrap.is_empty() {
+        return Ok(None);
+    }
+    let mut nodes = Vec::new();
+    for b in bootstrap {
+        match tokio::net::lookup_host(b.as_str()).await {
+            Ok(addrs) => nodes.extend(addrs),
+            Err(e) => {
+                return Err(format!(
+                    "--dht-bootstrap {b}: {e}; give a HOST:PORT that resolves, e.g. 127.0.0.2:6881"
+                )
+                .into())
+            }
+        }
+    }
+    Ok(Some(webtorrent::DhtOptions {
+        bootstrap: nodes,
+        read_only: false,
+    }))
+}
 
 fn options(port: Option<u16>, dir: Option<PathBuf>) -> WebTorrentOptions {
     WebTorrentOptions {

@@ -53,6 +53,9 @@ pub struct WebTorrentOptions {
     pub stop_timeout: Duration,
     /// Local address for UDP tracker sockets (default: unspecified).
     pub udp_bind: Option<std::net::SocketAddr>,
+    /// Run a DHT node (BEP 5) on UDP at the listen address and port, bootstrapped from these
+    /// settings' nodes, and announce every public torrent to it. `None`: no DHT.
+    pub dht: Option<crate::dht::DhtOptions>,
     /// Seed for the state machines' random choices; random when `None`.
     pub rng_seed: Option<u64>,
     /// Join WebRTC swarms through WebSocket trackers (`ws://`) listed by torrents, beside TCP.
@@ -112,6 +115,7 @@ impl Default for WebTorrentOptions {
             incoming: true,
             stop_timeout: Duration::from_secs(5),
             udp_bind: None,
+            dht: None,
             rng_seed: None,
             webrtc: cfg!(feature = "webrtc"),
             #[cfg(feature = "webrtc")]

@@ -245,8 +245,15 @@ pub fn write_nodes(nodes: &[NodeInfo], v6: bool, out: &mut Vec<u8>) {
     }
 }
 
+/// Text from bytes, invalid UTF-8 replaced, at most `max` bytes (cut at a character).
 fn lossy(b: &[u8], max: usize) -> String {
-    String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned()
+    let mut s = String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned();
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s
 }
 
 impl Message {

@@ -317,6 +317,18 @@ impl Dht {
     ) -> LookupId {
         let id = LookupId(self.next_lookup);
         self.next_lookup += 1;
+        // Peers announced to this very node count too.
+        if kind == Kind::GetPeers {
+            let mut local = self.store.get(now, &target, false, &mut self.rng);
+            local.extend(self.store.get(now, &target, true, &mut self.rng));
+            if !local.is_empty() {
+                self.events.push_back(Event::Peers {
+                    lookup: id,
+                    info_hash: target,
+                    peers: local,
+                });
+            }
+        }
         if self.lookups.len() >= MAX_LOOKUPS {
             if self.queued.len() >= MAX_QUEUED_LOOKUPS {
                 self.queued.pop_front();

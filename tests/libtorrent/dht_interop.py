@@ -1,0 +1,173 @@
+#!/usr/bin/python3
+"""DHT interop with libtorrent (Debian's python3-libtorrent), loopback-only namespace only.
+
+A DHT of eight libtorrent nodes on 127.0.0.2-9, one of them seeding a torrent it announced
+to the DHT only (no tracker). Then:
+  1. our CLI downloads it by a magnet link with no tracker, bootstrapped from one libtorrent
+     node (--dht-bootstrap), and the file's SHA-256 must match;
+  2. our CLI seeds another file, announcing it to the DHT, and a new libtorrent session finds
+     and downloads it by a tracker-less magnet link.
+
+    tests/netns.sh /usr/bin/python3 tests/libtorrent/dht_interop.py [path/to/webtorrent]
+
+Prints the lookup times. Exits non-zero on failure.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import libtorrent as lt
+
+# session.status() is deprecated in libtorrent 2.0 but is the simple way to read dht_nodes.
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+PORT = 7881
+NODES = [f"127.0.0.{i}" for i in range(2, 10)]
+BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+    os.path.dirname(__file__), "..", "..", "target", "debug", "webtorrent")
+
+
+def log(*a):
+    print("[dht-interop]", *a, flush=True)
+
+
+def settings(ip, bootstrap):
+    return {
+        "listen_interfaces": f"{ip}:{PORT}",
+        "outgoing_interfaces": ip,
+        "enable_dht": True,
+        "dht_bootstrap_nodes": bootstrap,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "dht_restrict_routing_ips": False,
+        "dht_restrict_search_ips": False,
+        "dht_ignore_dark_internet": False,
+        "dht_prefer_verified_node_ids": False,
+        "dht_announce_interval": 5,
+        "allow_multiple_connections_per_ip": True,
+        "alert_mask": lt.alert.category_t.error_notification,
+    }
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_file(path, size):
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+
+
+def main():
+    if not os.path.exists(BIN):
+        sys.exit(f"no webtorrent binary at {BIN}: cargo build -p webtorrent --bin webtorrent")
+    if subprocess.run(["ip", "route", "get", "1.1.1.1"], capture_output=True).returncode == 0:
+        sys.exit("refusing to run with a route off this host: use tests/netns.sh")
+    work = tempfile.mkdtemp(prefix="wt-dht-")
+    try:
+        run(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work):
+    boot = f"{NODES[0]}:{PORT}"
+    sessions = []
+    for i, ip in enumerate(NODES):
+        sessions.append(lt.session(settings(ip, "" if i == 0 else boot)))
+    # The seeder: node 1, a 3 MiB file, v1 torrent with no tracker.
+    src = os.path.join(work, "lt-seed")
+    os.makedirs(src)
+    f1 = os.path.join(src, "from-libtorrent.bin")
+    make_file(f1, 3 * 1024 * 1024 + 17)
+    fs = lt.file_storage()
+    lt.add_files(fs, f1)
+    ct = lt.create_torrent(fs, 0, flags=lt.create_torrent.v1_only)
+    lt.set_piece_hashes(ct, src)
+    ti = lt.torrent_info(ct.generate())
+    ih = str(ti.info_hash())
+    seeder = sessions[1]
+    seeder.add_torrent({"ti": ti, "save_path": src, "flags": lt.torrent_flags.seed_mode})
+    log("libtorrent seeds", ih)
+    # Let the DHT form and the seeder announce.
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if all(s.status().dht_nodes >= 1 for s in sessions):
+            break
+        time.sleep(0.2)
+    log("libtorrent DHT nodes:", [s.status().dht_nodes for s in sessions])
+    # The seeder announces within dht_announce_interval (5 s) of joining.
+    time.sleep(6)
+
+    # 1. Our client downloads by a tracker-less magnet.
+    out = os.path.join(work, "ours-out")
+    os.makedirs(out)
+    t0 = time.time()
+    r = subprocess.run(
+        [BIN, "download", f"magnet:?xt=urn:btih:{ih}", "-o", out, "--dht-bootstrap", boot,
+         "--timeout", "90", "--quiet"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "webtorrent=info")})
+    took = time.time() - t0
+    if r.returncode != 0:
+        log("stderr:", r.stderr[-3000:])
+        sys.exit(f"our download by DHT failed (exit {r.returncode})")
+    got = os.path.join(out, "from-libtorrent.bin")
+    assert sha256(got) == sha256(f1), "the downloaded file differs"
+    log(f"ours <- libtorrent by DHT magnet: {os.path.getsize(got)} bytes, SHA-256 matches, {took:.1f} s in all")
+
+    # 2. Our client seeds; a new libtorrent session downloads by a tracker-less magnet.
+    ours = os.path.join(work, "ours-seed")
+    os.makedirs(ours)
+    f2 = os.path.join(ours, "from-ours.bin")
+    make_file(f2, 2 * 1024 * 1024 + 5)
+    seed = subprocess.Popen(
+        [BIN, "seed", f2, "--dht-bootstrap", boot, "--port", "0", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        magnet = seed.stdout.readline().strip()
+        if not magnet.startswith("magnet:"):
+            sys.exit(f"our seeder printed no magnet: {magnet!r} {seed.stderr.read()[-2000:]}")
+        ih2 = magnet.split("btih:")[1].split("&")[0]
+        # Wait for our announce to land (our first lookup runs at once).
+        time.sleep(3)
+        leech = lt.session(settings("127.0.0.20", boot))
+        dl = os.path.join(work, "lt-out")
+        os.makedirs(dl)
+        p = lt.parse_magnet_uri(f"magnet:?xt=urn:btih:{ih2}")
+        p.save_path = dl
+        h = leech.add_torrent(p)
+        t0 = time.time()
+        while time.time() - t0 < 90:
+            st = h.status()
+            if st.is_seeding:
+                break
+            time.sleep(0.2)
+        else:
+            sys.exit(f"libtorrent did not get our torrent by DHT: {h.status().state}, "
+                     f"{h.status().num_peers} peers, progress {h.status().progress:.2f}")
+        took = time.time() - t0
+        got2 = os.path.join(dl, "from-ours.bin")
+        assert sha256(got2) == sha256(f2), "libtorrent's copy differs"
+        log(f"libtorrent <- ours by DHT magnet: {os.path.getsize(got2)} bytes, SHA-256 matches, {took:.1f} s")
+    finally:
+        seed.terminate()
+        try:
+            seed.wait(10)
+        except subprocess.TimeoutExpired:
+            seed.kill()
+
+
+if __name__ == "__main__":
+    main()
