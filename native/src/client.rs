@@ -667,19 +667,7 @@ impl WebTorrent {
                 dht.clone(),
                 info_hash,
                 port,
-                move |peers| {
-                    let tx = dht_tx.clone();
-                    async move {
-                        if peers.is_empty() {
-                            return !tx.is_closed();
-                        }
-                        tx.send(TaskMsg::input(webtorrent_core::session::Input::AddPeers(
-                            peers,
-                        )))
-                        .await
-                        .is_ok()
-                    }
-                },
+                dht_tx,
             ));
         }
         torrents.insert(info_hash, t.clone());

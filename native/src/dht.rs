@@ -11,8 +11,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use webtorrent_core::dht::{Dht, DhtConfig, Event, LookupId};
+use webtorrent_core::session::Input;
 use webtorrent_core::time::Time;
 use webtorrent_core::InfoHash;
+
+use crate::task::TaskMsg;
 
 /// How often a torrent is announced to the DHT again (BEP 5 nodes keep peers 30 min).
 pub const REANNOUNCE: Duration = Duration::from_secs(15 * 60);
@@ -178,17 +181,14 @@ async fn run(socket: UdpSocket, mut dht: Dht, mut rx: mpsc::Receiver<Cmd>, start
     }
 }
 
-/// Announces a torrent every [`REANNOUNCE`] (sooner while nothing is found) and feeds the
-/// peers found to `add_peers`, until it returns `false` (the torrent is gone).
-pub(crate) async fn announce_loop<F, Fut>(
+/// Announces a torrent every [`REANNOUNCE`] (sooner while nothing is found) and sends the
+/// peers found to its task, until the task is gone.
+pub(crate) async fn announce_loop(
     dht: Arc<DhtHandle>,
     info_hash: InfoHash,
     port: u16,
-    mut add_peers: F,
-) where
-    F: FnMut(Vec<SocketAddr>) -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+    task: mpsc::Sender<TaskMsg>,
+) {
     let mut retry = RETRY_EMPTY;
     loop {
         let Some(mut rx) = dht.announce(info_hash, port).await else {
@@ -198,11 +198,16 @@ pub(crate) async fn announce_loop<F, Fut>(
         while let Some(peers) = rx.recv().await {
             found += peers.len();
             debug!(info_hash = %info_hash.to_hex(), n = peers.len(), "DHT peers");
-            if !add_peers(peers).await {
+            if task
+                .send(TaskMsg::input(Input::AddPeers(peers)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
         let wait = if found == 0 {
+            warn!(info_hash = %info_hash.to_hex(), "the DHT knows no peer of this torrent yet");
             let w = retry;
             retry = (retry * 2).min(REANNOUNCE);
             w
@@ -210,14 +215,10 @@ pub(crate) async fn announce_loop<F, Fut>(
             retry = RETRY_EMPTY;
             REANNOUNCE
         };
-        if found == 0 {
-            warn!(info_hash = %info_hash.to_hex(), "the DHT knows no peer of this torrent yet");
-        }
-        tokio::time::sleep(wait).await;
-        // A torrent that went away in the meantime ends the loop at the next delivery;
-        // check now so that a removed torrent does not announce once more.
-        if !add_peers(Vec::new()).await {
-            return;
+        // A torrent removed meanwhile is not announced once more.
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = task.closed() => return,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! [`Message::decode`] takes one datagram and refuses anything malformed or oversized before
 //! allocating for it; [`Message::encode`] writes canonical bencode (keys sorted).
 
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 
 use crate::bencode::{self, Limits, Value};
 use crate::id::Id20;
@@ -546,22 +546,6 @@ impl Message {
             ip: None,
             version: None,
         }
-    }
-}
-
-/// The address a compact `values` entry or `ip` key names, as a v4 or v6 socket address.
-pub fn addr_v4(a: SocketAddr) -> Option<SocketAddrV4> {
-    match a {
-        SocketAddr::V4(a) => Some(a),
-        SocketAddr::V6(_) => None,
-    }
-}
-
-/// The IPv6 counterpart of [`addr_v4`].
-pub fn addr_v6(a: SocketAddr) -> Option<SocketAddrV6> {
-    match a {
-        SocketAddr::V6(a) => Some(a),
-        SocketAddr::V4(_) => None,
     }
 }
 

@@ -48,8 +48,8 @@ const MAX_LIMITER_ENTRIES: usize = 4096;
 /// Settings of a DHT node.
 #[derive(Debug, Clone)]
 pub struct DhtConfig {
-    /// Our node id; `None` picks a random one (BEP 42-conformant once the external address
-    /// is known is left to the caller: see [`secure::secure_id`]).
+    /// Our node id; `None` picks a random one. A BEP 42 id for a known external address is
+    /// the caller's to make, with [`secure::secure_id`].
     pub id: Option<Id20>,
     /// BEP 43: never answer queries, ask with `ro = 1`, stay out of others' tables.
     pub read_only: bool,
