@@ -34,6 +34,9 @@ pub struct SessionConfig {
     pub client_name: String,
     /// Our listen port, sent as `p`.
     pub listen_port: Option<u16>,
+    /// Our DHT node's UDP port: the handshake says we run a DHT (BEP 5) and peers that run
+    /// one too are sent a `PORT` message. `None`: no DHT.
+    pub dht_port: Option<u16>,
     /// Offer BEP 6 (fast extension).
     pub fast: bool,
     /// Offer BEP 10 (extension protocol).
@@ -67,6 +70,7 @@ impl SessionConfig {
             peer_id,
             client_name: concat!("webtorrent-rs ", env!("CARGO_PKG_VERSION")).to_string(),
             listen_port: None,
+            dht_port: None,
             fast: true,
             extensions: true,
             pex: true,
@@ -170,6 +174,8 @@ pub enum SessionEvent {
     Metadata(MetadataMessage),
     /// A `ut_pex` message.
     Pex(PexMessage),
+    /// BEP 5 `PORT`: the peer runs a DHT node on this UDP port of its address.
+    DhtPort(u16),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,6 +323,7 @@ impl PeerSession {
         let mut h = Handshake::new(self.config.info_hash, self.config.peer_id);
         h.reserved.set_extension_protocol(self.config.extensions);
         h.reserved.set_fast_extension(self.config.fast);
+        h.reserved.set_dht(self.config.dht_port.is_some());
         self.push(now, Bytes::copy_from_slice(&h.to_bytes()));
     }
 
@@ -485,6 +492,10 @@ impl PeerSession {
                     if self.direction == Direction::Incoming {
                         self.queue_handshake(now);
                     }
+                    if let (Some(port), true) = (self.config.dht_port, h.reserved.dht()) {
+                        // BEP 5: after the handshake, to peers whose handshake says DHT.
+                        self.send(now, &Message::Port(port));
+                    }
                     self.state = State::Active;
                     self.events
                         .push_back(SessionEvent::Handshake { peer_id: h.peer_id });
@@ -579,7 +590,12 @@ impl PeerSession {
             }
             Message::AllowedFast(p) => self.events.push_back(E::AllowedFast(p)),
             Message::SuggestPiece(p) => self.events.push_back(E::Suggest(p)),
-            Message::Port(_) => {}
+            Message::Port(port) => {
+                // Only worth a ping when we run a DHT ourselves; port 0 is no node.
+                if self.config.dht_port.is_some() && port != 0 {
+                    self.events.push_back(E::DhtPort(port));
+                }
+            }
             Message::Extended { id, payload } => {
                 if !self.extensions {
                     return Err(SessionError::Protocol("extended message without BEP 10"));
@@ -921,6 +937,43 @@ mod tests {
         }
         assert!(b.peer_supports(ext::UT_METADATA));
         assert!(b.peer_supports(ext::UT_PEX));
+    }
+
+    #[test]
+    fn port_message_goes_to_dht_peers_only() {
+        let t = Time::ZERO;
+        // a runs a DHT node on 6882, b too on 7000, c none.
+        let mut ca = cfg(1);
+        ca.dht_port = Some(6882);
+        let mut cb = cfg(2);
+        cb.dht_port = Some(7000);
+        let mut a = PeerSession::new(ca.clone(), Direction::Outgoing, t);
+        let mut b = PeerSession::new(cb, Direction::Incoming, t);
+        b.receive(t, &drain(&mut a)).unwrap();
+        a.receive(t, &drain(&mut b)).unwrap();
+        b.receive(t, &drain(&mut a)).unwrap();
+        let ea = events(&mut a);
+        let eb = events(&mut b);
+        assert!(ea.contains(&SessionEvent::DhtPort(7000)), "{ea:?}");
+        assert!(eb.contains(&SessionEvent::DhtPort(6882)), "{eb:?}");
+        // A peer without a DHT bit is sent no PORT, and its PORT is ignored by a session
+        // without a DHT.
+        let mut a = PeerSession::new(ca, Direction::Outgoing, t);
+        let mut c = PeerSession::new(cfg(3), Direction::Incoming, t);
+        c.receive(t, &drain(&mut a)).unwrap();
+        let from_c = drain(&mut c);
+        a.receive(t, &from_c).unwrap();
+        assert!(!events(&mut a)
+            .iter()
+            .any(|e| matches!(e, SessionEvent::DhtPort(_))));
+        let from_a = drain(&mut a);
+        assert!(!from_a.windows(7).any(|w| w == [0, 0, 0, 3, 9, 0x1a, 0xe2]));
+        c.receive(t, &from_a).unwrap();
+        events(&mut c);
+        let mut port = BytesMut::new();
+        Message::Port(6882).encode(&mut port);
+        c.receive(t, &port).unwrap();
+        assert!(events(&mut c).is_empty());
     }
 
     #[test]

@@ -323,6 +323,17 @@ impl WebTorrent {
         self.shared.port
     }
 
+    /// Nodes in the DHT's IPv4 and IPv6 routing tables; `None` without a DHT.
+    pub async fn dht_nodes(&self) -> Option<(usize, usize)> {
+        let (dht, _) = self.shared.dht.as_ref()?;
+        dht.num_nodes().await
+    }
+
+    /// The UDP address of the DHT node, if one runs.
+    pub fn dht_addr(&self) -> Option<SocketAddr> {
+        self.shared.dht.as_ref().map(|(d, _)| d.local_addr())
+    }
+
     /// Our peer id.
     pub fn peer_id(&self) -> PeerId {
         self.shared.peer_id
@@ -655,7 +666,6 @@ impl WebTorrent {
             download_dir: folder,
             task: Mutex::new(None),
         });
-        let dht_tx = tx.clone();
         let task = Task::new(self.shared.clone(), init, tx, rx)?;
         let handle = tokio::spawn(task.run());
         *inner.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
@@ -665,9 +675,8 @@ impl WebTorrent {
             let port = self.shared.port;
             tokio::spawn(crate::dht::announce_loop(
                 dht.clone(),
-                info_hash,
+                Arc::downgrade(&t.inner),
                 port,
-                dht_tx,
             ));
         }
         torrents.insert(info_hash, t.clone());
@@ -739,7 +748,8 @@ impl WebTorrent {
         if let Some(t) = &self.shared.trackers {
             t.close().await;
         }
-        if let Some((_, task)) = &self.shared.dht {
+        if let Some((dht, task)) = &self.shared.dht {
+            dht.shutdown().await;
             task.abort();
         }
         Ok(())

@@ -68,7 +68,7 @@ pub use client::{AddOptions, Admit, TorrentSource, WebTorrent};
 pub use creator::TorrentCreator;
 pub use dht::DhtOptions;
 pub use error::{Error, Result};
-pub use options::{human_bytes, WebTorrentOptions, DEFAULT_MEMORY_LIMIT};
+pub use options::{default_state_dir, human_bytes, WebTorrentOptions, DEFAULT_MEMORY_LIMIT};
 pub use stream::FileReader;
 pub use torrent::{Event, Torrent, TorrentFile};
 pub use webtorrent_core as core;

@@ -19,6 +19,8 @@ use webtorrent::core::magnet::Magnet;
 use webtorrent::core::metainfo::Metainfo;
 #[cfg(feature = "server")]
 use webtorrent::server;
+mod cli;
+
 use webtorrent::{
     AddOptions, Torrent, TorrentCreator, TorrentSource, WebTorrent, WebTorrentOptions,
 };
@@ -42,6 +44,8 @@ struct Cli {
     /// Print only results and errors.
     #[arg(long, short, global = true)]
     quiet: bool,
+    #[command(flatten)]
+    dht: cli::dht::DhtArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -100,10 +104,6 @@ enum Cmd {
         /// Upload limit in bytes per second.
         #[arg(long)]
         upload_limit: Option<u64>,
-        /// Join the DHT (BEP 5) through this node, HOST:PORT (repeatable), and announce the
-        /// torrent there: desktop clients then find it by info hash alone.
-        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
-        dht_bootstrap: Vec<String>,
     },
     /// Download a torrent; exits 0 once every piece is verified on disk.
     Download {
@@ -242,10 +242,6 @@ struct FetchArgs {
     /// Connect to this peer directly (repeatable), e.g. 127.0.0.1:6881.
     #[arg(long = "peer")]
     peers: Vec<std::net::SocketAddr>,
-    /// Join the DHT (BEP 5) through this node, HOST:PORT (repeatable): peers are then found
-    /// by info hash alone, as for a magnet link without trackers.
-    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
-    dht_bootstrap: Vec<String>,
 }
 
 /// The bridge's bounds, shared by `serve` and `bridge`.
@@ -423,6 +419,7 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 async fn run(cli: Cli) -> AnyResult<()> {
     let quiet = cli.quiet;
+    let dht = cli.dht;
     match cli.cmd {
         Cmd::Create {
             path,
@@ -462,14 +459,13 @@ async fn run(cli: Cli) -> AnyResult<()> {
             data,
             announce,
             port,
-            dht_bootstrap,
             piece_length,
             torrent_out,
             upload_limit,
         } => {
             let client = WebTorrent::new(WebTorrentOptions {
                 upload_limit,
-                dht: dht_options(&dht_bootstrap).await?,
+                dht: dht.options().await?,
                 ..options(port, None)
             })
             .await?;
@@ -543,7 +539,6 @@ async fn run(cli: Cli) -> AnyResult<()> {
                     announce,
                     port,
                     peers,
-                    dht_bootstrap,
                 },
             seed,
             timeout,
@@ -555,7 +550,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
             let client = WebTorrent::new(WebTorrentOptions {
                 download_limit,
                 upload_limit,
-                dht: dht_options(&dht_bootstrap).await?,
+                dht: dht.options().await?,
                 ..options(port, Some(out.clone()))
             })
             .await?;
@@ -623,6 +618,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 listen,
                 fetch,
                 quiet,
+                dht,
             })
             .await?
         }
@@ -664,6 +660,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 bridge,
                 allow,
                 announce_rate,
+                dht,
             })
             .await?
         }
@@ -683,6 +680,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
             let client = WebTorrent::new(WebTorrentOptions {
                 listen_address: host,
                 upload_cache_bytes: Some(BRIDGE_UPLOAD_CACHE),
+                dht: dht.options().await?,
                 ..options(port, None)
             })
             .await?;
@@ -728,6 +726,7 @@ struct ServeArgs {
     bridge: Option<BridgeConfig>,
     allow: Option<PathBuf>,
     announce_rate: u32,
+    dht: cli::dht::DhtArgs,
 }
 
 /// `webtorrent serve`: the tracker and page server, plus a seeding client when files are given.
@@ -812,6 +811,7 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
             WebTorrent::new(WebTorrentOptions {
                 listen_address: a.listen.ip(),
                 upload_cache_bytes: a.bridge.is_some().then_some(BRIDGE_UPLOAD_CACHE),
+                dht: a.dht.options().await?,
                 ..options(a.seed_port, None)
             })
             .await?,
@@ -905,29 +905,6 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
 #[cfg(feature = "server")]
 const BRIDGE_UPLOAD_CACHE: usize = 0;
 
-/// DHT settings for `--dht-bootstrap` values (none: no DHT), names resolved.
-async fn dht_options(bootstrap: &[String]) -> AnyResult<Option<webtorrent::DhtOptions>> {
-    if bootstrap.is_empty() {
-        return Ok(None);
-    }
-    let mut nodes = Vec::new();
-    for b in bootstrap {
-        match tokio::net::lookup_host(b.as_str()).await {
-            Ok(addrs) => nodes.extend(addrs),
-            Err(e) => {
-                return Err(format!(
-                    "--dht-bootstrap {b}: {e}; give a HOST:PORT that resolves, e.g. 127.0.0.2:6881"
-                )
-                .into())
-            }
-        }
-    }
-    Ok(Some(webtorrent::DhtOptions {
-        bootstrap: nodes,
-        read_only: false,
-    }))
-}
-
 fn options(port: Option<u16>, dir: Option<PathBuf>) -> WebTorrentOptions {
     WebTorrentOptions {
         port,
@@ -1015,6 +992,7 @@ struct StreamArgs {
     listen: std::net::SocketAddr,
     fetch: FetchArgs,
     quiet: bool,
+    dht: cli::dht::DhtArgs,
 }
 
 /// `webtorrent stream`: download, and serve the files over HTTP while they arrive.
@@ -1023,7 +1001,11 @@ async fn stream(a: StreamArgs) -> AnyResult<()> {
     use webtorrent::server::stream::StreamServer;
     let f = a.fetch;
     create_out_dir(&f.out)?;
-    let client = WebTorrent::new(options(f.port, Some(f.out.clone()))).await?;
+    let client = WebTorrent::new(WebTorrentOptions {
+        dht: a.dht.options().await?,
+        ..options(f.port, Some(f.out.clone()))
+    })
+    .await?;
     let torrent = client
         .add_with(
             f.source.as_str(),

@@ -127,3 +127,17 @@ impl Default for WebTorrentOptions {
         }
     }
 }
+
+/// The folder kept between runs (the DHT's routing table): `$XDG_DATA_HOME/webtorrent`, else
+/// `~/.local/share/webtorrent`; `None` without a home folder.
+pub fn default_state_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local").join("share"))
+        })
+        .map(|d| d.join("webtorrent"))
+}

@@ -5,8 +5,13 @@ A DHT of eight libtorrent nodes on 127.0.0.2-9, one of them seeding a torrent it
 to the DHT only (no tracker). Then:
   1. our CLI downloads it by a magnet link with no tracker, bootstrapped from one libtorrent
      node (--dht-bootstrap), and the file's SHA-256 must match;
-  2. our CLI seeds another file, announcing it to the DHT, and a new libtorrent session finds
-     and downloads it by a tracker-less magnet link.
+  2. our CLI seeds another file, announcing it to the DHT, and stops: its routing table is
+     saved in the --state folder. Started again with the DHT at its defaults (the public
+     routers, which do not resolve in the namespace) on another port, it rejoins from the
+     saved table and announces; a new libtorrent session finds and downloads the file by a
+     tracker-less magnet link;
+  3. BEP 5 PORT: a libtorrent session with the DHT on but no bootstrap node connects to our
+     seeder as a peer; our PORT message must put our node in its routing table.
 
     tests/netns.sh /usr/bin/python3 tests/libtorrent/dht_interop.py [path/to/webtorrent]
 
@@ -28,6 +33,8 @@ import libtorrent as lt
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 PORT = 7881
+# Our restarted seeder's TCP and DHT port (the first run uses the one below it).
+OUR_PORT = 6990
 NODES = [f"127.0.0.{i}" for i in range(2, 10)]
 BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
     os.path.dirname(__file__), "..", "..", "target", "debug", "webtorrent")
@@ -132,13 +139,31 @@ def run(work):
     os.makedirs(ours)
     f2 = os.path.join(ours, "from-ours.bin")
     make_file(f2, 2 * 1024 * 1024 + 5)
+    state = os.path.join(work, "ours-state")
+    env = {**os.environ, "RUST_LOG": "webtorrent=info"}
+    # Logs go to files: a full pipe would stall the seeder.
+    log1 = open(os.path.join(work, "first.log"), "w+")
+    log2 = open(os.path.join(work, "second.log"), "w+")
+    first = subprocess.Popen(
+        [BIN, "seed", f2, "--dht-bootstrap", boot, "--state", state, "--port", str(OUR_PORT - 1),
+         "--quiet"],
+        stdout=subprocess.PIPE, stderr=log1, text=True, env=env)
+    magnet = first.stdout.readline().strip()
+    time.sleep(3)
+    first.terminate()
+    first.wait(15)
+    saved = os.path.join(state, "dht.dat")
+    if not os.path.exists(saved):
+        log1.seek(0)
+        sys.exit(f"our seeder saved no DHT state in {state}: {log1.read()[-2000:]}")
+    log(f"our seeder stopped; DHT state saved ({os.path.getsize(saved)} bytes)")
     seed = subprocess.Popen(
-        [BIN, "seed", f2, "--dht-bootstrap", boot, "--port", "0", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [BIN, "seed", f2, "--state", state, "--port", str(OUR_PORT), "--quiet"],
+        stdout=subprocess.PIPE, stderr=log2, text=True, env=env)
     try:
-        magnet = seed.stdout.readline().strip()
-        if not magnet.startswith("magnet:"):
-            sys.exit(f"our seeder printed no magnet: {magnet!r} {seed.stderr.read()[-2000:]}")
+        again = seed.stdout.readline().strip()
+        if not magnet.startswith("magnet:") or again != magnet:
+            sys.exit(f"our seeder printed no magnet: {magnet!r} {again!r}")
         ih2 = magnet.split("btih:")[1].split("&")[0]
         # Wait for our announce to land (our first lookup runs at once).
         time.sleep(3)
@@ -161,12 +186,32 @@ def run(work):
         got2 = os.path.join(dl, "from-ours.bin")
         assert sha256(got2) == sha256(f2), "libtorrent's copy differs"
         log(f"libtorrent <- ours by DHT magnet: {os.path.getsize(got2)} bytes, SHA-256 matches, {took:.1f} s")
+
+        # 3. BEP 5 PORT: an isolated libtorrent DHT node learns ours from the peer connection.
+        lone = lt.session(settings("127.0.0.21", ""))
+        time.sleep(1)
+        if lone.status().dht_nodes != 0:
+            sys.exit("the isolated libtorrent session already knows DHT nodes")
+        p = lt.parse_magnet_uri(f"magnet:?xt=urn:btih:{ih2}")
+        p.save_path = os.path.join(work, "lt-lone")
+        h = lone.add_torrent(p)
+        h.connect_peer(("127.0.0.1", OUR_PORT))
+        t0 = time.time()
+        while time.time() - t0 < 30 and lone.status().dht_nodes == 0:
+            time.sleep(0.2)
+        if lone.status().dht_nodes == 0:
+            sys.exit("libtorrent did not add our DHT node after the peer connection (no PORT?)")
+        log(f"libtorrent added our DHT node from our PORT message after {time.time() - t0:.1f} s")
     finally:
         seed.terminate()
         try:
             seed.wait(10)
         except subprocess.TimeoutExpired:
             seed.kill()
+    log2.seek(0)
+    err = log2.read()
+    if "DHT state restored" not in err:
+        sys.exit(f"the restarted seeder did not restore its DHT state: {err[-2000:]}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ pub mod krpc;
 pub mod lookup;
 pub mod routing;
 pub mod secure;
+pub mod state;
 pub mod store;
 
 use std::collections::{HashMap, VecDeque};
@@ -281,6 +282,23 @@ impl Dht {
             &mut self.table6
         } else {
             &mut self.table4
+        }
+    }
+
+    /// Replaces the bootstrap addresses (names resolved after the start, or again later) and
+    /// bootstraps at the next [`Dht::handle_timeout`] if the table is short of nodes.
+    pub fn set_bootstrap(&mut self, now: Time, addrs: Vec<SocketAddr>) {
+        self.config.bootstrap = addrs;
+        self.last_bootstrap = None;
+        self.next_maintenance = self.next_maintenance.min(now);
+    }
+
+    /// Our id and good nodes, to save and give back through [`DhtConfig::id`] and
+    /// [`Dht::add_node`] after a restart.
+    pub fn saved_state(&self, now: Time) -> state::SavedState {
+        state::SavedState {
+            id: self.id,
+            nodes: self.good_nodes(now),
         }
     }
 

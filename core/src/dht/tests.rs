@@ -230,3 +230,45 @@ fn unanswered_queries_time_out_and_lookups_end() {
     assert!(matches!(ev, Event::LookupDone(ref r) if r.id == l && r.answers == 0 && r.peers == 0));
     assert_eq!(d.stats().timeouts, 1);
 }
+
+#[test]
+fn late_bootstrap_and_saved_state_rejoin_the_network() {
+    let (mut nodes, now) = network(30);
+    // A node started with no bootstrap address is given one later (names resolved after
+    // the start): it bootstraps at its next timeout.
+    let mut late = Dht::new(now, DhtConfig::default(), 999);
+    late.handle_timeout(now);
+    assert!(late.poll_transmit().is_none());
+    late.set_bootstrap(now, vec![addr(0)]);
+    assert!(late.poll_timeout().is_some_and(|t| t <= now));
+    late.handle_timeout(now);
+    nodes.push(late);
+    let mut t = now;
+    for _ in 0..3 {
+        for d in nodes.iter_mut() {
+            d.handle_timeout(t);
+        }
+        pump(&mut nodes, t);
+        t += MAINTENANCE_EVERY;
+    }
+    let late = nodes.pop().unwrap();
+    assert!(late.num_nodes().0 >= K, "{:?}", late.num_nodes());
+    // Its saved state brings back its id and its nodes: a restart with no bootstrap at all
+    // rejoins from them.
+    let saved = state::SavedState::decode(&late.saved_state(t).encode()).unwrap();
+    assert_eq!(saved.id, late.id());
+    assert!(saved.nodes.len() >= K);
+    let config = DhtConfig {
+        id: Some(saved.id),
+        ..DhtConfig::default()
+    };
+    let mut again = Dht::new(t, config, 1000);
+    for n in &saved.nodes {
+        again.add_node(t, n.addr);
+    }
+    nodes.push(again);
+    pump(&mut nodes, t);
+    let again = nodes.pop().unwrap();
+    assert_eq!(again.id(), late.id());
+    assert!(again.num_nodes().0 >= K, "{:?}", again.num_nodes());
+}

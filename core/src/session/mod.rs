@@ -362,6 +362,8 @@ pub enum Event {
     PieceVerified(PieceIndex),
     /// A piece failed its hash check and will be fetched again.
     HashFailed(PieceIndex),
+    /// A peer runs a DHT node at this address (BEP 5 `PORT`): a driver with a DHT pings it.
+    DhtNode(SocketAddr),
     /// A verified piece could not be stored; it will be fetched again.
     StoreFailed(PieceIndex),
     /// Every wanted piece is verified (`complete`: the whole torrent).
@@ -1268,6 +1270,7 @@ impl TorrentSession {
             TorrentEvent::MetadataFailed { sources } => Event::MetadataFailed { sources },
             TorrentEvent::PieceVerified(p) => Event::PieceVerified(p),
             TorrentEvent::HashFailed(p) => Event::HashFailed(p),
+            TorrentEvent::DhtNode(a) => Event::DhtNode(a),
             TorrentEvent::Done => {
                 let complete = self.torrent.is_complete();
                 if complete && !self.started_complete && !self.is_stopping() {

@@ -280,6 +280,13 @@ impl Torrent {
             SessionEvent::Suggest(_) => {}
             SessionEvent::Metadata(m) => self.on_metadata(now, key, m)?,
             SessionEvent::Pex(m) => self.on_pex(now, key, &m),
+            SessionEvent::DhtPort(port) => {
+                if let Some(mut addr) = self.peers.get(&key).and_then(|p| p.addr) {
+                    addr.set_port(port);
+                    self.outputs
+                        .push_back(Output::Event(TorrentEvent::DhtNode(addr)));
+                }
+            }
         }
         Ok(())
     }

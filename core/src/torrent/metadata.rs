@@ -263,6 +263,7 @@ impl Torrent {
         self.metadata = MetadataFetch::default();
         if meta.info.private {
             self.config.session.pex = false;
+            self.config.session.dht_port = None;
         }
         let n = meta.info.num_pieces();
         self.set_content(Arc::new(meta), Bitfield::new(n), now)

@@ -183,6 +183,8 @@ pub enum TorrentEvent {
     },
     /// A piece was verified and stored.
     PieceVerified(PieceIndex),
+    /// A peer runs a DHT node at this address (BEP 5 `PORT`): worth a ping.
+    DhtNode(SocketAddr),
     /// A piece failed its hash check; it will be fetched again.
     HashFailed(PieceIndex),
     /// Every wanted piece is verified: the whole torrent, or the pieces of the files selected
@@ -459,6 +461,7 @@ impl Torrent {
         let mut t = Self::base(config, meta.info_hash, seed, now);
         if meta.info.private {
             t.config.session.pex = false;
+            t.config.session.dht_port = None;
         }
         t.set_content(meta, have, now)?;
         Ok(t)

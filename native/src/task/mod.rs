@@ -210,6 +210,12 @@ impl Task {
         let now = shared.now();
         let mut settings = SessionSettings::new(shared.peer_id);
         settings.torrent.session.listen_port = Some(shared.port);
+        // BEP 5 `PORT` to peers that run a DHT; never for a private torrent.
+        let private = init.meta.as_ref().is_some_and(|m| m.info.private);
+        settings.torrent.session.dht_port = match &shared.dht {
+            Some((d, _)) if !private => Some(d.local_addr().port()),
+            _ => None,
+        };
         if let Some(rate) = shared.opts.upload_limit {
             // Under an upload limit, about 1/8 s of blocks queued per peer (not 2 MiB): a
             // cancel or an urgent request (a stream reader's seek) then takes effect at once.
@@ -763,6 +769,11 @@ impl Task {
                 self.events.send(Event::PeerDisconnected { addr, reason });
             }
             SessionEvent::PeerBanned { addr } => self.events.send(Event::PeerBanned { addr }),
+            SessionEvent::DhtNode(addr) => {
+                if let Some((dht, _)) = &self.shared.dht {
+                    dht.add_node(addr);
+                }
+            }
             SessionEvent::Ready if self.magnet => self.events.send(Event::Metadata),
             SessionEvent::PieceVerified(p) => {
                 let waiters = self.piece_waiters.remove(&p.get()).unwrap_or_default();

@@ -184,9 +184,12 @@ pub fn write_file(dir: &Path, rel: &str, data: &[u8]) -> PathBuf {
     p
 }
 
-/// The built `webtorrent` CLI.
+/// The built `webtorrent` CLI, with the DHT off (`--no-dht`: its default routers are public
+/// hosts).
 pub fn cli() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_webtorrent"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_webtorrent"));
+    c.arg("--no-dht");
+    c
 }
 
 /// Client options confined to loopback: an ephemeral TCP port on 127.0.0.1 and the UDP

@@ -1,0 +1,64 @@
+//! The DHT options every command that runs a client takes.
+
+use std::path::PathBuf;
+
+/// DHT (BEP 5) and state-folder options, given before or after the command.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DhtArgs {
+    /// Bootstrap the DHT (BEP 5) from this node, HOST:PORT (repeatable), instead of the
+    /// well-known routers.
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", global = true)]
+    pub dht_bootstrap: Vec<String>,
+    /// Do not join the DHT: peers then come from trackers, PEX and --peer only.
+    #[arg(long, global = true)]
+    pub no_dht: bool,
+    /// Folder for what is kept between runs (the DHT's node id and routing table); default:
+    /// the user's data folder, webtorrent.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state: Option<PathBuf>,
+}
+
+/// Where the DHT's state is kept in the state folder.
+const DHT_STATE: &str = "dht.dat";
+
+impl DhtArgs {
+    /// The client's DHT settings: `None` with `--no-dht`; else the routers or the nodes
+    /// given (names resolved here, so a typo is an error now, not a warning later).
+    pub async fn options(
+        &self,
+    ) -> Result<Option<webtorrent::DhtOptions>, Box<dyn std::error::Error + Send + Sync>> {
+        if self.no_dht {
+            if !self.dht_bootstrap.is_empty() {
+                return Err(
+                    "--no-dht and --dht-bootstrap contradict each other; give one of them".into(),
+                );
+            }
+            return Ok(None);
+        }
+        let state_dir = match &self.state {
+            Some(d) if d.is_file() => return Err(format!(
+                "--state {} is a file; give a folder to keep state in (it is created when missing)",
+                d.display()
+            )
+            .into()),
+            Some(d) => Some(d.clone()),
+            None => webtorrent::default_state_dir(),
+        };
+        let mut opts = webtorrent::DhtOptions {
+            state_file: state_dir.map(|d| d.join(DHT_STATE)),
+            ..webtorrent::DhtOptions::default()
+        };
+        if !self.dht_bootstrap.is_empty() {
+            for b in &self.dht_bootstrap {
+                if let Err(e) = tokio::net::lookup_host(b.as_str()).await {
+                    return Err(format!(
+                        "--dht-bootstrap {b}: {e}; give a HOST:PORT that resolves, e.g. 127.0.0.2:6881, or --no-dht"
+                    )
+                    .into());
+                }
+            }
+            opts.bootstrap = self.dht_bootstrap.clone();
+        }
+        Ok(Some(opts))
+    }
+}
