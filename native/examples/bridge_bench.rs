@@ -59,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mib: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let data_dir = std::env::temp_dir().join(format!("wt-bridge-bench-{}", std::process::id()));
     let mut serve = Command::new(bin)
-        .args(["serve", "--port", "0", "--no-udp", "--quiet"])
+        .args(["serve", "--port", "0", "--no-udp", "--no-dht", "--quiet"])
         .args(["--bridge-max-torrents", &(n + 10).to_string()])
         .args(["--bridge-max-bytes", &format!("{}M", n * mib * 2 + 64)])
         .arg("--data")
