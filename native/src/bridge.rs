@@ -11,6 +11,11 @@
 //!   for every torrent it lists, and a torrent with a seeder and a leecher is joined (a scrape
 //!   does not tell the sides apart, so a swarm split on one side only is joined as well).
 //!
+//! A torrent pages want that no peer of the tracker has is looked up in the DHT, when the
+//! client runs one (at most [`MAX_PROBES`] lookups at once, each torrent at most once per
+//! [`PROBE_AGAIN`]); if the DHT knows peers, the torrent is joined with them: browsers get
+//! what only trackerless desktop swarms have.
+//!
 //! Pages can also ask to keep a torrent ([`BridgeHooks::keep`]). A joined torrent is fetched
 //! by magnet (`ut_metadata` from either side), stored under the data folder and served to both
 //! sides as pieces verify. Bounds: at most [`BridgeConfig::max_torrents`] torrents and
@@ -22,6 +27,7 @@
 //! verifies what is on disk and fetches only what is missing.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -208,6 +214,12 @@ struct State {
     counters: BridgeStats,
     /// The last scrape of trackers run elsewhere: `(complete, incomplete)` per torrent.
     scraped: HashMap<InfoHash, (u32, u32)>,
+    /// When each torrent was last looked up in the DHT.
+    probed: HashMap<InfoHash, Instant>,
+    /// DHT lookups running.
+    probing: usize,
+    /// Torrents the DHT found peers of, to join at the next tick.
+    dht_found: Vec<(InfoHash, Vec<SocketAddr>)>,
 }
 
 impl Entry {
@@ -266,6 +278,12 @@ impl State {
 
 /// Most torrents remembered as refused, and most keep requests queued.
 const MAX_REMEMBERED: usize = 4096;
+/// Most DHT lookups the bridge runs at once for torrents only the DHT may know.
+pub const MAX_PROBES: usize = 8;
+/// A torrent looked up in the DHT in vain is not looked up again before this.
+pub const PROBE_AGAIN: Duration = Duration::from_secs(300);
+/// How long one DHT lookup of the bridge may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 struct Inner {
@@ -417,8 +435,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Joins a torrent (by info hash), within the torrent limit.
-    async fn join(self: &Arc<Self>, info_hash: InfoHash, kept: bool) {
+    /// Joins a torrent (by info hash, connecting to `peers` too), within the torrent limit.
+    async fn join(self: &Arc<Self>, info_hash: InfoHash, kept: bool, peers: Vec<SocketAddr>) {
         {
             let mut st = self.state();
             if st.entries.contains_key(&info_hash) {
@@ -441,9 +459,11 @@ impl Inner {
             Some(inner) => inner.admit(meta),
             None => Err("the bridge stopped".into()),
         });
+        let from_dht = !peers.is_empty();
         let opts = AddOptions {
             download_dir: Some(self.data_path(&info_hash, "")),
             admit: Some(admit),
+            peers,
             ..AddOptions::default()
         };
         // Every tracker a tier of its own, so that each is announced to (a tier is a list of
@@ -453,9 +473,10 @@ impl Inner {
         let source = TorrentSource::Magnet(magnet.to_uri());
         match self.client.add_with(source, opts).await {
             Ok(torrent) => {
-                info!(%info_hash, kept, "bridge joins a torrent");
+                info!(%info_hash, kept, from_dht, "bridge joins a torrent");
                 let mut st = self.state();
                 st.counters.bridged += 1;
+                st.counters.dht_joined += u64::from(from_dht);
                 st.entries.insert(
                     info_hash,
                     Entry {
@@ -583,7 +604,9 @@ impl Inner {
     /// ones are still wanted, marks idle and refused ones for removal.
     async fn tick(self: &Arc<Self>, scrape_due: bool) {
         let peer_id = self.client.peer_id();
-        let mut to_join: Vec<(InfoHash, bool)> = Vec::new();
+        let mut to_join: Vec<(InfoHash, bool, Vec<SocketAddr>)> = Vec::new();
+        let mut to_probe: Vec<InfoHash> = Vec::new();
+        let has_dht = self.client.dht_addr().is_some();
         let mut newly_kept: Vec<InfoHash> = Vec::new();
         if scrape_due {
             if let BridgeSource::Remote { scrape, .. } = &self.source {
@@ -612,7 +635,15 @@ impl Inner {
                 newly_kept.push(h);
                 match st.entries.get_mut(&h) {
                     Some(e) => e.kept = true,
-                    None => to_join.push((h, true)),
+                    None => to_join.push((h, true, Vec::new())),
+                }
+            }
+            for (h, peers) in std::mem::take(&mut st.dht_found) {
+                if !st.entries.contains_key(&h)
+                    && !st.refused.contains_key(&h)
+                    && !to_join.iter().any(|(j, ..)| *j == h)
+                {
+                    to_join.push((h, false, peers));
                 }
             }
             let candidates: Vec<InfoHash> = match &self.source {
@@ -620,25 +651,45 @@ impl Inner {
                 BridgeSource::Remote { .. } if scrape_due => st
                     .scraped
                     .iter()
-                    .filter(|(_, (c, i))| *c > 0 && *i > 0)
+                    .filter(|(_, (_, i))| *i > 0)
                     .map(|(h, _)| *h)
                     .collect(),
                 BridgeSource::Remote { .. } => Vec::new(),
             };
+            st.probed
+                .retain(|_, at| now.saturating_duration_since(*at) < PROBE_AGAIN);
             for h in candidates {
                 if st.entries.contains_key(&h) || st.refused.contains_key(&h) {
                     continue;
                 }
-                let needed = match &self.source {
-                    BridgeSource::Local(server) => {
-                        server.sides(&h, peer_id).is_some_and(|s| s.one_sided())
+                // Whether a tracker peer can feed the other side, or else nobody on the
+                // tracker has the torrent while somebody wants it (the DHT may).
+                let (needed, orphan) = match &self.source {
+                    BridgeSource::Local(server) => match server.sides(&h, peer_id) {
+                        Some(s) => (
+                            s.one_sided(),
+                            s.wanted() && s.ws_seeders == 0 && s.net_seeders == 0,
+                        ),
+                        None => (false, false),
+                    },
+                    BridgeSource::Remote { .. } => {
+                        let c = st.scraped.get(&h).map_or(0, |(c, _)| *c);
+                        (c > 0, c == 0)
                     }
-                    BridgeSource::Remote { .. } => true,
                 };
-                if needed && !to_join.iter().any(|(j, _)| *j == h) {
-                    to_join.push((h, false));
+                if needed && !to_join.iter().any(|(j, ..)| *j == h) {
+                    to_join.push((h, false, Vec::new()));
+                } else if orphan
+                    && has_dht
+                    && st.probing + to_probe.len() < MAX_PROBES
+                    && st.probed.len() < MAX_REMEMBERED
+                    && !st.probed.contains_key(&h)
+                {
+                    st.probed.insert(h, now);
+                    to_probe.push(h);
                 }
             }
+            st.probing += to_probe.len();
             let scraped = std::mem::take(&mut st.scraped);
             for (h, e) in st.entries.iter_mut() {
                 if e.removing.is_some() {
@@ -669,8 +720,24 @@ impl Inner {
             }
             st.scraped = scraped;
         }
-        for (h, kept) in to_join {
-            self.join(h, kept).await;
+        for h in to_probe {
+            let inner = self.clone();
+            tokio::spawn(async move {
+                let peers = inner
+                    .client
+                    .dht_get_peers(h, PROBE_TIMEOUT)
+                    .await
+                    .unwrap_or_default();
+                debug!(info_hash = %h, peers = peers.len(), "bridge: DHT lookup for a torrent pages want");
+                let mut st = inner.state();
+                st.probing = st.probing.saturating_sub(1);
+                if !peers.is_empty() {
+                    st.dht_found.push((h, peers));
+                }
+            });
+        }
+        for (h, kept, peers) in to_join {
+            self.join(h, kept, peers).await;
         }
         for h in newly_kept {
             self.save_kept(h).await;

@@ -329,6 +329,29 @@ impl WebTorrent {
         dht.num_nodes().await
     }
 
+    /// Asks the DHT for peers of `info_hash` (announcing nothing) and returns those found
+    /// when the lookup ends or after `timeout`; `None` without a DHT.
+    pub async fn dht_get_peers(
+        &self,
+        info_hash: InfoHash,
+        timeout: std::time::Duration,
+    ) -> Option<Vec<SocketAddr>> {
+        let (dht, _) = self.shared.dht.as_ref()?;
+        let mut rx = dht.get_peers(info_hash).await?;
+        let mut found: Vec<SocketAddr> = Vec::new();
+        let _ = tokio::time::timeout(timeout, async {
+            while let Some(peers) = rx.recv().await {
+                for p in peers {
+                    if found.len() < 1000 && !found.contains(&p) {
+                        found.push(p);
+                    }
+                }
+            }
+        })
+        .await;
+        Some(found)
+    }
+
     /// The UDP address of the DHT node, if one runs.
     pub fn dht_addr(&self) -> Option<SocketAddr> {
         self.shared.dht.as_ref().map(|(d, _)| d.local_addr())

@@ -80,10 +80,11 @@ impl DhtOptions {
 }
 
 enum Cmd {
-    /// Announce and send the peers found; the sender is dropped when the lookup ends.
+    /// Look up (and announce us on `port`, if any) and send the peers found; the sender is
+    /// dropped when the lookup ends.
     Lookup {
         info_hash: InfoHash,
-        port: u16,
+        port: Option<u16>,
         peers: mpsc::Sender<Vec<SocketAddr>>,
     },
     AddNode(SocketAddr),
@@ -231,6 +232,19 @@ impl DhtHandle {
         info_hash: InfoHash,
         port: u16,
     ) -> Option<mpsc::Receiver<Vec<SocketAddr>>> {
+        self.lookup(info_hash, Some(port)).await
+    }
+
+    /// Starts a lookup that only asks for peers (announces nothing).
+    pub async fn get_peers(&self, info_hash: InfoHash) -> Option<mpsc::Receiver<Vec<SocketAddr>>> {
+        self.lookup(info_hash, None).await
+    }
+
+    async fn lookup(
+        &self,
+        info_hash: InfoHash,
+        port: Option<u16>,
+    ) -> Option<mpsc::Receiver<Vec<SocketAddr>>> {
         let (peers, rx) = mpsc::channel(16);
         self.tx
             .send(Cmd::Lookup {
@@ -300,6 +314,14 @@ impl Node {
         Time::from_duration(self.start.elapsed())
     }
 
+    fn start_lookup(&mut self, info_hash: InfoHash, port: Option<u16>) -> LookupId {
+        let now = self.now();
+        match port {
+            Some(p) => self.dht.announce(now, info_hash, Some(p)),
+            None => self.dht.get_peers(now, info_hash),
+        }
+    }
+
     async fn save(&self) {
         let Some(path) = self.state_file.clone() else {
             return;
@@ -325,7 +347,7 @@ impl Node {
         let mut buf6 = vec![0u8; 65536];
         let mut waiting: HashMap<LookupId, mpsc::Sender<Vec<SocketAddr>>> = HashMap::new();
         // Lookups asked for before the bootstrap names resolved.
-        let mut held: Vec<(InfoHash, u16, mpsc::Sender<Vec<SocketAddr>>)> = Vec::new();
+        let mut held: Vec<(InfoHash, Option<u16>, mpsc::Sender<Vec<SocketAddr>>)> = Vec::new();
         let mut bootstrapped = false;
         let resolve_deadline = self.start + RESOLVE_WAIT;
         let mut next_save = self.start + SAVE_EVERY;
@@ -335,7 +357,7 @@ impl Node {
             }
             if bootstrapped {
                 for (info_hash, port, peers) in held.drain(..) {
-                    let id = self.dht.announce(self.now(), info_hash, Some(port));
+                    let id = self.start_lookup(info_hash, port);
                     waiting.insert(id, peers);
                 }
             }
@@ -396,7 +418,7 @@ impl Node {
                     None => return,
                     Some(Cmd::Lookup { info_hash, port, peers }) => {
                         if bootstrapped {
-                            let id = self.dht.announce(self.now(), info_hash, Some(port));
+                            let id = self.start_lookup(info_hash, port);
                             waiting.insert(id, peers);
                         } else {
                             held.push((info_hash, port, peers));

@@ -11,7 +11,10 @@
 // 3. the webtorrent browser bundle in a tab and a TCP-only client share a torrent both ways;
 // 4. a page asks the server to keep its file, the tab closes, a desktop client still gets it;
 // 5. `webtorrent bridge --tracker` on the npm bittorrent-tracker (a server it does not run)
-//    moves a page's file to a TCP-only client.
+//    moves a page's file to a TCP-only client;
+// 6. DHT: our CLI seeds with no tracker at all, announcing to the DHT only (bootstrapped from
+//    serve's DHT node); our page opens the tracker-less magnet and gets the file through
+//    serve's bridge, which found the seeder in the DHT.
 //
 // Every file is checked by SHA-256. Environment: WEBTORRENT_BIN (our CLI), SERVICE_TEST_MIB
 // (size of the transfers, default 6), BRIDGE_RUST_LOG (RUST_LOG of our binary).
@@ -197,6 +200,32 @@ test('keep on server: the tab that seeded closes, a desktop client still gets th
     await s.step('A closes', () => a.context().close())
     await s.step('a TCP-only client gets it from the server alone', () =>
       nodeDownload(s, 'node-download', magnetFor(seeded.infoHash, [srv.http]), set.files), 140_000)
+  })
+})
+
+test('a TCP seeder only the DHT knows: our page downloads its tracker-less magnet through serve', { timeout: 240_000 }, async () => {
+  await scenario('DHT to page through serve', async s => {
+    // Fixed ports (a fresh namespace): each DHT node bootstraps from the other.
+    const servePeerPort = 7311
+    const seedPort = 7312
+    const srv = s.own(await startServe({
+      extra: ['--seed-port', String(servePeerPort), '--dht-bootstrap', `127.0.0.1:${seedPort}`, '--state', s.tmp('serve-state')]
+    }))
+    const set = s.files([{ name: 'only-in-dht.bin', size: TEST_MIB * MIB + 31 }])
+    const file = set.files[0]
+    const seeder = s.own(startWebtorrent('dht-seed', ['seed', file.path, '--port', String(seedPort),
+      '--dht-bootstrap', `127.0.0.1:${servePeerPort}`, '--state', s.tmp('seed-state'), '--quiet']))
+    const { line: magnet } = await s.step('our CLI seeds with no tracker (DHT only)',
+      () => seeder.waitLine(l => l.startsWith('magnet:'), 60_000, 'the magnet'), 65_000)
+    assert.deepEqual(trackersOf(magnet), [], `the seeder's magnet names a tracker: ${magnet}`)
+    // Let its first announce reach serve's node.
+    await new Promise(resolve => setTimeout(resolve, 2000))
+    const b = await s.openPage('B-downloads', `${srv.url}#${magnet}`)
+    const saved = await s.step('the page downloads it (the bridge found the seeder in the DHT)', () => waitDoneOnOurPage(b, 120_000), 125_000)
+    await s.step('same bytes as the DHT seeder\'s', () => checkSameFiles(saved, [file]))
+    const stats = await bridgeStats(srv)
+    assert.ok(stats.dhtJoined >= 1, `the bridge did not join through the DHT: ${JSON.stringify(stats)}`)
+    assert.ok(stats.bytesDesktopToBrowser >= file.size, JSON.stringify(stats))
   })
 })
 

@@ -123,7 +123,7 @@ def run(work):
     t0 = time.time()
     r = subprocess.run(
         [BIN, "download", f"magnet:?xt=urn:btih:{ih}", "-o", out, "--dht-bootstrap", boot,
-         "--timeout", "90", "--quiet"],
+         "--state", os.path.join(work, "download-state"), "--timeout", "90", "--quiet"],
         capture_output=True, text=True, timeout=120,
         env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "webtorrent=info")})
     took = time.time() - t0

@@ -36,11 +36,13 @@ impl DhtArgs {
             return Ok(None);
         }
         let state_dir = match &self.state {
-            Some(d) if d.is_file() => return Err(format!(
+            Some(d) if d.is_file() => {
+                return Err(format!(
                 "--state {} is a file; give a folder to keep state in (it is created when missing)",
                 d.display()
             )
-            .into()),
+                .into())
+            }
             Some(d) => Some(d.clone()),
             None => webtorrent::default_state_dir(),
         };

@@ -59,6 +59,9 @@ pub struct BridgeStats {
     pub evicted: u64,
     /// Torrents dropped because nobody wanted them any more.
     pub idle_dropped: u64,
+    /// Of the torrents joined, those only the DHT knew a peer of (a page wanted them and no
+    /// tracker peer had them).
+    pub dht_joined: u64,
     /// Disk reserved by bridged torrents, in bytes.
     pub bytes_reserved: u64,
     /// The disk quota, in bytes.
@@ -115,8 +118,8 @@ impl Stats {
         if let Some(b) = &self.bridge {
             let _ = writeln!(
                 h,
-                "<h3>Bridge: {} torrents ({} kept), {} bridged, {} refused, {} evicted, {} dropped when idle</h3>",
-                b.torrents, b.kept, b.bridged, b.refused, b.evicted, b.idle_dropped
+                "<h3>Bridge: {} torrents ({} kept), {} bridged ({} found through the DHT), {} refused, {} evicted, {} dropped when idle</h3>",
+                b.torrents, b.kept, b.bridged, b.dht_joined, b.refused, b.evicted, b.idle_dropped
             );
             let _ = writeln!(
                 h,
