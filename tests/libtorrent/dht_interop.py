@@ -20,6 +20,7 @@ Prints the lookup times. Exits non-zero on failure.
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,7 +126,8 @@ def run(work):
         [BIN, "download", f"magnet:?xt=urn:btih:{ih}", "-o", out, "--dht-bootstrap", boot,
          "--state", os.path.join(work, "download-state"), "--timeout", "90", "--quiet"],
         capture_output=True, text=True, timeout=120,
-        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "webtorrent=info")})
+        env={**os.environ,
+             "RUST_LOG": os.environ.get("RUST_LOG", "webtorrent=info,webtorrent::dht=debug")})
     took = time.time() - t0
     if r.returncode != 0:
         log("stderr:", r.stderr[-3000:])
@@ -133,6 +135,12 @@ def run(work):
     got = os.path.join(out, "from-libtorrent.bin")
     assert sha256(got) == sha256(f1), "the downloaded file differs"
     log(f"ours <- libtorrent by DHT magnet: {os.path.getsize(got)} bytes, SHA-256 matches, {took:.1f} s in all")
+    # Our lookups (debug log `DHT lookup done ... queries=Q ... rounds=R ... ms=T`).
+    for line in r.stderr.splitlines():
+        if "DHT lookup done" in line:
+            fields = dict(f.split("=", 1) for f in re.sub(r"\x1b\[[0-9;]*m", "", line).split() if "=" in f)
+            log("our lookup: " + ", ".join(f"{k} {fields.get(k)}" for k in
+                                           ("queries", "answers", "rounds", "peers", "ms")))
 
     # 2. Our client seeds; a new libtorrent session downloads by a tracker-less magnet.
     ours = os.path.join(work, "ours-seed")
