@@ -17,6 +17,7 @@
 //! | Trackers | [`tracker`] (HTTP, UDP and WebSocket message formats, UDP client machine), [`announce`] (tiers, intervals, events), [`signal`] (one WebSocket tracker: announces, WebRTC offers and answers) |
 //! | Swarm | [`torrent`] (one torrent's peers, pieces, choker, PEX, metadata exchange) |
 //! | Session | [`session`] (a torrent with its trackers and signaling behind one input and one output type) |
+//! | DHT | [`dht`] (one mainline DHT node, BEP 5/32/42/43: KRPC, routing table, lookups, tokens, peer store; shared by every torrent of a client, fed datagrams and time like the rest; its peers go to a session as [`session::Input::AddPeers`], and a session's [`session::Event::DhtNode`] (a peer's BEP 5 `PORT`) goes to [`dht::Dht::add_node`]) |
 //!
 //! [`time`] is the clock type every machine takes; [`rng`] the seeded randomness.
 //!

@@ -366,12 +366,16 @@ impl Dht {
         kind: Kind,
         announce: Option<Option<u16>>,
     ) {
-        // One lookup per family we know nodes of; IPv4 when we know none (bootstrap).
+        // One lookup per family we know nodes of; knowing none, per family of the bootstrap
+        // addresses (IPv4 when there are none).
+        let empty = self.table4.is_empty() && self.table6.is_empty();
+        let boot_v6 = empty && self.config.bootstrap.iter().any(SocketAddr::is_ipv6);
+        let boot_v4 = empty && self.config.bootstrap.iter().any(SocketAddr::is_ipv4);
         let mut families = Vec::new();
-        if !self.table6.is_empty() {
+        if !self.table6.is_empty() || boot_v6 {
             families.push(true);
         }
-        if !self.table4.is_empty() || families.is_empty() {
+        if !self.table4.is_empty() || boot_v4 || families.is_empty() {
             families.push(false);
         }
         for (n, v6) in families.into_iter().enumerate() {
@@ -813,7 +817,7 @@ impl Dht {
         self.limiter
             .retain(|_, b| now.saturating_since(b.at) < Duration::from_secs(10));
         // Bootstrap when the table is nearly empty, at most every 30 s.
-        let bootstrapping = self.table4.len() < K
+        let bootstrapping = self.table4.len() + self.table6.len() < K
             && self
                 .last_bootstrap
                 .is_none_or(|t| now.saturating_since(t) >= MAINTENANCE_EVERY);

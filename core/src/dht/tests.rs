@@ -272,3 +272,32 @@ fn late_bootstrap_and_saved_state_rejoin_the_network() {
     assert_eq!(again.id(), late.id());
     assert!(again.num_nodes().0 >= K, "{:?}", again.num_nodes());
 }
+
+#[test]
+fn an_ipv6_only_node_bootstraps_from_ipv6_addresses() {
+    let a6: SocketAddr = "[2001:db8::1]:6881".parse().unwrap();
+    let b6: SocketAddr = "[2001:db8::2]:6881".parse().unwrap();
+    let t = Time::ZERO;
+    let mut a = Dht::new(t, DhtConfig::default(), 1);
+    let config = DhtConfig {
+        bootstrap: vec![a6],
+        ..DhtConfig::default()
+    };
+    let mut b = Dht::new(t, config, 2);
+    b.handle_timeout(t);
+    let mut sent = 0;
+    for _ in 0..4 {
+        while let Some(x) = b.poll_transmit() {
+            assert_eq!(x.to, a6);
+            sent += 1;
+            a.handle_datagram(t, b6, &x.data);
+        }
+        while let Some(x) = a.poll_transmit() {
+            assert_eq!(x.to, b6);
+            b.handle_datagram(t, a6, &x.data);
+        }
+    }
+    assert!(sent > 0, "the IPv6 bootstrap address was never asked");
+    assert_eq!(b.num_nodes(), (0, 1));
+    assert_eq!(a.num_nodes(), (0, 1));
+}
