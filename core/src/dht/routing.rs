@@ -260,9 +260,21 @@ impl RoutingTable {
 
     /// Up to `n` nodes closest to `target`, closest first, bad ones left out.
     pub fn closest(&self, target: &Id20, n: usize) -> Vec<NodeInfo> {
-        let mut all: Vec<&Entry> = self.entries().filter(|e| !e.is_bad()).collect();
-        all.sort_by_key(|e| distance(&e.node.id, target));
-        all.into_iter().take(n).map(|e| e.node).collect()
+        // Each distance computed once; only the `n` closest are sorted.
+        let mut all: Vec<([u8; 20], NodeInfo)> = self
+            .entries()
+            .filter(|e| !e.is_bad())
+            .map(|e| (distance(&e.node.id, target), e.node))
+            .collect();
+        if n == 0 {
+            return Vec::new();
+        }
+        if all.len() > n {
+            all.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(&b.0));
+            all.truncate(n);
+        }
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all.into_iter().map(|(_, node)| node).collect()
     }
 
     /// Nodes not known to be good that are due a ping: questionable ones in full buckets
