@@ -132,6 +132,7 @@ pub mod id;
 pub mod magnet;
 pub mod memory;
 pub mod metainfo;
+pub mod mse;
 pub mod peer;
 pub mod percent;
 pub mod picker;

@@ -799,7 +799,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
             Err(_) => continue,
         };
-        let ticket = if have < HANDSHAKE_HEADER_LEN {
+        // An encrypted handshake keeps its place until it is done: it costs a
+        // Diffie-Hellman exchange and round trips.
+        let encrypted = have > 0 && crate::crypt::looks_encrypted(&prefix[..have]);
+        let ticket = if have < HANDSHAKE_HEADER_LEN || encrypted {
             let Some(ticket) = gate.admit(addr.ip()) else {
                 debug!(%addr, "closed: too many connections from this address waiting for a handshake");
                 continue;
@@ -821,10 +824,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Reads the rest of the first 48 bytes of an incoming handshake (`got` holds those read so
-/// far) to find the torrent, then hands the connection (and those bytes) to its task.
-/// `ticket` holds its place among the connections waiting for a handshake until the bytes
-/// are there.
+/// Reads enough of an incoming connection to tell a plain handshake from an encrypted one
+/// (MSE/PE, answered when the policy allows it), then the first 48 bytes of the BitTorrent
+/// handshake to find the torrent, and hands the connection (and those bytes) to its task.
+/// `got` holds the bytes read so far; `ticket` holds the connection's place among those
+/// waiting for a handshake until the bytes are there.
 async fn route_incoming(
     mut stream: TcpStream,
     addr: SocketAddr,
@@ -832,15 +836,69 @@ async fn route_incoming(
     got: ([u8; HANDSHAKE_HEADER_LEN], usize),
     ticket: Option<Ticket>,
 ) -> Result<()> {
-    let (mut prefix, have) = got;
-    if have < HANDSHAKE_HEADER_LEN {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut prefix[have..]))
+    let timed_out = || Error::Io(std::io::ErrorKind::TimedOut.into());
+    let invalid = |e: String| Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+    let (mut prefix, mut have) = got;
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let policy = shared.opts.encryption;
+    // The first 20 bytes of a plain handshake are fixed: fewer tell an encrypted one apart
+    // as soon as one differs.
+    while have < 20 && !crate::crypt::looks_encrypted(&prefix[..have]) {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut prefix[have..]))
             .await
-            .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+            .map_err(|_| timed_out())??;
+        if n == 0 {
+            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        have += n;
     }
+    let (stream, prefix) = if crate::crypt::looks_encrypted(&prefix[..have]) {
+        if !policy.allows_encrypted() {
+            return Err(invalid(
+                "an encrypted handshake, and encryption is disabled".into(),
+            ));
+        }
+        let lookup = |req2: &[u8; 20]| {
+            shared
+                .torrents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .find(|h| webtorrent_core::mse::req2_hash(h) == *req2)
+                .copied()
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (mut s, info_hash) =
+            crate::crypt::accept(stream, &prefix[..have], policy, left, &lookup).await?;
+        // The BitTorrent handshake follows inside the encrypted stream.
+        let mut inner = [0u8; HANDSHAKE_HEADER_LEN];
+        tokio::time::timeout_at(deadline, s.read_exact(&mut inner))
+            .await
+            .map_err(|_| timed_out())??;
+        let header = HandshakeHeader::decode(&inner).map_err(|e| invalid(e.to_string()))?;
+        if header.info_hash != info_hash {
+            return Err(invalid(format!(
+                "the handshake inside the encryption names {}, the encryption {}",
+                header.info_hash.to_hex(),
+                info_hash.to_hex()
+            )));
+        }
+        (s, inner)
+    } else {
+        if !policy.allows_plain() {
+            return Err(invalid(
+                "a plain handshake, and encryption is required".into(),
+            ));
+        }
+        if have < HANDSHAKE_HEADER_LEN {
+            tokio::time::timeout_at(deadline, stream.read_exact(&mut prefix[have..]))
+                .await
+                .map_err(|_| timed_out())??;
+        }
+        (crate::crypt::PeerStream::plain(stream), prefix)
+    };
     drop(ticket);
-    let header = HandshakeHeader::decode(&prefix)
-        .map_err(|e| Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    let header = HandshakeHeader::decode(&prefix).map_err(|e| invalid(e.to_string()))?;
     let tx = shared
         .torrents
         .lock()
@@ -849,6 +907,7 @@ async fn route_incoming(
         .map(|t| t.inner.tx.clone());
     match tx {
         Some(tx) => {
+            let _ = stream.tcp().set_nodelay(true);
             let _ = tx
                 .send(TaskMsg::Incoming(Box::new((
                     stream,

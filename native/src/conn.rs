@@ -124,6 +124,10 @@ impl Conn {
                     if !open {
                         break;
                     }
+                    // An encrypting stream may hold bytes it has taken but not yet written.
+                    if wr.flush().await.is_err() {
+                        break;
+                    }
                     match rx.recv().await {
                         Some(c) => queue.push_back(c),
                         None => break,

@@ -44,6 +44,7 @@ pub mod bridge;
 mod client;
 mod conn;
 pub mod creator;
+mod crypt;
 pub mod dht;
 mod disk;
 mod error;
@@ -66,6 +67,7 @@ mod webseed;
 
 pub use client::{AddOptions, Admit, TorrentSource, WebTorrent};
 pub use creator::TorrentCreator;
+pub use crypt::Encryption;
 pub use dht::DhtOptions;
 pub use error::{Error, Result};
 pub use options::{default_state_dir, human_bytes, WebTorrentOptions, DEFAULT_MEMORY_LIMIT};

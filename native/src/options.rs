@@ -56,6 +56,9 @@ pub struct WebTorrentOptions {
     /// Run a DHT node (BEP 5) on UDP at the listen address and port, bootstrapped from these
     /// settings' nodes, and announce every public torrent to it. `None`: no DHT.
     pub dht: Option<crate::dht::DhtOptions>,
+    /// Message stream encryption (MSE/PE) on TCP peer connections (default
+    /// [`Encryption::Prefer`](crate::Encryption::Prefer)).
+    pub encryption: crate::Encryption,
     /// Seed for the state machines' random choices; random when `None`.
     pub rng_seed: Option<u64>,
     /// Join WebRTC swarms through WebSocket trackers (`ws://`) listed by torrents, beside TCP.
@@ -116,6 +119,7 @@ impl Default for WebTorrentOptions {
             stop_timeout: Duration::from_secs(5),
             udp_bind: None,
             dht: None,
+            encryption: crate::Encryption::default(),
             rng_seed: None,
             webrtc: cfg!(feature = "webrtc"),
             #[cfg(feature = "webrtc")]

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -36,6 +35,7 @@ use webtorrent_core::{InfoHash, PeerKey, Time};
 
 use crate::client::{Admit, Shared};
 use crate::conn::Conn;
+use crate::crypt::{self, PeerStream};
 use crate::storage::{verify_existing, FileStorage, MemoryStorage, Storage};
 use crate::torrent::{Event, Events, Status};
 use crate::tracker::{AnnounceParams, TrackerError};
@@ -47,10 +47,11 @@ pub(crate) enum TaskMsg {
     /// channel holds a block of these even when idle).
     Input(Box<Input>),
     /// An accepted connection, its address and the handshake bytes already read.
-    Incoming(Box<(TcpStream, SocketAddr, Bytes)>),
+    Incoming(Box<(PeerStream, SocketAddr, Bytes)>),
+    /// One of our dials succeeded (boxed: a stream carries its cipher state).
     Connected {
         addr: SocketAddr,
-        stream: TcpStream,
+        stream: Box<PeerStream>,
     },
     PeerData {
         key: PeerKey,
@@ -364,7 +365,8 @@ impl Task {
             TaskMsg::Input(input) => self.input(*input),
             TaskMsg::Incoming(incoming) => {
                 let (stream, addr, prefix) = *incoming;
-                let _ = stream.set_nodelay(true);
+                let _ = stream.tcp().set_nodelay(true);
+                debug!(%addr, encryption = ?stream.method(), "incoming TCP peer");
                 let key = self.connected(stream, Some(addr), Direction::Incoming, Transport::Tcp);
                 self.input(Input::PeerData {
                     key,
@@ -372,7 +374,8 @@ impl Task {
                 });
             }
             TaskMsg::Connected { addr, stream } => {
-                self.connected(stream, Some(addr), Direction::Outgoing, Transport::Tcp);
+                debug!(%addr, encryption = ?stream.method(), "outgoing TCP peer");
+                self.connected(*stream, Some(addr), Direction::Outgoing, Transport::Tcp);
             }
             TaskMsg::PeerData { key, data } => {
                 if let Some(c) = self.conns.get(&key) {
@@ -528,17 +531,20 @@ impl Task {
             Output::Connect(addr) => {
                 debug!(%addr, "connecting");
                 let tx = self.tx.clone();
-                // The session's connect timeout (its one owner) bounds the dial too.
+                // The session's connect timeout (its one owner) bounds the dial, and the
+                // encrypted handshake with it.
                 let connect_timeout = self.connect_timeout;
+                let (info_hash, policy) = (self.info_hash, self.shared.opts.encryption);
                 tokio::spawn(async move {
-                    let msg = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
-                        .await
-                    {
-                        Ok(Ok(stream)) => {
-                            let _ = stream.set_nodelay(true);
-                            TaskMsg::Connected { addr, stream }
+                    let msg = match crypt::connect(addr, info_hash, policy, connect_timeout).await {
+                        Ok(stream) => TaskMsg::Connected {
+                            addr,
+                            stream: Box::new(stream),
+                        },
+                        Err(e) => {
+                            debug!(%addr, "connect failed: {e}");
+                            TaskMsg::input(Input::ConnectFailed { addr })
                         }
-                        _ => TaskMsg::input(Input::ConnectFailed { addr }),
                     };
                     let _ = tx.send(msg).await;
                 });
