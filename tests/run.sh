@@ -117,5 +117,8 @@ tests/netns.sh node --test tests/browser/player.test.mjs
 step "DHT (BEP 5) with libtorrent: tracker-less magnets both ways on a loopback DHT of libtorrent nodes"
 tests/netns.sh /usr/bin/python3 tests/libtorrent/dht_interop.py target/debug/webtorrent
 
+step "protocol encryption (MSE/PE) with libtorrent: forced RC4 both ways, plaintext method, plain fallback"
+tests/netns.sh /usr/bin/python3 tests/libtorrent/mse_interop.py target/debug/webtorrent
+
 step "done"
 du -sh target

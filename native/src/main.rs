@@ -45,7 +45,7 @@ struct Cli {
     #[arg(long, short, global = true)]
     quiet: bool,
     #[command(flatten)]
-    dht: cli::dht::DhtArgs,
+    net: cli::net::NetArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -419,7 +419,7 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 async fn run(cli: Cli) -> AnyResult<()> {
     let quiet = cli.quiet;
-    let dht = cli.dht;
+    let net = cli.net;
     match cli.cmd {
         Cmd::Create {
             path,
@@ -465,7 +465,8 @@ async fn run(cli: Cli) -> AnyResult<()> {
         } => {
             let client = WebTorrent::new(WebTorrentOptions {
                 upload_limit,
-                dht: dht.options().await?,
+                dht: net.dht_options().await?,
+                encryption: net.encryption,
                 ..options(port, None)
             })
             .await?;
@@ -550,7 +551,8 @@ async fn run(cli: Cli) -> AnyResult<()> {
             let client = WebTorrent::new(WebTorrentOptions {
                 download_limit,
                 upload_limit,
-                dht: dht.options().await?,
+                dht: net.dht_options().await?,
+                encryption: net.encryption,
                 ..options(port, Some(out.clone()))
             })
             .await?;
@@ -618,7 +620,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 listen,
                 fetch,
                 quiet,
-                dht,
+                net,
             })
             .await?
         }
@@ -660,7 +662,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 bridge,
                 allow,
                 announce_rate,
-                dht,
+                net,
             })
             .await?
         }
@@ -680,7 +682,8 @@ async fn run(cli: Cli) -> AnyResult<()> {
             let client = WebTorrent::new(WebTorrentOptions {
                 listen_address: host,
                 upload_cache_bytes: Some(BRIDGE_UPLOAD_CACHE),
-                dht: dht.options().await?,
+                dht: net.dht_options().await?,
+                encryption: net.encryption,
                 ..options(port, None)
             })
             .await?;
@@ -726,7 +729,7 @@ struct ServeArgs {
     bridge: Option<BridgeConfig>,
     allow: Option<PathBuf>,
     announce_rate: u32,
-    dht: cli::dht::DhtArgs,
+    net: cli::net::NetArgs,
 }
 
 /// `webtorrent serve`: the tracker and page server, plus a seeding client when files are given.
@@ -811,7 +814,8 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
             WebTorrent::new(WebTorrentOptions {
                 listen_address: a.listen.ip(),
                 upload_cache_bytes: a.bridge.is_some().then_some(BRIDGE_UPLOAD_CACHE),
-                dht: a.dht.options().await?,
+                dht: a.net.dht_options().await?,
+                encryption: a.net.encryption,
                 ..options(a.seed_port, None)
             })
             .await?,
@@ -992,7 +996,7 @@ struct StreamArgs {
     listen: std::net::SocketAddr,
     fetch: FetchArgs,
     quiet: bool,
-    dht: cli::dht::DhtArgs,
+    net: cli::net::NetArgs,
 }
 
 /// `webtorrent stream`: download, and serve the files over HTTP while they arrive.
@@ -1002,7 +1006,8 @@ async fn stream(a: StreamArgs) -> AnyResult<()> {
     let f = a.fetch;
     create_out_dir(&f.out)?;
     let client = WebTorrent::new(WebTorrentOptions {
-        dht: a.dht.options().await?,
+        dht: a.net.dht_options().await?,
+        encryption: a.net.encryption,
         ..options(f.port, Some(f.out.clone()))
     })
     .await?;

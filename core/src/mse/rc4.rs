@@ -2,11 +2,15 @@
 //! 1024 bytes of keystream discarded, as MSE prescribes).
 
 /// One direction's RC4 keystream.
+///
+/// The permutation is kept in `u32` cells and the keystream made 8 bytes at a time, then
+/// XORed as one word: about 30 % faster than byte cells and a byte-wise XOR (see
+/// `benches/mse.rs`).
 #[derive(Clone)]
 pub struct Rc4 {
-    s: [u8; 256],
-    i: u8,
-    j: u8,
+    s: [u32; 256],
+    i: u32,
+    j: u32,
 }
 
 impl std::fmt::Debug for Rc4 {
@@ -19,15 +23,15 @@ impl std::fmt::Debug for Rc4 {
 impl Rc4 {
     /// RC4 keyed with `key` (1 to 256 bytes; MSE's keys are 20), nothing discarded.
     pub fn new(key: &[u8]) -> Rc4 {
-        let mut s = [0u8; 256];
+        let mut s = [0u32; 256];
         for (i, x) in s.iter_mut().enumerate() {
-            *x = i as u8;
+            *x = i as u32;
         }
         if !key.is_empty() {
-            let mut j = 0u8;
+            let mut j = 0u32;
             for i in 0..256 {
-                j = j.wrapping_add(s[i]).wrapping_add(key[i % key.len()]);
-                s.swap(i, usize::from(j));
+                j = (j + s[i] + u32::from(key[i % key.len()])) & 0xff;
+                s.swap(i, j as usize);
             }
         }
         Rc4 { s, i: 0, j: 0 }
@@ -40,18 +44,35 @@ impl Rc4 {
         r
     }
 
+    /// The next keystream byte.
+    #[inline(always)]
+    fn next(s: &mut [u32; 256], i: &mut u32, j: &mut u32) -> u8 {
+        *i = (*i + 1) & 0xff;
+        let si = s[*i as usize];
+        *j = (*j + si) & 0xff;
+        let sj = s[*j as usize];
+        s[*i as usize] = sj;
+        s[*j as usize] = si;
+        s[((si + sj) & 0xff) as usize] as u8
+    }
+
     /// XORs `data` with the next `data.len()` keystream bytes (encrypts or decrypts).
     pub fn apply(&mut self, data: &mut [u8]) {
         let (mut i, mut j) = (self.i, self.j);
         let s = &mut self.s;
-        for b in data.iter_mut() {
-            i = i.wrapping_add(1);
-            let si = s[usize::from(i)];
-            j = j.wrapping_add(si);
-            let sj = s[usize::from(j)];
-            s[usize::from(i)] = sj;
-            s[usize::from(j)] = si;
-            *b ^= s[usize::from(si.wrapping_add(sj))];
+        let mut words = data.chunks_exact_mut(8);
+        for w in &mut words {
+            let mut ks = [0u8; 8];
+            for k in ks.iter_mut() {
+                *k = Self::next(s, &mut i, &mut j);
+            }
+            let mut v = [0u8; 8];
+            v.copy_from_slice(w);
+            let x = u64::from_ne_bytes(v) ^ u64::from_ne_bytes(ks);
+            w.copy_from_slice(&x.to_ne_bytes());
+        }
+        for b in words.into_remainder() {
+            *b ^= Self::next(s, &mut i, &mut j);
         }
         self.i = i;
         self.j = j;

@@ -1,3 +1,3 @@
 //! Pieces of the `webtorrent` command kept out of `main.rs`.
 
-pub mod dht;
+pub mod net;

@@ -1,10 +1,11 @@
-//! The DHT options every command that runs a client takes.
+//! The network options every command that runs a client takes: DHT, state folder and
+//! protocol encryption.
 
 use std::path::PathBuf;
 
-/// DHT (BEP 5) and state-folder options, given before or after the command.
+/// DHT (BEP 5), state-folder and encryption options, given before or after the command.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct DhtArgs {
+pub struct NetArgs {
     /// Bootstrap the DHT (BEP 5) from this node, HOST:PORT (repeatable), instead of the
     /// well-known routers.
     #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", global = true)]
@@ -16,15 +17,19 @@ pub struct DhtArgs {
     /// the user's data folder, webtorrent.
     #[arg(long, value_name = "DIR", global = true)]
     pub state: Option<PathBuf>,
+    /// Message stream encryption with desktop peers over TCP: prefer (encrypted first, plain
+    /// when a peer cannot), require (encrypted only) or disable (plain only).
+    #[arg(long, value_name = "POLICY", global = true, default_value_t)]
+    pub encryption: webtorrent::Encryption,
 }
 
 /// Where the DHT's state is kept in the state folder.
 const DHT_STATE: &str = "dht.dat";
 
-impl DhtArgs {
+impl NetArgs {
     /// The client's DHT settings: `None` with `--no-dht`; else the routers or the nodes
     /// given (names resolved here, so a typo is an error now, not a warning later).
-    pub async fn options(
+    pub async fn dht_options(
         &self,
     ) -> Result<Option<webtorrent::DhtOptions>, Box<dyn std::error::Error + Send + Sync>> {
         if self.no_dht {
