@@ -18,6 +18,7 @@
 //! | Swarm | [`torrent`] (one torrent's peers, pieces, choker, PEX, metadata exchange) |
 //! | Session | [`session`] (a torrent with its trackers and signaling behind one input and one output type) |
 //! | DHT | [`dht`] (one mainline DHT node, BEP 5/32/42/43: KRPC, routing table, lookups, tokens, peer store; shared by every torrent of a client, fed datagrams and time like the rest; its peers go to a session as [`session::Input::AddPeers`], and a session's [`session::Event::DhtNode`] (a peer's BEP 5 `PORT`) goes to [`dht::Dht::add_node`]) |
+//! | Protocol encryption | [`mse`] (MSE/PE: the Diffie-Hellman handshake that hides a TCP connection's BitTorrent handshake, then RC4 or plaintext; a sans-IO machine fed the connection's first bytes, and the RC4 ciphers the driver applies to the rest) |
 //!
 //! [`time`] is the clock type every machine takes; [`rng`] the seeded randomness.
 //!
@@ -133,6 +134,7 @@ pub mod magnet;
 pub mod memory;
 pub mod metainfo;
 pub mod mse;
+pub mod utp;
 pub mod peer;
 pub mod percent;
 pub mod picker;

@@ -156,6 +156,9 @@ pub(crate) struct Shared {
     seeds: Mutex<u64>,
     pub trackers: Option<TrackerClient>,
     pub torrents: Mutex<HashMap<InfoHash, Torrent>>,
+    /// `SHA1("req2", info hash)` of every torrent, which an incoming encrypted handshake
+    /// names its torrent by.
+    pub req2: Mutex<HashMap<[u8; 20], InfoHash>>,
     pub up_limit: Option<Arc<RateLimiter>>,
     pub down_limit: Option<Arc<RateLimiter>>,
     /// WebSocket trackers (`None` when WebRTC or trackers are off).
@@ -305,6 +308,7 @@ impl WebTorrent {
             seeds: Mutex::new(seed),
             trackers,
             torrents: Mutex::new(HashMap::new()),
+            req2: Mutex::new(HashMap::new()),
         });
         info!(port, peer_id = %String::from_utf8_lossy(&peer_id.0), "client listening");
         let handle = if shared.opts.incoming {
@@ -370,6 +374,10 @@ impl WebTorrent {
     /// The torrent with this info hash, if added.
     pub fn get(&self, info_hash: InfoHash) -> Option<Torrent> {
         self.lock_torrents().get(&info_hash).cloned()
+    }
+
+    fn lock_req2(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 20], InfoHash>> {
+        self.shared.req2.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_torrents(&self) -> std::sync::MutexGuard<'_, HashMap<InfoHash, Torrent>> {
@@ -703,6 +711,8 @@ impl WebTorrent {
             ));
         }
         torrents.insert(info_hash, t.clone());
+        self.lock_req2()
+            .insert(webtorrent_core::mse::req2_hash(&info_hash), info_hash);
         info!(info_hash = %info_hash, "torrent added");
         Ok(t)
     }
@@ -741,6 +751,8 @@ impl WebTorrent {
     /// Downloaded files stay on disk.
     pub async fn remove(&self, info_hash: InfoHash) -> Result<()> {
         let t = self.lock_torrents().remove(&info_hash);
+        self.lock_req2()
+            .remove(&webtorrent_core::mse::req2_hash(&info_hash));
         match t {
             Some(t) => {
                 t.stop().await;
@@ -763,6 +775,7 @@ impl WebTorrent {
             let _ = h.await;
         }
         let all: Vec<Torrent> = self.lock_torrents().drain().map(|(_, t)| t).collect();
+        self.lock_req2().clear();
         futures::future::join_all(all.iter().map(|t| t.stop())).await;
         #[cfg(feature = "webrtc")]
         if let Some(s) = &self.shared.signals {
@@ -860,11 +873,10 @@ async fn route_incoming(
         }
         let lookup = |req2: &[u8; 20]| {
             shared
-                .torrents
+                .req2
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .keys()
-                .find(|h| webtorrent_core::mse::req2_hash(h) == *req2)
+                .get(req2)
                 .copied()
         };
         let left = deadline.saturating_duration_since(Instant::now());
