@@ -120,5 +120,8 @@ tests/netns.sh /usr/bin/python3 tests/libtorrent/dht_interop.py target/debug/web
 step "protocol encryption (MSE/PE) with libtorrent: forced RC4 both ways, plaintext method, plain fallback"
 tests/netns.sh /usr/bin/python3 tests/libtorrent/mse_interop.py target/debug/webtorrent
 
+step "uTP (BEP 29) with libtorrent: libtorrent with TCP off seeds to us and downloads from us"
+tests/netns.sh /usr/bin/python3 tests/libtorrent/utp_interop.py target/debug/webtorrent
+
 step "done"
 du -sh target

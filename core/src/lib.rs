@@ -134,7 +134,6 @@ pub mod magnet;
 pub mod memory;
 pub mod metainfo;
 pub mod mse;
-pub mod utp;
 pub mod peer;
 pub mod percent;
 pub mod picker;
@@ -145,6 +144,7 @@ pub mod signal;
 pub mod time;
 pub mod torrent;
 pub mod tracker;
+pub mod utp;
 pub mod webseed;
 pub mod wire;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -171,6 +171,10 @@ pub(crate) struct Shared {
     pub disk: crate::disk::DiskPool,
     /// The DHT node, when [`WebTorrentOptions::dht`] asks for one, and its task.
     pub dht: Option<(Arc<crate::dht::DhtHandle>, tokio::task::AbortHandle)>,
+    /// uTP on the UDP port (`None` with [`WebTorrentOptions::utp`] off).
+    pub utp: Option<Arc<crate::utp::Utp>>,
+    /// The UDP port's reader.
+    udp_task: Option<tokio::task::AbortHandle>,
 }
 
 impl Shared {
@@ -277,22 +281,38 @@ impl WebTorrent {
         });
         #[cfg(feature = "webrtc")]
         let rtc = opts.rtc_config();
-        let dht = match &opts.dht {
-            Some(d) => {
-                let at = SocketAddr::new(opts.listen_address, port);
-                let (handle, task) = crate::dht::DhtHandle::start(at, d, seed ^ 0x4448_5421)
-                    .await
-                    .map_err(|e| {
-                        Error::Options(format!(
-                            "the DHT cannot listen on UDP {at}: {e} (pick another --port, or run without the DHT)"
-                        ))
-                    })?;
-                Some((Arc::new(handle), task.abort_handle()))
-            }
-            None => None,
+        // The UDP port (uTP and the DHT share it), on the TCP port's number.
+        let udp_at = SocketAddr::new(opts.listen_address, port);
+        let udp = if opts.utp || opts.dht.is_some() {
+            Some(crate::udp::UdpPort::bind(udp_at).await.map_err(|e| {
+                Error::Options(format!(
+                    "cannot listen on UDP {udp_at} for uTP and the DHT: {e} (pick another --port, or run with --no-utp --no-dht)"
+                ))
+            })?)
+        } else {
+            None
         };
+        let (utp, utp_accepted) = match (&udp, opts.utp) {
+            (Some(p), true) => {
+                let (u, rx) = crate::utp::Utp::new(p.clone(), seed ^ 0x5554_5021);
+                (Some(u), Some(rx))
+            }
+            _ => (None, None),
+        };
+        let (dht, dht_rx) = match (&opts.dht, &udp) {
+            (Some(d), Some(p)) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(1024);
+                let (handle, task) =
+                    crate::dht::DhtHandle::start(p.clone(), rx, d, seed ^ 0x4448_5421).await?;
+                (Some((Arc::new(handle), task.abort_handle())), Some(tx))
+            }
+            _ => (None, None),
+        };
+        let udp_task = udp.map(|p| tokio::spawn(p.run(utp.clone(), dht_rx)).abort_handle());
         let shared = Arc::new(Shared {
             dht,
+            utp,
+            udp_task,
             #[cfg(feature = "webrtc")]
             signals,
             #[cfg(feature = "webrtc")]
@@ -312,6 +332,9 @@ impl WebTorrent {
         });
         info!(port, peer_id = %String::from_utf8_lossy(&peer_id.0), "client listening");
         let handle = if shared.opts.incoming {
+            if let Some(rx) = utp_accepted {
+                tokio::spawn(utp_accept_loop(rx, Arc::downgrade(&shared)));
+            }
             Some(tokio::spawn(accept_loop(listener, shared.clone())))
         } else {
             None
@@ -788,7 +811,31 @@ impl WebTorrent {
             dht.shutdown().await;
             task.abort();
         }
+        if let Some(t) = &self.shared.udp_task {
+            t.abort();
+        }
         Ok(())
+    }
+}
+
+/// Hands incoming uTP connections to [`route_incoming`] (the endpoint bounds how many wait).
+async fn utp_accept_loop(
+    mut rx: tokio::sync::mpsc::Receiver<crate::utp::UtpStream>,
+    shared: std::sync::Weak<Shared>,
+) {
+    while let Some(s) = rx.recv().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let addr = s.peer_addr();
+        debug!(%addr, "incoming uTP connection");
+        tokio::spawn(async move {
+            let stream = crate::crypt::Transport::Utp(s);
+            let got = ([0u8; HANDSHAKE_HEADER_LEN], 0);
+            if let Err(e) = route_incoming(stream, addr, shared, got, None).await {
+                debug!(%addr, "incoming uTP connection dropped: {e}");
+            }
+        });
     }
 }
 
@@ -827,6 +874,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let id = ticket.as_ref().map(Ticket::id);
         let shared = shared.clone();
         let task = tokio::spawn(async move {
+            let stream = crate::crypt::Transport::Tcp(stream);
             if let Err(e) = route_incoming(stream, addr, shared, (prefix, have), ticket).await {
                 debug!(%addr, "incoming connection dropped: {e}");
             }
@@ -843,7 +891,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// `got` holds the bytes read so far; `ticket` holds the connection's place among those
 /// waiting for a handshake until the bytes are there.
 async fn route_incoming(
-    mut stream: TcpStream,
+    mut stream: crate::crypt::Transport,
     addr: SocketAddr,
     shared: Arc<Shared>,
     got: ([u8; HANDSHAKE_HEADER_LEN], usize),
@@ -919,7 +967,7 @@ async fn route_incoming(
         .map(|t| t.inner.tx.clone());
     match tx {
         Some(tx) => {
-            let _ = stream.tcp().set_nodelay(true);
+            stream.transport().set_nodelay();
             let _ = tx
                 .send(TaskMsg::Incoming(Box::new((
                     stream,

@@ -8,7 +8,9 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use crate::utp::{Utp, UtpStream};
 use bytes::{Buf, Bytes};
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -81,6 +83,104 @@ impl std::fmt::Display for Encryption {
     }
 }
 
+/// The connection under a [`PeerStream`]: TCP or uTP.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A uTP connection on the client's UDP port.
+    Utp(UtpStream),
+}
+
+impl Transport {
+    /// Turns Nagle's algorithm off on TCP (uTP sends at once anyway).
+    pub fn set_nodelay(&self) {
+        if let Transport::Tcp(s) = self {
+            let _ = s.set_nodelay(true);
+        }
+    }
+
+    /// "tcp" or "utp", for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Transport::Tcp(_) => "tcp",
+            Transport::Utp(_) => "utp",
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Utp(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Transport::Utp(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Utp(s) => {
+                // The endpoint copies what it takes: take every slice it has room for.
+                let mut n = 0;
+                for b in bufs.iter().filter(|b| !b.is_empty()) {
+                    match Pin::new(&mut *s).poll_write(cx, b) {
+                        Poll::Ready(Ok(k)) => {
+                            n += k;
+                            if k < b.len() {
+                                break;
+                            }
+                        }
+                        Poll::Ready(Err(e)) if n == 0 => return Poll::Ready(Err(e)),
+                        Poll::Pending if n == 0 => return Poll::Pending,
+                        _ => break,
+                    }
+                }
+                Poll::Ready(Ok(n))
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Utp(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Utp(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// Most bytes encrypted ahead of the socket in one write.
 const MAX_ENCRYPT_AHEAD: usize = 256 * 1024;
 
@@ -88,7 +188,7 @@ const MAX_ENCRYPT_AHEAD: usize = 256 * 1024;
 /// decrypted) during its handshake served first.
 #[derive(Debug)]
 pub(crate) struct PeerStream {
-    inner: TcpStream,
+    inner: Transport,
     /// Received during the handshake, already decrypted.
     early: Bytes,
     read: Option<Rc4>,
@@ -101,7 +201,7 @@ pub(crate) struct PeerStream {
 
 impl PeerStream {
     /// A plain connection.
-    pub fn plain(inner: TcpStream) -> PeerStream {
+    pub fn plain(inner: Transport) -> PeerStream {
         PeerStream {
             inner,
             early: Bytes::new(),
@@ -113,7 +213,7 @@ impl PeerStream {
         }
     }
 
-    fn established(inner: TcpStream, e: Established) -> PeerStream {
+    fn established(inner: Transport, e: Established) -> PeerStream {
         let (read, write) = match e.ciphers {
             Some((r, w)) => (Some(r), Some(w)),
             None => (None, None),
@@ -135,8 +235,8 @@ impl PeerStream {
         self.method
     }
 
-    /// The socket.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The connection under it.
+    pub fn transport(&self) -> &Transport {
         &self.inner
     }
 
@@ -251,7 +351,7 @@ fn mse_error(e: MseError) -> io::Error {
 
 /// Runs `hs` over `stream` until it is established.
 async fn drive(
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     hs: &mut Handshake,
     lookup: &(dyn Fn(&[u8; 20]) -> Option<InfoHash> + Sync),
 ) -> io::Result<()> {
@@ -271,30 +371,67 @@ async fn drive(
     }
 }
 
-/// Longest an encrypted dial may wait before a plain retry (when the policy allows one).
+/// Longest an encrypted dial may wait before a plain retry (when the policy allows it).
 const ENCRYPTED_ATTEMPT: Duration = Duration::from_secs(5);
+/// How long a uTP dial goes on alone before TCP is tried beside it.
+const UTP_HEAD_START: Duration = Duration::from_millis(500);
 
-/// Dials `addr` for torrent `info_hash` under `policy`, all within `timeout`: encrypted
-/// first unless the policy is [`Encryption::Disable`], plain again if that fails and the
-/// policy allows plain.
+/// Dials `addr` by uTP (when `utp` is given) and TCP: uTP first, TCP beside it when uTP has
+/// not connected within [`UTP_HEAD_START`] or failed; the first connected wins.
+async fn dial(
+    addr: SocketAddr,
+    utp: Option<&Arc<Utp>>,
+    deadline: Instant,
+) -> io::Result<Transport> {
+    let timed_out = || io::Error::from(io::ErrorKind::TimedOut);
+    let tcp = |after: Duration| async move {
+        tokio::time::sleep(after).await;
+        let s = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+            .await
+            .map_err(|_| timed_out())??;
+        let _ = s.set_nodelay(true);
+        Ok::<_, io::Error>(s)
+    };
+    let Some(utp) = utp else {
+        return tcp(Duration::ZERO).await.map(Transport::Tcp);
+    };
+    let u = tokio::time::timeout_at(deadline, utp.connect(addr));
+    tokio::pin!(u);
+    let t = tcp(UTP_HEAD_START);
+    tokio::pin!(t);
+    let mut utp_failed = None;
+    loop {
+        tokio::select! {
+            r = &mut u, if utp_failed.is_none() => match r {
+                Ok(Ok(s)) => return Ok(Transport::Utp(s)),
+                Ok(Err(e)) => {
+                    debug!(%addr, "uTP connect failed ({e}); TCP");
+                    utp_failed = Some(e);
+                    // TCP now rather than after the head start.
+                    t.set(tcp(Duration::ZERO));
+                }
+                Err(_) => return Err(timed_out()),
+            },
+            r = &mut t => return r.map(Transport::Tcp),
+        }
+    }
+}
+
+/// Dials `addr` for torrent `info_hash` under `policy` (by uTP and TCP, see [`dial`]), all
+/// within `timeout`: encrypted first unless the policy is [`Encryption::Disable`], plain
+/// again if that fails and the policy allows plain.
 pub(crate) async fn connect(
     addr: SocketAddr,
     info_hash: InfoHash,
     policy: Encryption,
+    utp: Option<&Arc<Utp>>,
     timeout: Duration,
 ) -> io::Result<PeerStream> {
     let deadline = Instant::now() + timeout;
-    let dial = || async {
-        let s = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-        let _ = s.set_nodelay(true);
-        Ok::<_, io::Error>(s)
-    };
     let Some(methods) = policy.methods() else {
-        return dial().await.map(PeerStream::plain);
+        return dial(addr, utp, deadline).await.map(PeerStream::plain);
     };
-    let mut stream = dial().await?;
+    let mut stream = dial(addr, utp, deadline).await?;
     let attempt_end = if policy.allows_plain() {
         deadline.min(Instant::now() + ENCRYPTED_ATTEMPT)
     } else {
@@ -306,7 +443,7 @@ pub(crate) async fn connect(
     match result {
         Ok(Ok(())) => {
             if let Some(e) = hs.into_established() {
-                debug!(%addr, method = ?e.method, "encrypted connection");
+                debug!(%addr, transport = stream.kind(), method = ?e.method, "encrypted connection");
                 return Ok(PeerStream::established(stream, e));
             }
             Err(io::Error::other(
@@ -322,7 +459,7 @@ pub(crate) async fn connect(
             };
             debug!(%addr, "encrypted handshake failed ({why}); retrying plain");
             drop(stream);
-            dial().await.map(PeerStream::plain)
+            dial(addr, utp, deadline).await.map(PeerStream::plain)
         }
     }
 }
@@ -338,7 +475,7 @@ pub(crate) fn looks_encrypted(prefix: &[u8]) -> bool {
 /// Answers an incoming encrypted handshake whose first bytes (`got`) are already read,
 /// within `timeout`. `lookup` maps `SHA1("req2", info hash)` to a torrent we have.
 pub(crate) async fn accept(
-    mut stream: TcpStream,
+    mut stream: Transport,
     got: &[u8],
     policy: Encryption,
     timeout: Duration,
@@ -399,9 +536,15 @@ mod tests {
             let (s, _) = listener.accept().await.unwrap();
             let want = webtorrent_core::mse::req2_hash(&info_hash);
             let lookup = move |h: &[u8; 20]| (*h == want).then_some(info_hash);
-            let (mut s, ih) = accept(s, b"", Encryption::Prefer, Duration::from_secs(5), &lookup)
-                .await
-                .unwrap();
+            let (mut s, ih) = accept(
+                Transport::Tcp(s),
+                b"",
+                Encryption::Prefer,
+                Duration::from_secs(5),
+                &lookup,
+            )
+            .await
+            .unwrap();
             assert_eq!(ih, info_hash);
             assert_eq!(s.method(), Some(Method::Rc4));
             let mut got = vec![0u8; 100_000];
@@ -410,9 +553,15 @@ mod tests {
             s.flush().await.unwrap();
             got
         });
-        let mut c = connect(addr, info_hash, Encryption::Require, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let mut c = connect(
+            addr,
+            info_hash,
+            Encryption::Require,
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert_eq!(c.method(), Some(Method::Rc4));
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let bufs: Vec<io::IoSlice> = data.chunks(9000).map(io::IoSlice::new).collect();
@@ -448,7 +597,7 @@ mod tests {
             }
         });
         let ih = InfoHash::from([1u8; 20]);
-        let mut c = connect(addr, ih, Encryption::Prefer, Duration::from_secs(5))
+        let mut c = connect(addr, ih, Encryption::Prefer, None, Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(c.method(), None);
@@ -456,7 +605,7 @@ mod tests {
         let mut ok = [0u8; 2];
         c.read_exact(&mut ok).await.unwrap();
         assert_eq!(&ok, b"ok");
-        let e = connect(addr, ih, Encryption::Require, Duration::from_secs(5)).await;
+        let e = connect(addr, ih, Encryption::Require, None, Duration::from_secs(5)).await;
         assert!(e.is_err());
     }
 }

@@ -8,12 +8,11 @@
 //! node rejoins from them without the routers.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use webtorrent_core::dht::routing::K;
@@ -142,37 +141,15 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// An IPv6 socket on `port` that leaves IPv4 to the other one.
-fn bind_v6_only(port: u16) -> std::io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_only_v6(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port).into())?;
-    UdpSocket::from_std(s.into())
-}
-
 impl DhtHandle {
-    /// Binds `addr` (UDP; with an unspecified IPv4 address, `[::]` on the same port too, when
-    /// the host has IPv6) and starts the node.
-    pub async fn start(
-        addr: SocketAddr,
+    /// Starts the node on the client's UDP `port`, fed the datagrams that are not uTP.
+    pub(crate) async fn start(
+        port: crate::udp::UdpPort,
+        datagrams: mpsc::Receiver<crate::udp::Datagram>,
         opts: &DhtOptions,
         seed: u64,
     ) -> std::io::Result<(DhtHandle, tokio::task::JoinHandle<()>)> {
-        let socket = UdpSocket::bind(addr).await?;
-        let local = socket.local_addr()?;
-        let v6 = if addr.ip() == IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) {
-            match bind_v6_only(local.port()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    debug!(error = %e, "no IPv6 DHT socket");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let local = port.local_addr();
         let saved = opts.state_file.as_deref().and_then(load_state);
         let config = DhtConfig {
             id: saved.as_ref().map(|s| s.id),
@@ -195,16 +172,15 @@ impl DhtHandle {
             info!(nodes = s.nodes.len(), "DHT state restored");
         }
         dht.set_bootstrap(Time::ZERO, saved_boot.clone());
-        info!(%local, ipv6 = v6.is_some(), id = %dht.id().to_hex(), "DHT node listening");
+        info!(%local, ipv6 = port.has_ipv6(), id = %dht.id().to_hex(), "DHT node listening");
         tokio::spawn(resolve(opts.bootstrap.clone(), saved_boot, tx.clone()));
         let node = Node {
             dht,
-            v4: socket,
-            v6,
+            port,
             start,
             state_file: opts.state_file.clone(),
         };
-        let task = tokio::spawn(node.run(rx));
+        let task = tokio::spawn(node.run(rx, datagrams));
         Ok((DhtHandle { tx, addr: local }, task))
     }
 
@@ -296,17 +272,9 @@ async fn resolve(names: Vec<String>, saved: Vec<SocketAddr>, tx: mpsc::Sender<Cm
 
 struct Node {
     dht: Dht,
-    v4: UdpSocket,
-    v6: Option<UdpSocket>,
+    port: crate::udp::UdpPort,
     start: Instant,
     state_file: Option<PathBuf>,
-}
-
-async fn recv(s: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-    match s {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Node {
@@ -342,9 +310,11 @@ impl Node {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
-        let mut buf4 = vec![0u8; 65536];
-        let mut buf6 = vec![0u8; 65536];
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        mut datagrams: mpsc::Receiver<crate::udp::Datagram>,
+    ) {
         let mut waiting: HashMap<LookupId, mpsc::Sender<Vec<SocketAddr>>> = HashMap::new();
         // Lookups asked for before the bootstrap names resolved.
         let mut held: Vec<(InfoHash, Option<u16>, mpsc::Sender<Vec<SocketAddr>>)> = Vec::new();
@@ -363,13 +333,10 @@ impl Node {
             }
             // Send what the machine has and route its events.
             while let Some(t) = self.dht.poll_transmit() {
-                let socket = match (t.to.is_ipv6(), &self.v6) {
-                    (true, Some(s)) => s,
-                    (true, None) if self.v4.local_addr().is_ok_and(|a| a.is_ipv6()) => &self.v4,
-                    (true, None) => continue,
-                    (false, _) => &self.v4,
-                };
-                if let Err(e) = socket.send_to(&t.data, t.to).await {
+                if t.to.is_ipv6() && !self.port.has_ipv6() {
+                    continue;
+                }
+                if let Err(e) = self.port.send_to(&t.data, t.to).await {
                     debug!(to = %t.to, error = %e, "DHT send failed");
                 }
             }
@@ -405,14 +372,9 @@ impl Node {
                 deadline = deadline.min(resolve_deadline);
             }
             tokio::select! {
-                r = self.v4.recv_from(&mut buf4) => match r {
-                    Ok((n, from)) => { let now = self.now(); self.dht.handle_datagram(now, from, &buf4[..n]) }
-                    // ICMP errors (a node gone) surface here on some systems: keep going.
-                    Err(e) => debug!(error = %e, "DHT receive error"),
-                },
-                r = recv(self.v6.as_ref(), &mut buf6) => match r {
-                    Ok((n, from)) => { let now = self.now(); self.dht.handle_datagram(now, from, &buf6[..n]) }
-                    Err(e) => debug!(error = %e, "DHT receive error (IPv6)"),
+                d = datagrams.recv() => match d {
+                    Some((data, from)) => { let now = self.now(); self.dht.handle_datagram(now, from, &data) }
+                    None => return,
                 },
                 cmd = rx.recv() => match cmd {
                     None => return,

@@ -63,6 +63,8 @@ mod task;
 mod tcp_only_tests;
 mod torrent;
 pub mod tracker;
+mod udp;
+mod utp;
 mod webseed;
 
 pub use client::{AddOptions, Admit, TorrentSource, WebTorrent};

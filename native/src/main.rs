@@ -467,6 +467,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 upload_limit,
                 dht: net.dht_options().await?,
                 encryption: net.encryption,
+                utp: !net.no_utp,
                 ..options(port, None)
             })
             .await?;
@@ -553,6 +554,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 upload_limit,
                 dht: net.dht_options().await?,
                 encryption: net.encryption,
+                utp: !net.no_utp,
                 ..options(port, Some(out.clone()))
             })
             .await?;
@@ -684,6 +686,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 upload_cache_bytes: Some(BRIDGE_UPLOAD_CACHE),
                 dht: net.dht_options().await?,
                 encryption: net.encryption,
+                utp: !net.no_utp,
                 ..options(port, None)
             })
             .await?;
@@ -816,6 +819,7 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
                 upload_cache_bytes: a.bridge.is_some().then_some(BRIDGE_UPLOAD_CACHE),
                 dht: a.net.dht_options().await?,
                 encryption: a.net.encryption,
+                utp: !a.net.no_utp,
                 ..options(a.seed_port, None)
             })
             .await?,
@@ -1008,6 +1012,7 @@ async fn stream(a: StreamArgs) -> AnyResult<()> {
     let client = WebTorrent::new(WebTorrentOptions {
         dht: a.net.dht_options().await?,
         encryption: a.net.encryption,
+        utp: !a.net.no_utp,
         ..options(f.port, Some(f.out.clone()))
     })
     .await?;

@@ -59,6 +59,10 @@ pub struct WebTorrentOptions {
     /// Message stream encryption (MSE/PE) on TCP peer connections (default
     /// [`Encryption::Prefer`](crate::Encryption::Prefer)).
     pub encryption: crate::Encryption,
+    /// uTP (BEP 29) beside TCP on the listen port's number, UDP (default on): incoming uTP
+    /// connections are accepted, and outgoing ones try uTP first, with TCP if it is not
+    /// answered within half a second.
+    pub utp: bool,
     /// Seed for the state machines' random choices; random when `None`.
     pub rng_seed: Option<u64>,
     /// Join WebRTC swarms through WebSocket trackers (`ws://`) listed by torrents, beside TCP.
@@ -120,6 +124,7 @@ impl Default for WebTorrentOptions {
             udp_bind: None,
             dht: None,
             encryption: crate::Encryption::default(),
+            utp: true,
             rng_seed: None,
             webrtc: cfg!(feature = "webrtc"),
             #[cfg(feature = "webrtc")]

@@ -291,7 +291,12 @@ impl Connection {
 
     /// Bytes written and not yet acknowledged (unsent or in flight).
     pub fn unacked(&self) -> usize {
-        self.unsent.len() + self.in_flight.iter().map(|s| s.payload.len()).sum::<usize>()
+        self.unsent.len()
+            + self
+                .in_flight
+                .iter()
+                .map(|s| s.payload.len())
+                .sum::<usize>()
     }
 
     /// Queues `data` to send; returns how much was taken (0 once closing or closed).
@@ -569,7 +574,8 @@ impl Connection {
                     s.fast_resent = true;
                     s.resend = true;
                     self.cur_window -= s.payload.len();
-                    lost = Some(lost.map_or(s.seq, |l: u16| if seq_lt(s.seq, l) { s.seq } else { l }));
+                    lost =
+                        Some(lost.map_or(s.seq, |l: u16| if seq_lt(s.seq, l) { s.seq } else { l }));
                 }
             }
         }

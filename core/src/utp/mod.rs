@@ -76,13 +76,12 @@ impl Default for Config {
     }
 }
 
-/// Payload bytes of a data packet to `addr`: what fits a 1,500-byte Ethernet frame for IPv4,
-/// IPv6's guaranteed 1,280-byte MTU for IPv6, and large packets on loopback (64 KiB MTU).
+/// Payload bytes of a data packet to `addr`: what fits a 1,500-byte Ethernet frame for IPv4
+/// (loopback too: libtorrent reads at most about that much of a datagram), IPv6's guaranteed
+/// 1,280-byte MTU for IPv6.
 pub fn packet_size_for(addr: SocketAddr) -> usize {
     const UDP_AND_UTP: usize = 8 + packet::HEADER_LEN;
-    if addr.ip().is_loopback() {
-        16 * 1024
-    } else if addr.is_ipv4() {
+    if addr.is_ipv4() {
         1500 - 20 - UDP_AND_UTP
     } else {
         1280 - 40 - UDP_AND_UTP
@@ -324,7 +323,10 @@ impl Endpoint {
 
     /// When [`Endpoint::handle_timeout`] wants to be called.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.conns.values().filter_map(|e| e.conn.poll_timeout()).min()
+        self.conns
+            .values()
+            .filter_map(|e| e.conn.poll_timeout())
+            .min()
     }
 
     /// Runs every connection's timers that are due, and forgets finished connections the

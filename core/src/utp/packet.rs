@@ -129,7 +129,9 @@ pub fn decode(data: &[u8]) -> Result<Packet<'_>, PacketError> {
             Some(&[next, len]) => (next, usize::from(len)),
             _ => return Err(PacketError::Truncated),
         };
-        let body = data.get(at + 2..at + 2 + len).ok_or(PacketError::Truncated)?;
+        let body = data
+            .get(at + 2..at + 2 + len)
+            .ok_or(PacketError::Truncated)?;
         if ext == EXT_SACK && !body.is_empty() {
             sack = Some(body);
         }
@@ -197,7 +199,10 @@ mod tests {
             out.clear();
             encode(&h, Some(&[1, 2, 3, 4]), b"", &mut out);
             let p = decode(&out).unwrap();
-            assert_eq!((p.header, p.sack, p.payload), (h, Some(&[1u8, 2, 3, 4][..]), &b""[..]));
+            assert_eq!(
+                (p.header, p.sack, p.payload),
+                (h, Some(&[1u8, 2, 3, 4][..]), &b""[..])
+            );
         }
     }
 
@@ -231,7 +236,9 @@ mod tests {
         p[0] = 0x42;
         assert!(decode(&p).is_err());
         // The DHT's messages are bencoded dictionaries.
-        assert!(!looks_like_utp(b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:aa1:y1:qe"));
+        assert!(!looks_like_utp(
+            b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:aa1:y1:qe"
+        ));
         // An extension whose length runs past the end.
         let mut p = vec![0x21, 1];
         p.extend_from_slice(&[0; 18]);

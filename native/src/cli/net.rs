@@ -1,5 +1,5 @@
-//! The network options every command that runs a client takes: DHT, state folder and
-//! protocol encryption.
+//! The network options every command that runs a client takes: DHT, state folder, protocol
+//! encryption and uTP.
 
 use std::path::PathBuf;
 
@@ -21,6 +21,9 @@ pub struct NetArgs {
     /// when a peer cannot), require (encrypted only) or disable (plain only).
     #[arg(long, value_name = "POLICY", global = true, default_value_t)]
     pub encryption: webtorrent::Encryption,
+    /// Do not use uTP (BEP 29): peer connections over TCP only.
+    #[arg(long, global = true)]
+    pub no_utp: bool,
 }
 
 /// Where the DHT's state is kept in the state folder.

@@ -365,8 +365,8 @@ impl Task {
             TaskMsg::Input(input) => self.input(*input),
             TaskMsg::Incoming(incoming) => {
                 let (stream, addr, prefix) = *incoming;
-                let _ = stream.tcp().set_nodelay(true);
-                debug!(%addr, encryption = ?stream.method(), "incoming TCP peer");
+                stream.transport().set_nodelay();
+                debug!(%addr, transport = stream.transport().kind(), encryption = ?stream.method(), "incoming peer");
                 let key = self.connected(stream, Some(addr), Direction::Incoming, Transport::Tcp);
                 self.input(Input::PeerData {
                     key,
@@ -374,7 +374,7 @@ impl Task {
                 });
             }
             TaskMsg::Connected { addr, stream } => {
-                debug!(%addr, encryption = ?stream.method(), "outgoing TCP peer");
+                debug!(%addr, transport = stream.transport().kind(), encryption = ?stream.method(), "outgoing peer");
                 self.connected(*stream, Some(addr), Direction::Outgoing, Transport::Tcp);
             }
             TaskMsg::PeerData { key, data } => {
@@ -535,8 +535,17 @@ impl Task {
                 // encrypted handshake with it.
                 let connect_timeout = self.connect_timeout;
                 let (info_hash, policy) = (self.info_hash, self.shared.opts.encryption);
+                let utp = self.shared.utp.clone();
                 tokio::spawn(async move {
-                    let msg = match crypt::connect(addr, info_hash, policy, connect_timeout).await {
+                    let msg = match crypt::connect(
+                        addr,
+                        info_hash,
+                        policy,
+                        utp.as_ref(),
+                        connect_timeout,
+                    )
+                    .await
+                    {
                         Ok(stream) => TaskMsg::Connected {
                             addr,
                             stream: Box::new(stream),
