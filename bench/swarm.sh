@@ -40,6 +40,8 @@ IMPLS=${BENCH_IMPLS:-ours node rqbit}
 PERF=${BENCH_PERF:-1}
 # Our client's --encryption policy on both sides (prefer: RC4 between two of ours).
 ENCRYPTION=${BENCH_ENCRYPTION:-prefer}
+# More options for both of our commands, e.g. --no-utp.
+OURS_ARGS=${BENCH_OURS_ARGS:-}
 DATA=${BENCH_DATA:-/tmp/webtorrent-bench-${SIZE_MIB}MiB.bin}
 # Per-transfer bound (seconds): generous, 60 s + SIZE_MIB/4 s (>= 4 MiB/s).
 TIMEOUT=${BENCH_TIMEOUT:-$((60 + SIZE_MIB / 4))}
@@ -48,7 +50,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WT="$TARGET_DIR/release/webtorrent"
 RQBIT_BIN=${RQBIT_BIN:-$HOME/.cargo/bin/rqbit}
 RESULTS_MD="$ROOT/bench/results-latest.md"
-export SIZE_MIB PIECE RUNS IMPLS PERF ENCRYPTION DATA TIMEOUT READY_TIMEOUT WT RQBIT_BIN RESULTS_MD
+export SIZE_MIB PIECE RUNS IMPLS PERF ENCRYPTION OURS_ARGS DATA TIMEOUT READY_TIMEOUT WT RQBIT_BIN RESULTS_MD
 
 # ================================================================ outer part
 # Installs and builds what is missing (needs the package registries, so it
@@ -260,7 +262,7 @@ start_seeder_ours() {
     : >"$W/seed-ours-$r.err"
     /usr/bin/time -o "$W/seed-ours-$r.time" -f "$TFMT" \
         "$WT" seed "$DATA" --announce "$ANNOUNCE" --piece-length "$PIECE" --torrent-out "$TORRENT" \
-        --encryption "$ENCRYPTION" >"$W/seed-ours-$r.out" 2>"$W/seed-ours-$r.err" &
+        --encryption "$ENCRYPTION" $OURS_ARGS >"$W/seed-ours-$r.out" 2>"$W/seed-ours-$r.err" &
     SEED_TP=$!
     PIDS+=("$SEED_TP")
     wait_until "$READY_TIMEOUT" eval '[ "$(wc -l <"$W/seed-ours-$r.out")" -ge 2 ] || ! kill -0 $SEED_TP 2>/dev/null'
@@ -268,7 +270,7 @@ start_seeder_ours() {
 }
 leech_ours() {
     local r=$1 out=$2
-    LEECH=("$WT" download "$TORRENT" -o "$out" --announce "$ANNOUNCE" --timeout "$TIMEOUT" --encryption "$ENCRYPTION")
+    LEECH=("$WT" download "$TORRENT" -o "$out" --announce "$ANNOUNCE" --timeout "$TIMEOUT" --encryption "$ENCRYPTION" $OURS_ARGS)
 }
 
 start_seeder_node() {
@@ -458,7 +460,7 @@ if [ "$PERF" != 0 ] && [[ " $IMPLS " == *" ours "* ]] && command -v perf >/dev/n
         p0=$(now)
         run_bg timeout -k 5 "$TIMEOUT" perf record -q -F 999 -o "$W/leech.perf" -- \
             "$WT" download "$TORRENT" -o "$out" --announce "$ANNOUNCE" --timeout "$TIMEOUT" \
-            --encryption "$ENCRYPTION" >/dev/null 2>"$W/leech-perf.err" || note "profiled leecher failed: $(tail -c 300 "$W/leech-perf.err")"
+            --encryption "$ENCRYPTION" $OURS_ARGS >/dev/null 2>"$W/leech-perf.err" || note "profiled leecher failed: $(tail -c 300 "$W/leech-perf.err")"
         echo "profiled leecher: $(fsub "$(now)" "$p0") s wall (perf adds some overhead)" >>"$PROFILE"
         echo >>"$PROFILE"
         kill -INT "$PERF_SEED" 2>/dev/null || true
@@ -495,7 +497,7 @@ col() { # IMPL COLUMN -> values of the successful runs
 mib() { awk -v k="$1" 'BEGIN { if (k == "-") print "-"; else printf "%.0f", k / 1024 }'; }
 label() {
     case $1 in
-        ours) echo "ours → ours (webtorrent-rs $("$WT" --version | awk '{ print $2 }'), --encryption $ENCRYPTION)" ;;
+        ours) echo "ours → ours (webtorrent-rs $("$WT" --version | awk '{ print $2 }'), --encryption $ENCRYPTION $OURS_ARGS)" ;;
         node) echo "webtorrent → webtorrent (Node $(node --version), webtorrent $(jq -r .version "$TR/node_modules/webtorrent/package.json"))" ;;
         rqbit) echo "rqbit → rqbit ($("$RQBIT_BIN" --version 2>/dev/null | head -1))" ;;
     esac
