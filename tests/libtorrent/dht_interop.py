@@ -18,7 +18,6 @@ to the DHT only (no tracker). Then:
 Prints the lookup times. Exits non-zero on failure.
 """
 
-import hashlib
 import os
 import re
 import shutil
@@ -29,6 +28,8 @@ import time
 import warnings
 
 import libtorrent as lt
+
+from common import check_setup, make_file, sha256
 
 # session.status() is deprecated in libtorrent 2.0 but is the simple way to read dht_nodes.
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -64,24 +65,8 @@ def settings(ip, bootstrap):
     }
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def make_file(path, size):
-    with open(path, "wb") as f:
-        f.write(os.urandom(size))
-
-
 def main():
-    if not os.path.exists(BIN):
-        sys.exit(f"no webtorrent binary at {BIN}: cargo build -p webtorrent --bin webtorrent")
-    if subprocess.run(["ip", "route", "get", "1.1.1.1"], capture_output=True).returncode == 0:
-        sys.exit("refusing to run with a route off this host: use tests/netns.sh")
+    check_setup(BIN)
     work = tempfile.mkdtemp(prefix="wt-dht-")
     try:
         run(work)

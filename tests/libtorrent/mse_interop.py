@@ -18,9 +18,7 @@ SIZE_MIB (default 8) is the file size; a large one (e.g. 512 with a release bina
 printed rates a measure of the encryption's cost. Exits non-zero on failure.
 """
 
-import hashlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +26,8 @@ import tempfile
 import time
 
 import libtorrent as lt
+
+from common import check_setup, make_file, plain_log, rate, sha256
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
     os.path.dirname(__file__), "..", "..", "target", "debug", "webtorrent")
@@ -66,38 +66,12 @@ FORCED_PLAINTEXT = (lt.enc_policy.pe_forced, lt.enc_policy.pe_forced, lt.enc_lev
 DISABLED = (lt.enc_policy.pe_disabled, lt.enc_policy.pe_disabled, lt.enc_level.pe_both)
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def make_file(path, size):
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 1 << 20)
-            f.write(os.urandom(n))
-            left -= n
-
-
 def protection(flags):
     if flags & lt.peer_info.rc4_encrypted:
         return "rc4"
     if flags & lt.peer_info.plaintext_encrypted:
         return "plaintext"
     return "plain"
-
-
-def plain_log(text):
-    """`text` without terminal colours."""
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
-
-
-def rate(size, took):
-    return f"{size / took / (1 << 20):.1f} MiB/s"
 
 
 def lt_seeds(work, src, name, policy):
@@ -188,10 +162,7 @@ def lt_download(work, tpath, policy, timeout=TIMEOUT):
 
 
 def main():
-    if not os.path.exists(BIN):
-        sys.exit(f"no webtorrent binary at {BIN}: cargo build -p webtorrent --bin webtorrent")
-    if subprocess.run(["ip", "route", "get", "1.1.1.1"], capture_output=True).returncode == 0:
-        sys.exit("refusing to run with a route off this host: use tests/netns.sh")
+    check_setup(BIN)
     work = tempfile.mkdtemp(prefix="wt-mse-")
     try:
         run(work)

@@ -13,7 +13,6 @@ SIZE_MIB (default 8) is the file size; a large one with a release binary makes t
 rates a comparison of the two uTP stacks. Exits non-zero on failure.
 """
 
-import hashlib
 import os
 import re
 import shutil
@@ -23,6 +22,8 @@ import tempfile
 import time
 
 import libtorrent as lt
+
+from common import check_setup, make_file, plain_log, rate, sha256
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
     os.path.dirname(__file__), "..", "..", "target", "debug", "webtorrent")
@@ -60,32 +61,6 @@ UTP_SOCKET = 1 << 17
 assert int(lt.peer_info.holepunched) == 1 << 15 and int(lt.peer_info.rc4_encrypted) == 1 << 19
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def make_file(path, size):
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 1 << 20)
-            f.write(os.urandom(n))
-            left -= n
-
-
-def plain_log(text):
-    """`text` without terminal colours."""
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
-
-
-def rate(size, took):
-    return f"{size / took / (1 << 20):.1f} MiB/s"
-
-
 def cpu():
     """CPU seconds of this process (libtorrent's sessions) and its finished children."""
     t = os.times()
@@ -113,10 +88,7 @@ def lt_download(ses, tpath, peer, work):
 
 
 def main():
-    if not os.path.exists(BIN):
-        sys.exit(f"no webtorrent binary at {BIN}: cargo build -p webtorrent --bin webtorrent")
-    if subprocess.run(["ip", "route", "get", "1.1.1.1"], capture_output=True).returncode == 0:
-        sys.exit("refusing to run with a route off this host: use tests/netns.sh")
+    check_setup(BIN)
     work = tempfile.mkdtemp(prefix="wt-utp-")
     try:
         run(work)

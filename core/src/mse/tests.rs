@@ -54,6 +54,16 @@ fn run(
     ))
 }
 
+/// Steps 1 to 3: the initiator's key, the responder's key, the initiator's request.
+fn three_steps(a: &mut Handshake, b: &mut Handshake, have: &[InfoHash]) {
+    b.handle_data(&a.poll_transmit().unwrap(), lookup(have))
+        .unwrap();
+    a.handle_data(&b.poll_transmit().unwrap(), lookup(have))
+        .unwrap();
+    b.handle_data(&a.poll_transmit().unwrap(), lookup(have))
+        .unwrap();
+}
+
 fn exchange(a: &mut Established, b: &mut Established, data: &[u8]) -> Vec<u8> {
     let mut wire = data.to_vec();
     if let Some((_, w)) = &mut a.ciphers {
@@ -111,12 +121,7 @@ fn initial_payload_and_early_payload_arrive_decrypted() {
         let mut a = Handshake::initiator(torrent(9), methods, ia, entropy(1));
         let mut b = Handshake::responder(methods, entropy(2));
         // Steps 1 to 3, the responder's answer arrives with payload behind it.
-        b.handle_data(&a.poll_transmit().unwrap(), lookup(&have))
-            .unwrap();
-        a.handle_data(&b.poll_transmit().unwrap(), lookup(&have))
-            .unwrap();
-        b.handle_data(&a.poll_transmit().unwrap(), lookup(&have))
-            .unwrap();
+        three_steps(&mut a, &mut b, &have);
         assert!(b.is_done());
         let step4 = b.poll_transmit().unwrap();
         let mut eb = b.into_established().unwrap();
@@ -215,12 +220,7 @@ fn a_tampered_verification_constant_or_select_is_refused() {
     // A responder selecting a method the initiator did not offer.
     let mut a = Handshake::initiator(torrent(1), Methods::RC4_ONLY, b"", entropy(14));
     let mut b = Handshake::responder(Methods::PREFER_RC4, entropy(15));
-    b.handle_data(&a.poll_transmit().unwrap(), lookup(&have))
-        .unwrap();
-    a.handle_data(&b.poll_transmit().unwrap(), lookup(&have))
-        .unwrap();
-    b.handle_data(&a.poll_transmit().unwrap(), lookup(&have))
-        .unwrap();
+    three_steps(&mut a, &mut b, &have);
     let mut step4 = b.poll_transmit().unwrap();
     // VC (8) then crypto_select (4): turn RC4 (2) into plaintext (1) under the keystream.
     step4[11] ^= 0x02 ^ 0x01;
