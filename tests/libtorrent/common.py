@@ -42,3 +42,16 @@ def check_setup(binary):
         sys.exit(f"no webtorrent binary at {binary}: cargo build -p webtorrent --bin webtorrent")
     if subprocess.run(["ip", "route", "get", "1.1.1.1"], capture_output=True).returncode == 0:
         sys.exit("refusing to run with a route off this host: use tests/netns.sh")
+
+
+def run_in_temp(binary, prefix, run):
+    """Checks the setup, then runs `run(folder)` in a fresh temporary folder, removed after."""
+    import shutil
+    import tempfile
+
+    check_setup(binary)
+    work = tempfile.mkdtemp(prefix=prefix)
+    try:
+        run(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

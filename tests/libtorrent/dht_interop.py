@@ -20,16 +20,14 @@ Prints the lookup times. Exits non-zero on failure.
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 
 import libtorrent as lt
 
-from common import check_setup, make_file, sha256
+from common import run_in_temp, make_file, sha256
 
 # session.status() is deprecated in libtorrent 2.0 but is the simple way to read dht_nodes.
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -66,12 +64,7 @@ def settings(ip, bootstrap):
 
 
 def main():
-    check_setup(BIN)
-    work = tempfile.mkdtemp(prefix="wt-dht-")
-    try:
-        run(work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    run_in_temp(BIN, "wt-dht-", run)
 
 
 def run(work):

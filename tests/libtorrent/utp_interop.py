@@ -23,7 +23,7 @@ import time
 
 import libtorrent as lt
 
-from common import check_setup, make_file, plain_log, rate, sha256
+from common import run_in_temp, make_file, plain_log, rate, sha256
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
     os.path.dirname(__file__), "..", "..", "target", "debug", "webtorrent")
@@ -88,12 +88,7 @@ def lt_download(ses, tpath, peer, work):
 
 
 def main():
-    check_setup(BIN)
-    work = tempfile.mkdtemp(prefix="wt-utp-")
-    try:
-        run(work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    run_in_temp(BIN, "wt-utp-", run)
 
 
 def run(work):
