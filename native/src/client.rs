@@ -175,6 +175,8 @@ pub(crate) struct Shared {
     pub utp: Option<Arc<crate::utp::Utp>>,
     /// The UDP port's reader.
     udp_task: Option<tokio::task::AbortHandle>,
+    /// Peers dialled plain because they refused our encrypted handshake.
+    pub plain_peers: crate::crypt::PlainPeers,
 }
 
 impl Shared {
@@ -313,6 +315,7 @@ impl WebTorrent {
             dht,
             utp,
             udp_task,
+            plain_peers: Default::default(),
             #[cfg(feature = "webrtc")]
             signals,
             #[cfg(feature = "webrtc")]

@@ -417,18 +417,61 @@ async fn dial(
     }
 }
 
+/// Most peers [`PlainPeers`] remembers.
+const MAX_PLAIN_PEERS: usize = 4096;
+
+/// Peers that failed our encrypted handshake and then took a plain one: under
+/// [`Encryption::Prefer`] they are dialled plain from then on (the most recent
+/// [`MAX_PLAIN_PEERS`]), so each dial does not pay for a failed attempt first.
+#[derive(Debug, Default)]
+pub(crate) struct PlainPeers {
+    inner: std::sync::Mutex<(
+        std::collections::HashSet<SocketAddr>,
+        std::collections::VecDeque<SocketAddr>,
+    )>,
+}
+
+impl PlainPeers {
+    fn contains(&self, addr: SocketAddr) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .contains(&addr)
+    }
+
+    fn insert(&self, addr: SocketAddr) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (set, order) = &mut *g;
+        if set.insert(addr) {
+            order.push_back(addr);
+            if order.len() > MAX_PLAIN_PEERS {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 /// Dials `addr` for torrent `info_hash` under `policy` (by uTP and TCP, see [`dial`]), all
-/// within `timeout`: encrypted first unless the policy is [`Encryption::Disable`], plain
-/// again if that fails and the policy allows plain.
+/// within `timeout`: encrypted first unless the policy is [`Encryption::Disable`] or the
+/// peer is one of `plain` (remembered there when it needs plain), plain again if that
+/// fails and the policy allows plain.
 pub(crate) async fn connect(
     addr: SocketAddr,
     info_hash: InfoHash,
     policy: Encryption,
     utp: Option<&Arc<Utp>>,
+    plain: &PlainPeers,
     timeout: Duration,
 ) -> io::Result<PeerStream> {
     let deadline = Instant::now() + timeout;
-    let Some(methods) = policy.methods() else {
+    let methods = match policy.methods() {
+        Some(_) if policy == Encryption::Prefer && plain.contains(addr) => None,
+        m => m,
+    };
+    let Some(methods) = methods else {
         return dial(addr, utp, deadline).await.map(PeerStream::plain);
     };
     let mut stream = dial(addr, utp, deadline).await?;
@@ -459,7 +502,9 @@ pub(crate) async fn connect(
             };
             debug!(%addr, "encrypted handshake failed ({why}); retrying plain");
             drop(stream);
-            dial(addr, utp, deadline).await.map(PeerStream::plain)
+            let s = dial(addr, utp, deadline).await.map(PeerStream::plain)?;
+            plain.insert(addr);
+            Ok(s)
         }
     }
 }
@@ -558,6 +603,7 @@ mod tests {
             info_hash,
             Encryption::Require,
             None,
+            &PlainPeers::default(),
             Duration::from_secs(5),
         )
         .await
@@ -585,9 +631,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // Closes connections whose first byte is not 19; echoes "ok" on plain ones.
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
         tokio::spawn(async move {
             loop {
                 let (mut s, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     let mut b = [0u8; 1];
                     if s.read_exact(&mut b).await.is_ok() && b[0] == 19 {
@@ -597,15 +646,35 @@ mod tests {
             }
         });
         let ih = InfoHash::from([1u8; 20]);
-        let mut c = connect(addr, ih, Encryption::Prefer, None, Duration::from_secs(5))
+        let plain = PlainPeers::default();
+        for _ in 0..2 {
+            let mut c = connect(
+                addr,
+                ih,
+                Encryption::Prefer,
+                None,
+                &plain,
+                Duration::from_secs(5),
+            )
             .await
             .unwrap();
-        assert_eq!(c.method(), None);
-        c.write_all(&[19]).await.unwrap();
-        let mut ok = [0u8; 2];
-        c.read_exact(&mut ok).await.unwrap();
-        assert_eq!(&ok, b"ok");
-        let e = connect(addr, ih, Encryption::Require, None, Duration::from_secs(5)).await;
+            assert_eq!(c.method(), None);
+            c.write_all(&[19]).await.unwrap();
+            let mut ok = [0u8; 2];
+            c.read_exact(&mut ok).await.unwrap();
+            assert_eq!(&ok, b"ok");
+        }
+        // The first dial tried encryption and then plain; the second went plain at once.
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let e = connect(
+            addr,
+            ih,
+            Encryption::Require,
+            None,
+            &plain,
+            Duration::from_secs(5),
+        )
+        .await;
         assert!(e.is_err());
     }
 }

@@ -535,13 +535,14 @@ impl Task {
                 // encrypted handshake with it.
                 let connect_timeout = self.connect_timeout;
                 let (info_hash, policy) = (self.info_hash, self.shared.opts.encryption);
-                let utp = self.shared.utp.clone();
+                let shared = self.shared.clone();
                 tokio::spawn(async move {
                     let msg = match crypt::connect(
                         addr,
                         info_hash,
                         policy,
-                        utp.as_ref(),
+                        shared.utp.as_ref(),
+                        &shared.plain_peers,
                         connect_timeout,
                     )
                     .await
