@@ -138,6 +138,7 @@ pub mod peer;
 pub mod percent;
 pub mod picker;
 pub mod piece;
+pub mod portmap;
 pub mod rng;
 pub mod session;
 pub mod signal;
