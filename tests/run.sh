@@ -36,8 +36,11 @@ command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 /usr/bin/python3 -c 'import libtorrent' 2>/dev/null || missing+=(python3-libtorrent)
+# The simulated NAT router of the port-mapping test.
+[ -x /usr/sbin/miniupnpd ] || missing+=(miniupnpd)
+[ -x /usr/sbin/nft ] || missing+=(nftables)
 if [ ${#missing[@]} -gt 0 ]; then
-  apt-get update && apt-get install -y --no-install-recommends "${missing[@]}"
+  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 step "wasm tools (wasm-bindgen-cli at the Cargo.lock version, wasm-pack)"
@@ -122,6 +125,9 @@ tests/netns.sh /usr/bin/python3 tests/libtorrent/mse_interop.py target/debug/web
 
 step "uTP (BEP 29) with libtorrent: libtorrent with TCP off seeds to us and downloads from us"
 tests/netns.sh /usr/bin/python3 tests/libtorrent/utp_interop.py target/debug/webtorrent
+
+step "port mapping behind a simulated NAT (miniupnpd): UPnP, NAT-PMP and PCP; libtorrent outside connects in"
+tests/netns.sh /usr/bin/python3 tests/libtorrent/portmap_interop.py target/debug/webtorrent
 
 step "done"
 du -sh target

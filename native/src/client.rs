@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -177,6 +177,11 @@ pub(crate) struct Shared {
     udp_task: Option<tokio::task::AbortHandle>,
     /// Peers dialled plain because they refused our encrypted handshake.
     pub plain_peers: crate::crypt::PlainPeers,
+    /// The TCP port announced to trackers and the DHT: the router's external port once
+    /// port mapping made one, else `port`.
+    pub announce_port: Arc<AtomicU16>,
+    /// Port mapping on the router, when on and there is a router.
+    portmap: Option<crate::portmap::Mapper>,
 }
 
 impl Shared {
@@ -311,11 +316,29 @@ impl WebTorrent {
             _ => (None, None),
         };
         let udp_task = udp.map(|p| tokio::spawn(p.run(utp.clone(), dht_rx)).abort_handle());
+        let announce_port = Arc::new(AtomicU16::new(port));
+        let (port_changed, mut port_change) = tokio::sync::watch::channel(port);
+        let portmap = match (&opts.port_mapping, opts.incoming) {
+            (Some(pm), true) => {
+                crate::portmap::Mapper::start(
+                    pm,
+                    opts.listen_address,
+                    port,
+                    announce_port.clone(),
+                    port_changed,
+                    seed ^ 0x504d_4150,
+                )
+                .await
+            }
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             dht,
             utp,
             udp_task,
             plain_peers: Default::default(),
+            announce_port,
+            portmap,
             #[cfg(feature = "webrtc")]
             signals,
             #[cfg(feature = "webrtc")]
@@ -334,6 +357,28 @@ impl WebTorrent {
             req2: Mutex::new(HashMap::new()),
         });
         info!(port, peer_id = %String::from_utf8_lossy(&peer_id.0), "client listening");
+        if shared.portmap.is_some() {
+            // The router mapped us to another port: every torrent tells its trackers now.
+            let weak = Arc::downgrade(&shared);
+            tokio::spawn(async move {
+                while port_change.changed().await.is_ok() {
+                    let Some(shared) = weak.upgrade() else { return };
+                    let tasks: Vec<_> = shared
+                        .torrents
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .values()
+                        .map(|t| t.inner.tx.clone())
+                        .collect();
+                    drop(shared);
+                    for tx in tasks {
+                        let _ = tx
+                            .send(TaskMsg::input(webtorrent_core::session::Input::Reannounce))
+                            .await;
+                    }
+                }
+            });
+        }
         let handle = if shared.opts.incoming {
             if let Some(rx) = utp_accepted {
                 tokio::spawn(utp_accept_loop(rx, Arc::downgrade(&shared)));
@@ -351,6 +396,21 @@ impl WebTorrent {
     /// The TCP port actually bound (the one announced to trackers).
     pub fn port(&self) -> u16 {
         self.shared.port
+    }
+
+    /// The TCP port announced to trackers and the DHT: the router's external port when
+    /// [`WebTorrentOptions::port_mapping`] mapped one, else [`port`](Self::port).
+    pub fn announced_port(&self) -> u16 {
+        self.shared.announce_port.load(Ordering::Relaxed)
+    }
+
+    /// The port mappings the router holds for this client (empty without port mapping).
+    pub fn port_mappings(&self) -> Vec<crate::PortMapping> {
+        self.shared
+            .portmap
+            .as_ref()
+            .map(|m| m.mappings())
+            .unwrap_or_default()
     }
 
     /// Nodes in the DHT's IPv4 and IPv6 routing tables; `None` without a DHT.
@@ -729,11 +789,10 @@ impl WebTorrent {
         let t = Torrent { inner };
         let private = t.metainfo().is_some_and(|m| m.info.private);
         if let (Some((dht, _)), false) = (&self.shared.dht, private) {
-            let port = self.shared.port;
             tokio::spawn(crate::dht::announce_loop(
                 dht.clone(),
                 Arc::downgrade(&t.inner),
-                port,
+                self.shared.announce_port.clone(),
             ));
         }
         torrents.insert(info_hash, t.clone());
@@ -816,6 +875,9 @@ impl WebTorrent {
         }
         if let Some(t) = &self.shared.udp_task {
             t.abort();
+        }
+        if let Some(m) = &self.shared.portmap {
+            m.shutdown().await;
         }
         Ok(())
     }

@@ -425,7 +425,7 @@ impl Node {
 pub(crate) async fn announce_loop(
     dht: Arc<DhtHandle>,
     torrent: Weak<crate::torrent::Inner>,
-    port: u16,
+    port: Arc<std::sync::atomic::AtomicU16>,
 ) {
     let mut retry = RETRY_EMPTY;
     let usable = |t: &Weak<crate::torrent::Inner>| {
@@ -443,6 +443,7 @@ pub(crate) async fn announce_loop(
         let Some((info_hash, _)) = usable(&torrent) else {
             return;
         };
+        let port = port.load(std::sync::atomic::Ordering::Relaxed);
         let Some(mut rx) = dht.announce(info_hash, port).await else {
             return;
         };

@@ -50,6 +50,7 @@ mod disk;
 mod error;
 mod limit;
 mod options;
+pub mod portmap;
 #[cfg(feature = "webrtc")]
 pub mod rtc;
 #[cfg(feature = "server")]
@@ -73,6 +74,7 @@ pub use crypt::Encryption;
 pub use dht::DhtOptions;
 pub use error::{Error, Result};
 pub use options::{default_state_dir, human_bytes, WebTorrentOptions, DEFAULT_MEMORY_LIMIT};
+pub use portmap::{PortMapping, PortMappingOptions};
 pub use stream::FileReader;
 pub use torrent::{Event, Torrent, TorrentFile};
 pub use webtorrent_core as core;

@@ -468,6 +468,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 dht: net.dht_options().await?,
                 encryption: net.encryption,
                 utp: !net.no_utp,
+                port_mapping: net.port_mapping_options()?,
                 ..options(port, None)
             })
             .await?;
@@ -555,6 +556,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 dht: net.dht_options().await?,
                 encryption: net.encryption,
                 utp: !net.no_utp,
+                port_mapping: net.port_mapping_options()?,
                 ..options(port, Some(out.clone()))
             })
             .await?;
@@ -687,6 +689,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 dht: net.dht_options().await?,
                 encryption: net.encryption,
                 utp: !net.no_utp,
+                port_mapping: net.port_mapping_options()?,
                 ..options(port, None)
             })
             .await?;
@@ -820,6 +823,7 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
                 dht: a.net.dht_options().await?,
                 encryption: a.net.encryption,
                 utp: !a.net.no_utp,
+                port_mapping: a.net.port_mapping_options()?,
                 ..options(a.seed_port, None)
             })
             .await?,
@@ -1013,6 +1017,7 @@ async fn stream(a: StreamArgs) -> AnyResult<()> {
         dht: a.net.dht_options().await?,
         encryption: a.net.encryption,
         utp: !a.net.no_utp,
+        port_mapping: a.net.port_mapping_options()?,
         ..options(f.port, Some(f.out.clone()))
     })
     .await?;

@@ -63,6 +63,11 @@ pub struct WebTorrentOptions {
     /// connections are accepted, and outgoing ones try uTP first, with TCP if it is not
     /// answered within half a second.
     pub utp: bool,
+    /// Ask the home router to forward the listen port (TCP and UDP) by PCP, NAT-PMP and
+    /// UPnP IGD, renew it while the client runs and remove it on
+    /// [`destroy`](crate::WebTorrent::destroy); the port the router maps is the one
+    /// announced. `None` (the default): no mapping.
+    pub port_mapping: Option<crate::PortMappingOptions>,
     /// Seed for the state machines' random choices; random when `None`.
     pub rng_seed: Option<u64>,
     /// Join WebRTC swarms through WebSocket trackers (`ws://`) listed by torrents, beside TCP.
@@ -125,6 +130,7 @@ impl Default for WebTorrentOptions {
             dht: None,
             encryption: crate::Encryption::default(),
             utp: true,
+            port_mapping: None,
             rng_seed: None,
             webrtc: cfg!(feature = "webrtc"),
             #[cfg(feature = "webrtc")]

@@ -301,7 +301,14 @@ async fn the_stream_command_prints_urls_that_answer_ranges() {
     // A busy address: the refusal says what to pass instead.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_webtorrent"))
-        .args(["stream", &magnet, "--no-dht", "--quiet", "--listen"])
+        .args([
+            "stream",
+            &magnet,
+            "--no-dht",
+            "--no-port-mapping",
+            "--quiet",
+            "--listen",
+        ])
         .arg(busy.local_addr().unwrap().to_string())
         .arg("-o")
         .arg(dir.path().join("out2"))

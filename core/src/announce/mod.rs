@@ -419,6 +419,8 @@ struct Group {
     ok_at: Option<Time>,
     /// Min interval of that reply.
     min_interval: Duration,
+    /// Our address changed: announce as soon as the tracker is free, min interval or not.
+    reannounce: bool,
 }
 
 impl Group {
@@ -429,6 +431,7 @@ impl Group {
             pos: 0,
             due: None,
             backoff: false,
+            reannounce: false,
             ok_at: None,
             min_interval: Duration::ZERO,
         }
@@ -637,6 +640,27 @@ impl Announcer {
         }
     }
 
+    /// Our address changed (a router mapped our port to another one): every tracker in use
+    /// hears it now, min interval or not (it is news the tracker must have to hand us out).
+    /// Trackers failing and backing off keep their back-off.
+    pub fn reannounce(&mut self, now: Time) {
+        let now = self.tick(now);
+        if self.state != AnnouncerState::Running {
+            return;
+        }
+        for gi in 0..self.groups.len() {
+            let busy = self.current_busy(gi);
+            let g = &mut self.groups[gi];
+            if g.backoff || (g.ok_at.is_none() && !busy) {
+                continue;
+            }
+            g.reannounce = true;
+            if !busy {
+                g.due = Some(now);
+            }
+        }
+    }
+
     /// Current totals, reported in every job from now on. `left`: `None` while unknown.
     pub fn update_stats(&mut self, uploaded: u64, downloaded: u64, left: Option<u64>) {
         self.uploaded = uploaded;
@@ -664,6 +688,7 @@ impl Announcer {
                 })?;
                 let id = self.groups[gi].current()?;
                 self.groups[gi].due = None;
+                self.groups[gi].reannounce = false;
                 let event = self.event_for(&self.trackers[id.index()]);
                 Some(self.dispatch(id.index(), event, now))
             }
@@ -827,7 +852,7 @@ impl Announcer {
             return Some(due);
         };
         let mut at = due.max(t.retry_at);
-        if self.event_for(t) == AnnounceEvent::None {
+        if self.event_for(t) == AnnounceEvent::None && !g.reannounce {
             if let Some(ok_at) = t.ok_at {
                 at = at.max(ok_at + t.min_interval);
             }
@@ -965,7 +990,7 @@ impl Announcer {
         let Some(next) = g.current().and_then(|c| self.trackers.get(c.index())) else {
             return;
         };
-        let due = if self.needs_completed(next) {
+        let due = if self.needs_completed(next) || self.groups[gi].reannounce {
             now
         } else {
             now + interval

@@ -184,6 +184,34 @@ fn want_peers_honours_min_interval() {
 }
 
 #[test]
+fn reannounce_goes_at_once_past_min_interval_and_after_a_job_in_flight() {
+    let mut a = single("http://a/announce");
+    a.start(T0, None);
+    let job = one(&mut a, T0);
+    // The address changes while `started` is out: the reply brings the next announce to now.
+    a.reannounce(t(1));
+    assert!(drain(&mut a, t(1)).is_empty(), "one job at a time");
+    assert!(a.handle_reply(t(2), job.id, ok_min(1800, 300)));
+    let again = one(&mut a, t(2));
+    assert_eq!(again.event, AnnounceEvent::None);
+    assert!(a.handle_reply(t(3), again.id, ok_min(1800, 300)));
+    // Then the regular interval; another change goes at once, min interval or not.
+    assert_eq!(a.poll_timeout(), Some(t(1803)));
+    a.reannounce(t(10));
+    assert_eq!(one(&mut a, t(10)).event, AnnounceEvent::None);
+}
+
+#[test]
+fn reannounce_does_not_cut_a_back_off_short() {
+    let mut a = running_single(1800);
+    let job = one(&mut a, t(1800));
+    assert!(a.handle_reply(t(1800), job.id, net()));
+    let retry = a.poll_timeout().unwrap();
+    a.reannounce(t(1801));
+    assert_eq!(a.poll_timeout(), Some(retry));
+}
+
+#[test]
 fn want_peers_does_not_cut_a_back_off_short() {
     let mut a = running_single(1800);
     let job = one(&mut a, t(1800));

@@ -522,7 +522,7 @@ impl PortMapper {
                 for m in &mut self.upnp_maps {
                     m.state = UMapState::Idle;
                 }
-                return self.upnp_timeout(now);
+                self.upnp_timeout(now);
             }
             UpnpState::Ready(_) => {
                 for i in 0..self.upnp_maps.len() {

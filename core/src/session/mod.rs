@@ -250,6 +250,8 @@ pub enum Input {
     },
     /// Addresses to try (from the user or a magnet link's `x.pe`).
     AddPeers(Vec<SocketAddr>),
+    /// Our announced address changed (port mapping): tell the trackers now.
+    Reannounce,
     /// Drop every peer and tell trackers we paused.
     Pause,
     /// Undo [`Input::Pause`].
@@ -926,6 +928,7 @@ impl TorrentSession {
                     self.torrent.add_candidates(now, addrs, PeerSource::Manual);
                 }
             }
+            Input::Reannounce => self.announcer.reannounce(now),
             Input::Pause => self.pause(now),
             Input::Resume => {
                 if self.phase == Phase::Paused && self.refused.is_none() {

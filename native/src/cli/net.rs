@@ -1,5 +1,5 @@
 //! The network options every command that runs a client takes: DHT, state folder, protocol
-//! encryption and uTP.
+//! encryption, uTP and port mapping.
 
 use std::path::PathBuf;
 
@@ -24,12 +24,56 @@ pub struct NetArgs {
     /// Do not use uTP (BEP 29): peer connections over TCP only.
     #[arg(long, global = true)]
     pub no_utp: bool,
+    /// Do not ask the router to forward the listen port (PCP, NAT-PMP, UPnP).
+    #[arg(long, global = true)]
+    pub no_port_mapping: bool,
+    /// How to ask the router to forward the listen port: a comma-separated list of pcp,
+    /// natpmp and upnp (default: all three).
+    #[arg(long, value_name = "METHODS", global = true, value_delimiter = ',')]
+    pub port_mapping: Vec<String>,
 }
 
 /// Where the DHT's state is kept in the state folder.
 const DHT_STATE: &str = "dht.dat";
 
 impl NetArgs {
+    /// The client's port-mapping settings: `None` with `--no-port-mapping`.
+    pub fn port_mapping_options(
+        &self,
+    ) -> Result<Option<webtorrent::PortMappingOptions>, Box<dyn std::error::Error + Send + Sync>>
+    {
+        if self.no_port_mapping {
+            if !self.port_mapping.is_empty() {
+                return Err(
+                    "--no-port-mapping and --port-mapping contradict each other; give one of them"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        }
+        let mut o = webtorrent::PortMappingOptions::default();
+        if !self.port_mapping.is_empty() {
+            o.pcp = false;
+            o.natpmp = false;
+            o.upnp = false;
+            for m in &self.port_mapping {
+                match m.trim().to_ascii_lowercase().replace('-', "").as_str() {
+                    "pcp" => o.pcp = true,
+                    "natpmp" | "pmp" => o.natpmp = true,
+                    "upnp" => o.upnp = true,
+                    "" => {}
+                    other => {
+                        return Err(format!(
+                            "--port-mapping {other}: not a method; give pcp, natpmp and/or upnp (e.g. --port-mapping upnp,natpmp), or --no-port-mapping"
+                        )
+                        .into())
+                    }
+                }
+            }
+        }
+        Ok(Some(o))
+    }
+
     /// The client's DHT settings: `None` with `--no-dht`; else the routers or the nodes
     /// given (names resolved here, so a typo is an error now, not a warning later).
     pub async fn dht_options(

@@ -729,8 +729,14 @@ impl Task {
         let Some(client) = self.shared.trackers.clone() else {
             return;
         };
-        let params =
-            AnnounceParams::from_job(&job, self.info_hash, self.shared.peer_id, self.shared.port);
+        let params = AnnounceParams::from_job(
+            &job,
+            self.info_hash,
+            self.shared.peer_id,
+            self.shared
+                .announce_port
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
         let tx = self.tx.clone();
         let url = job.url.clone();
         let id = job.id;

@@ -185,10 +185,10 @@ pub fn write_file(dir: &Path, rel: &str, data: &[u8]) -> PathBuf {
 }
 
 /// The built `webtorrent` CLI, with the DHT off (`--no-dht`: its default routers are public
-/// hosts).
+/// hosts) and no port mapping (`--no-port-mapping`: it talks to the LAN's router).
 pub fn cli() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_webtorrent"));
-    c.arg("--no-dht");
+    c.args(["--no-dht", "--no-port-mapping"]);
     c
 }
 
