@@ -215,6 +215,9 @@ function withoutTracker (magnet, url) {
 // next to the page, says so and gives its HTTP announce URL. Elsewhere it is missing, and the
 // page works as a plain static page.
 let bridgeInfo = null // { http, keep } when the server has a bridge
+// STUN/TURN servers the server gives in bridge.json (`webtorrent serve --stun/--turn`), for
+// the WebRTC connections of this tab; the browser's defaults when it names none.
+let iceServers = null
 let bridgeLoaded = Promise.resolve(null)
 
 const bridgeUrl = rel => new URL(rel, location.href)
@@ -224,6 +227,9 @@ async function loadBridgeInfo () {
     const res = await fetch(bridgeUrl('bridge.json'), { cache: 'no-store', headers: { accept: 'application/json' } })
     if (!res.ok) throw new Error(`HTTP ${res.status}`)
     const j = await res.json()
+    if (j && Array.isArray(j.iceServers) && j.iceServers.length) {
+      iceServers = j.iceServers.filter(s => s && (typeof s.urls === 'string' || Array.isArray(s.urls)))
+    }
     if (!j || j.bridge !== true) throw new Error('no bridge')
     const http = j.announce && typeof j.announce.http === 'string' && /^https?:\/\//i.test(j.announce.http) ? j.announce.http : null
     bridgeInfo = { http, keep: !!(j.settings && j.settings.keep) }
@@ -948,7 +954,13 @@ async function start () {
   try {
     const { default: init, WebTorrent } = await import(PKG_URL)
     await init()
-    client = new WebTorrent({ announce: currentTrackers() })
+    // The server's STUN/TURN servers, if it has any, before the first connection.
+    let timer
+    await Promise.race([
+      bridgeLoaded,
+      new Promise(resolve => { timer = setTimeout(resolve, BRIDGE_WAIT_MS) })
+    ]).finally(() => clearTimeout(timer))
+    client = new WebTorrent(iceServers ? { announce: currentTrackers(), iceServers } : { announce: currentTrackers() })
     window.webtorrentClient = client
   } catch (e) {
     clientError = errorMessage(e)

@@ -463,14 +463,17 @@ async fn run(cli: Cli) -> AnyResult<()> {
             torrent_out,
             upload_limit,
         } => {
-            let client = WebTorrent::new(WebTorrentOptions {
-                upload_limit,
-                dht: net.dht_options().await?,
-                encryption: net.encryption,
-                utp: !net.no_utp,
-                port_mapping: net.port_mapping_options()?,
-                ..options(port, None)
-            })
+            let client = WebTorrent::new(with_ice(
+                &net,
+                WebTorrentOptions {
+                    upload_limit,
+                    dht: net.dht_options().await?,
+                    encryption: net.encryption,
+                    utp: !net.no_utp,
+                    port_mapping: net.port_mapping_options()?,
+                    ..options(port, None)
+                },
+            )?)
             .await?;
             let is_torrent = path.extension().is_some_and(|e| e == "torrent");
             let torrent = if is_torrent {
@@ -550,15 +553,18 @@ async fn run(cli: Cli) -> AnyResult<()> {
             select,
         } => {
             create_out_dir(&out)?;
-            let client = WebTorrent::new(WebTorrentOptions {
-                download_limit,
-                upload_limit,
-                dht: net.dht_options().await?,
-                encryption: net.encryption,
-                utp: !net.no_utp,
-                port_mapping: net.port_mapping_options()?,
-                ..options(port, Some(out.clone()))
-            })
+            let client = WebTorrent::new(with_ice(
+                &net,
+                WebTorrentOptions {
+                    download_limit,
+                    upload_limit,
+                    dht: net.dht_options().await?,
+                    encryption: net.encryption,
+                    utp: !net.no_utp,
+                    port_mapping: net.port_mapping_options()?,
+                    ..options(port, Some(out.clone()))
+                },
+            )?)
             .await?;
             let torrent = client
                 .add_with(
@@ -683,15 +689,18 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 scan_interval: Duration::from_secs(scan_interval.max(1)),
                 ..bridge.config()?
             };
-            let client = WebTorrent::new(WebTorrentOptions {
-                listen_address: host,
-                upload_cache_bytes: Some(BRIDGE_UPLOAD_CACHE),
-                dht: net.dht_options().await?,
-                encryption: net.encryption,
-                utp: !net.no_utp,
-                port_mapping: net.port_mapping_options()?,
-                ..options(port, None)
-            })
+            let client = WebTorrent::new(with_ice(
+                &net,
+                WebTorrentOptions {
+                    listen_address: host,
+                    upload_cache_bytes: Some(BRIDGE_UPLOAD_CACHE),
+                    dht: net.dht_options().await?,
+                    encryption: net.encryption,
+                    utp: !net.no_utp,
+                    port_mapping: net.port_mapping_options()?,
+                    ..options(port, None)
+                },
+            )?)
             .await?;
             let data = config.data_dir.clone();
             let b = Bridge::start(client.clone(), source, config)?;
@@ -810,6 +819,7 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
             per_second: a.announce_rate,
             burst: a.announce_rate.saturating_mul(25),
         },
+        ice_servers: a.net.ice_servers()?,
         ..server::ServerConfig::default()
     };
     let srv = server::Server::bind(config).await?;
@@ -817,15 +827,18 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
     // answers as it will for the rest of the run.
     let client = if !a.files.is_empty() || a.bridge.is_some() {
         Some(
-            WebTorrent::new(WebTorrentOptions {
-                listen_address: a.listen.ip(),
-                upload_cache_bytes: a.bridge.is_some().then_some(BRIDGE_UPLOAD_CACHE),
-                dht: a.net.dht_options().await?,
-                encryption: a.net.encryption,
-                utp: !a.net.no_utp,
-                port_mapping: a.net.port_mapping_options()?,
-                ..options(a.seed_port, None)
-            })
+            WebTorrent::new(with_ice(
+                &a.net,
+                WebTorrentOptions {
+                    listen_address: a.listen.ip(),
+                    upload_cache_bytes: a.bridge.is_some().then_some(BRIDGE_UPLOAD_CACHE),
+                    dht: a.net.dht_options().await?,
+                    encryption: a.net.encryption,
+                    utp: !a.net.no_utp,
+                    port_mapping: a.net.port_mapping_options()?,
+                    ..options(a.seed_port, None)
+                },
+            )?)
             .await?,
         )
     } else {
@@ -916,6 +929,26 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
 /// the operating system's page cache serves re-reads.
 #[cfg(feature = "server")]
 const BRIDGE_UPLOAD_CACHE: usize = 0;
+
+/// `o` with the STUN and TURN servers of `--stun` / `--turn` for its WebRTC connections.
+fn with_ice(net: &cli::net::NetArgs, o: WebTorrentOptions) -> AnyResult<WebTorrentOptions> {
+    #[cfg(feature = "webrtc")]
+    {
+        let mut o = o;
+        let ice = net.ice_servers()?;
+        if !ice.is_empty() {
+            let mut c = o.rtc_config();
+            c.ice_servers = ice;
+            o.rtc = Some(c);
+        }
+        Ok(o)
+    }
+    #[cfg(not(feature = "webrtc"))]
+    {
+        net.ice_servers()?;
+        Ok(o)
+    }
+}
 
 fn options(port: Option<u16>, dir: Option<PathBuf>) -> WebTorrentOptions {
     WebTorrentOptions {
@@ -1013,13 +1046,16 @@ async fn stream(a: StreamArgs) -> AnyResult<()> {
     use webtorrent::server::stream::StreamServer;
     let f = a.fetch;
     create_out_dir(&f.out)?;
-    let client = WebTorrent::new(WebTorrentOptions {
-        dht: a.net.dht_options().await?,
-        encryption: a.net.encryption,
-        utp: !a.net.no_utp,
-        port_mapping: a.net.port_mapping_options()?,
-        ..options(f.port, Some(f.out.clone()))
-    })
+    let client = WebTorrent::new(with_ice(
+        &a.net,
+        WebTorrentOptions {
+            dht: a.net.dht_options().await?,
+            encryption: a.net.encryption,
+            utp: !a.net.no_utp,
+            port_mapping: a.net.port_mapping_options()?,
+            ..options(f.port, Some(f.out.clone()))
+        },
+    )?)
     .await?;
     let torrent = client
         .add_with(

@@ -3,16 +3,10 @@ miniupnpd maps its port by UPnP IGD, by NAT-PMP and by PCP, announces the mapped
 libtorrent peer outside the NAT connects in and downloads (SHA-256 checked). Without a
 mapping the same peer cannot get in, and a mapping is gone once our client exits.
 
-The network (all inside the namespace tests/netns.sh makes, which has no route off the host):
-
-    [outside: this script, libtorrent, the tracker]  wan0 11.0.0.1/24
-        |  veth
-    [router netns: nftables masquerade + miniupnpd]  rwan 11.0.0.2/24 | rlan 192.168.77.1/24
-        |  veth
-    [client netns: our CLI]                          lan0 192.168.77.2/24, default via .1
-
-11.0.0.0/24 stands for the internet: miniupnpd refuses to map on a private or documentation
-address. No packet leaves the namespaces (the outside has no route beyond 11.0.0.0/24).
+The network is tests/nat.sh's (inside the namespace tests/netns.sh makes, which has no
+route off the host): this script, the tracker and libtorrent outside on 11.0.0.1; our CLI
+behind a router namespace (nftables masquerade, miniupnpd) on 192.168.77.2; another host on
+192.168.77.3 holds our port outside, so the router must give us another one.
 
     tests/netns.sh /usr/bin/python3 tests/libtorrent/portmap_interop.py [path/to/webtorrent]
 
@@ -40,22 +34,9 @@ OUT_IP, WAN_IP, GW_IP, ME_IP, DECOY_IP = "11.0.0.1", "11.0.0.2", "192.168.77.1",
 OUR_PORT = 6881
 TRACKER_PORT = 8000
 SIZE = 3 * 1024 * 1024 + 17
-ROUTER = f"wtpm-router-{os.getpid()}"
-CLIENT = f"wtpm-client-{os.getpid()}"
-
-NFT_RULES = """
-table inet filter {
-  chain forward { type filter hook forward priority 0; policy drop;
-    ct state established,related accept; iifname "rlan" accept; jump miniupnpd; }
-  chain miniupnpd { }
-  chain prerouting { type nat hook prerouting priority dstnat; policy accept; jump prerouting_miniupnpd; }
-  chain postrouting { type nat hook postrouting priority srcnat; policy accept;
-    jump postrouting_miniupnpd; oifname "rwan" masquerade; }
-  chain prerouting_miniupnpd { }
-  chain postrouting_miniupnpd { }
-}
-"""
-
+NAME = f"wtpm{os.getpid()}"
+ROUTER = f"{NAME}-router"
+CLIENT = f"{NAME}-client"
 
 def log(*a):
     print("[portmap-interop]", *a, flush=True)
@@ -72,33 +53,15 @@ def in_router(*args):
     return sh("ip", "netns", "exec", ROUTER, *args)
 
 
-def build_network(work):
-    sh("ip", "netns", "add", ROUTER)
-    sh("ip", "netns", "add", CLIENT)
-    sh("ip", "link", "add", "wan0", "type", "veth", "peer", "name", "rwan", "netns", ROUTER)
-    sh("ip", "addr", "add", f"{OUT_IP}/24", "dev", "wan0")
-    sh("ip", "link", "set", "wan0", "up")
-    sh("ip", "-n", ROUTER, "link", "set", "lo", "up")
-    sh("ip", "-n", ROUTER, "addr", "add", f"{WAN_IP}/24", "dev", "rwan")
-    sh("ip", "-n", ROUTER, "link", "set", "rwan", "up")
-    sh("ip", "-n", ROUTER, "link", "add", "rlan", "type", "veth", "peer", "name", "lan0", "netns", CLIENT)
-    sh("ip", "-n", ROUTER, "addr", "add", f"{GW_IP}/24", "dev", "rlan")
-    sh("ip", "-n", ROUTER, "link", "set", "rlan", "up")
-    sh("ip", "-n", CLIENT, "link", "set", "lo", "up")
-    sh("ip", "-n", CLIENT, "addr", "add", f"{ME_IP}/24", "dev", "lan0")
-    sh("ip", "-n", CLIENT, "addr", "add", f"{DECOY_IP}/24", "dev", "lan0")
-    sh("ip", "-n", CLIENT, "link", "set", "lan0", "up")
-    sh("ip", "-n", CLIENT, "route", "add", "default", "via", GW_IP)
-    in_router("sysctl", "-qw", "net.ipv4.ip_forward=1")
-    rules = os.path.join(work, "nat.nft")
-    with open(rules, "w") as f:
-        f.write(NFT_RULES)
-    in_router("nft", "-f", rules)
+NAT_SH = os.path.join(HERE, "..", "nat.sh")
+
+
+def build_network():
+    sh(NAT_SH, "up", NAME)
 
 
 def remove_network():
-    for ns in (ROUTER, CLIENT):
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run([NAT_SH, "down", NAME], capture_output=True)
 
 
 def start_miniupnpd(work):
@@ -274,8 +237,15 @@ def scenario(work, path, want, tracker, method):
             f"libtorrent outside connected in and got the file, SHA-256 matches")
     finally:
         stop(seeder)
-    after = redirects()
-    if ("tcp", str(ext)) in after or ("udp", str(ext)) in after:
+    # The router takes the removal requests in as our client exits: give it a moment.
+    t0 = time.time()
+    while True:
+        after = redirects()
+        gone = ("tcp", str(ext)) not in after and ("udp", str(ext)) not in after
+        if gone or time.time() - t0 > 3:
+            break
+        time.sleep(0.1)
+    if not gone:
         logf.seek(0)
         sys.exit(f"{label}: the forward of port {ext} is still on the router after our client exited: {after}\n"
                  f"{plain_log(logf.read())[-1500:]}")
@@ -305,7 +275,7 @@ def run(work):
     for tool in ("miniupnpd", "nft"):
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
             sys.exit(f"{tool} is missing: apt-get install miniupnpd nftables")
-    build_network(work)
+    build_network()
     try:
         path = os.path.join(work, "behind-nat.bin")
         make_file(path, SIZE)

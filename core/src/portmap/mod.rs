@@ -896,13 +896,22 @@ impl PortMapper {
         self.stopping = true;
         if let Some(to) = self.pmp_to() {
             for i in 0..self.pmp.len() {
-                if let PmpState::Mapped { pcp, .. } = self.pmp[i].state {
-                    let data = self.pmp_request(&self.pmp[i], pcp, 0);
-                    self.out.push_back(Output::Udp { to, data });
-                    self.events.push_back(Event::Removed {
-                        method: if pcp { Method::Pcp } else { Method::NatPmp },
-                        protocol: self.pmp[i].protocol,
-                    });
+                match self.pmp[i].state {
+                    PmpState::Mapped { pcp, .. } => {
+                        let data = self.pmp_request(&self.pmp[i], pcp, 0);
+                        self.out.push_back(Output::Udp { to, data });
+                        self.events.push_back(Event::Removed {
+                            method: if pcp { Method::Pcp } else { Method::NatPmp },
+                            protocol: self.pmp[i].protocol,
+                        });
+                    }
+                    // Asked and perhaps granted, the answer not here yet: remove it too
+                    // (removing what a gateway does not hold is harmless).
+                    PmpState::Requesting { pcp, attempt, .. } if attempt > 0 => {
+                        let data = self.pmp_request(&self.pmp[i], pcp, 0);
+                        self.out.push_back(Output::Udp { to, data });
+                    }
+                    _ => {}
                 }
                 self.pmp[i].state = PmpState::Done;
             }

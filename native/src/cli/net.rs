@@ -1,5 +1,5 @@
 //! The network options every command that runs a client takes: DHT, state folder, protocol
-//! encryption, uTP and port mapping.
+//! encryption, uTP, port mapping and the STUN/TURN servers of WebRTC.
 
 use std::path::PathBuf;
 
@@ -31,12 +31,103 @@ pub struct NetArgs {
     /// natpmp and upnp (default: all three).
     #[arg(long, value_name = "METHODS", global = true, value_delimiter = ',')]
     pub port_mapping: Vec<String>,
+    /// A STUN server for WebRTC (repeatable): stun:HOST:PORT, or just HOST:PORT. Our WebRTC
+    /// peers learn their public address from it; `serve` hands it to its page as well.
+    #[arg(long, value_name = "URL", global = true)]
+    pub stun: Vec<String>,
+    /// A TURN server for WebRTC (repeatable): turn:HOST:PORT[?transport=udp|tcp], turns:…,
+    /// or just HOST:PORT; it relays when no direct path exists. Needs --turn-username and
+    /// --turn-credential; `serve` hands it, credentials included, to its page as well.
+    #[arg(long, value_name = "URL", global = true)]
+    pub turn: Vec<String>,
+    /// User name for the --turn servers.
+    #[arg(long, value_name = "NAME", global = true)]
+    pub turn_username: Option<String>,
+    /// Password (credential) for the --turn servers.
+    #[arg(long, value_name = "SECRET", global = true, alias = "turn-password")]
+    pub turn_credential: Option<String>,
+}
+
+#[cfg(feature = "webrtc")]
+/// `url` with `scheme:` in front unless it has one of `schemes` already; an error names the
+/// option and what to give instead.
+fn ice_url(option: &str, url: &str, schemes: &[&str]) -> Result<String, String> {
+    let url = url.trim();
+    let lower = url.to_ascii_lowercase();
+    let url = if schemes.iter().any(|s| lower.starts_with(&format!("{s}:"))) {
+        url.to_string()
+    } else if lower.contains("://")
+        || ["stun:", "stuns:", "turn:", "turns:"]
+            .iter()
+            .any(|s| lower.starts_with(s))
+    {
+        return Err(format!(
+            "{option} {url}: not a {} URL; give e.g. {}:example.org:3478",
+            schemes[0].to_uppercase(),
+            schemes[0]
+        ));
+    } else {
+        format!("{}:{url}", schemes[0])
+    };
+    let rest = &url[url.find(':').map_or(0, |i| i + 1)..];
+    let host_port = rest.split('?').next().unwrap_or("");
+    if host_port.is_empty() || host_port.starts_with(':') {
+        return Err(format!(
+            "{option} {url}: no host; give e.g. {}:example.org:3478",
+            schemes[0]
+        ));
+    }
+    Ok(url)
 }
 
 /// Where the DHT's state is kept in the state folder.
 const DHT_STATE: &str = "dht.dat";
 
 impl NetArgs {
+    /// The STUN and TURN servers of `--stun` and `--turn`, checked.
+    #[cfg(feature = "webrtc")]
+    pub fn ice_servers(
+        &self,
+    ) -> Result<Vec<webtorrent::rtc::IceServer>, Box<dyn std::error::Error + Send + Sync>> {
+        let mut out = Vec::new();
+        for u in &self.stun {
+            out.push(webtorrent::rtc::IceServer {
+                urls: vec![ice_url("--stun", u, &["stun", "stuns"])?],
+                ..Default::default()
+            });
+        }
+        if self.turn.is_empty() {
+            if self.turn_username.is_some() || self.turn_credential.is_some() {
+                return Err("--turn-username and --turn-credential are for --turn servers; give --turn URL too".into());
+            }
+            return Ok(out);
+        }
+        let (Some(user), Some(pass)) = (&self.turn_username, &self.turn_credential) else {
+            return Err("--turn needs --turn-username NAME and --turn-credential SECRET (TURN servers let only known users relay)".into());
+        };
+        let urls = self
+            .turn
+            .iter()
+            .map(|u| ice_url("--turn", u, &["turn", "turns"]))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(webtorrent::rtc::IceServer {
+            urls,
+            username: user.clone(),
+            credential: pass.clone(),
+        });
+        Ok(out)
+    }
+
+    /// A build without WebRTC refuses `--stun` and `--turn`.
+    #[cfg(not(feature = "webrtc"))]
+    pub fn ice_servers(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.stun.is_empty() && self.turn.is_empty() {
+            Ok(())
+        } else {
+            Err("--stun and --turn are for WebRTC, which this build lacks (the `webrtc` cargo feature); leave them out".into())
+        }
+    }
+
     /// The client's port-mapping settings: `None` with `--no-port-mapping`.
     pub fn port_mapping_options(
         &self,

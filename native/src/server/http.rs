@@ -295,16 +295,31 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
     r
 }
 
-/// `/bridge.json`: the trackers this server gives out, and what its bridge offers pages.
+/// `/bridge.json`: the trackers this server gives out, what its bridge offers pages, and the
+/// STUN/TURN servers pages should use (`iceServers`, as `RTCPeerConnection` takes them).
 fn bridge_info(shared: &Shared) -> Response<Body> {
     let urls = &shared.urls;
     let bridge = shared.bridge.get().map(|b| b.describe());
+    let ice: Vec<serde_json::Value> = shared
+        .config
+        .ice_servers
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::json!({ "urls": s.urls });
+            if !s.username.is_empty() || !s.credential.is_empty() {
+                v["username"] = s.username.clone().into();
+                v["credential"] = s.credential.clone().into();
+            }
+            v
+        })
+        .collect();
     json(
         StatusCode::OK,
         &serde_json::json!({
             "bridge": bridge.is_some(),
             "announce": { "http": urls.http, "ws": urls.ws, "udp": urls.udp },
             "settings": bridge,
+            "iceServers": ice,
         }),
     )
 }

@@ -89,6 +89,10 @@ pub struct ServerConfig {
     pub allow: InfoHashFilter,
     /// Announces one address may make (default: 20 a second after a burst of 500).
     pub announce_rate: RateLimit,
+    /// STUN and TURN servers the page's WebRTC connections use, given to it in
+    /// `/bridge.json` as `iceServers` (TURN credentials included: the page needs them).
+    /// Default: none.
+    pub ice_servers: Vec<crate::rtc::IceServer>,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +109,7 @@ impl Default for ServerConfig {
             public_url: None,
             allow: InfoHashFilter::Any,
             announce_rate: RateLimit::default(),
+            ice_servers: Vec::new(),
         }
     }
 }
