@@ -39,6 +39,8 @@ command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 # The simulated NAT router of the port-mapping test.
 [ -x /usr/sbin/miniupnpd ] || missing+=(miniupnpd)
 [ -x /usr/sbin/nft ] || missing+=(nftables)
+# The TURN server of the WebRTC-through-NAT test.
+command -v turnserver >/dev/null || missing+=(coturn)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
@@ -113,6 +115,9 @@ tests/netns.sh node --test tests/browser/bridge.test.mjs
 
 step "the bridge as a service: webtorrent serve alone links pages, the bundle and desktop clients"
 tests/netns.sh node --test tests/browser/service.test.mjs
+
+step "WebRTC through NAT: our page behind a simulated NAT (UDP out only to TURN) gets a file from serve through coturn"
+tests/netns.sh node --test tests/browser/nat.test.mjs
 
 step "watching while it downloads: the page's <video> plays and seeks, fed by a throttled CLI seeder"
 tests/netns.sh node --test tests/browser/player.test.mjs
