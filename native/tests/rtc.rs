@@ -151,6 +151,63 @@ async fn offer_is_a_standard_non_trickle_sdp() {
     drop(offer);
 }
 
+/// A STUN server that answers every Binding request with `mapped` as the client's
+/// (XOR-MAPPED-ADDRESS, RFC 5389), as one in front of a NAT would.
+async fn fake_stun(
+    mapped: std::net::SocketAddrV4,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<u32>) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut answered = 0;
+        let mut buf = [0u8; 1500];
+        while let Ok(Ok((n, from))) =
+            timeout(Duration::from_secs(20), sock.recv_from(&mut buf)).await
+        {
+            // A Binding request with the magic cookie.
+            if n < 20 || buf[..2] != [0x00, 0x01] || buf[4..8] != [0x21, 0x12, 0xa4, 0x42] {
+                continue;
+            }
+            let mut r = vec![0x01, 0x01, 0x00, 12, 0x21, 0x12, 0xa4, 0x42];
+            r.extend_from_slice(&buf[8..20]);
+            r.extend_from_slice(&[0x00, 0x20, 0x00, 0x08, 0x00, 0x01]);
+            r.extend_from_slice(&(mapped.port() ^ 0x2112).to_be_bytes());
+            let ip = u32::from(*mapped.ip()) ^ 0x2112_a442;
+            r.extend_from_slice(&ip.to_be_bytes());
+            sock.send_to(&r, from).await.unwrap();
+            answered += 1;
+        }
+        answered
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "opens UDP sockets: run in a loopback-only netns (tests/netns.sh)"]
+async fn a_stun_server_gives_server_reflexive_candidates() {
+    let _serial = SERIAL.lock().await;
+    let public: std::net::SocketAddrV4 = "11.0.0.9:43210".parse().unwrap();
+    let (stun, answers) = fake_stun(public).await;
+    let config = RtcConfig {
+        ice_servers: vec![webtorrent::rtc::IceServer {
+            urls: vec![format!("stun:{stun}")],
+            ..Default::default()
+        }],
+        ..RtcConfig::loopback()
+    };
+    let (offer, sdp) = create_offer(&config).await.unwrap();
+    let srflx = sdp
+        .lines()
+        .find(|l| l.contains("typ srflx"))
+        .unwrap_or_else(|| panic!("no server-reflexive candidate in the offer:\n{sdp}"));
+    assert!(
+        srflx.contains("11.0.0.9 43210") && srflx.contains("raddr 127.0.0.1"),
+        "{srflx}"
+    );
+    drop(offer);
+    answers.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "opens UDP sockets: run in a loopback-only netns (tests/netns.sh)"]
 async fn native_peers_move_64_mib_both_ways() {
