@@ -463,17 +463,13 @@ async fn run(cli: Cli) -> AnyResult<()> {
             torrent_out,
             upload_limit,
         } => {
-            let client = WebTorrent::new(with_ice(
-                &net,
-                WebTorrentOptions {
+            let client = WebTorrent::new(
+                net.client_options(WebTorrentOptions {
                     upload_limit,
-                    dht: net.dht_options().await?,
-                    encryption: net.encryption,
-                    utp: !net.no_utp,
-                    port_mapping: net.port_mapping_options()?,
                     ..options(port, None)
-                },
-            )?)
+                })
+                .await?,
+            )
             .await?;
             let is_torrent = path.extension().is_some_and(|e| e == "torrent");
             let torrent = if is_torrent {
@@ -553,18 +549,14 @@ async fn run(cli: Cli) -> AnyResult<()> {
             select,
         } => {
             create_out_dir(&out)?;
-            let client = WebTorrent::new(with_ice(
-                &net,
-                WebTorrentOptions {
+            let client = WebTorrent::new(
+                net.client_options(WebTorrentOptions {
                     download_limit,
                     upload_limit,
-                    dht: net.dht_options().await?,
-                    encryption: net.encryption,
-                    utp: !net.no_utp,
-                    port_mapping: net.port_mapping_options()?,
                     ..options(port, Some(out.clone()))
-                },
-            )?)
+                })
+                .await?,
+            )
             .await?;
             let torrent = client
                 .add_with(
@@ -689,18 +681,14 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 scan_interval: Duration::from_secs(scan_interval.max(1)),
                 ..bridge.config()?
             };
-            let client = WebTorrent::new(with_ice(
-                &net,
-                WebTorrentOptions {
+            let client = WebTorrent::new(
+                net.client_options(WebTorrentOptions {
                     listen_address: host,
                     upload_cache_bytes: Some(BRIDGE_UPLOAD_CACHE),
-                    dht: net.dht_options().await?,
-                    encryption: net.encryption,
-                    utp: !net.no_utp,
-                    port_mapping: net.port_mapping_options()?,
                     ..options(port, None)
-                },
-            )?)
+                })
+                .await?,
+            )
             .await?;
             let data = config.data_dir.clone();
             let b = Bridge::start(client.clone(), source, config)?;
@@ -827,18 +815,15 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
     // answers as it will for the rest of the run.
     let client = if !a.files.is_empty() || a.bridge.is_some() {
         Some(
-            WebTorrent::new(with_ice(
-                &a.net,
-                WebTorrentOptions {
-                    listen_address: a.listen.ip(),
-                    upload_cache_bytes: a.bridge.is_some().then_some(BRIDGE_UPLOAD_CACHE),
-                    dht: a.net.dht_options().await?,
-                    encryption: a.net.encryption,
-                    utp: !a.net.no_utp,
-                    port_mapping: a.net.port_mapping_options()?,
-                    ..options(a.seed_port, None)
-                },
-            )?)
+            WebTorrent::new(
+                a.net
+                    .client_options(WebTorrentOptions {
+                        listen_address: a.listen.ip(),
+                        upload_cache_bytes: a.bridge.is_some().then_some(BRIDGE_UPLOAD_CACHE),
+                        ..options(a.seed_port, None)
+                    })
+                    .await?,
+            )
             .await?,
         )
     } else {
@@ -929,26 +914,6 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
 /// the operating system's page cache serves re-reads.
 #[cfg(feature = "server")]
 const BRIDGE_UPLOAD_CACHE: usize = 0;
-
-/// `o` with the STUN and TURN servers of `--stun` / `--turn` for its WebRTC connections.
-fn with_ice(net: &cli::net::NetArgs, o: WebTorrentOptions) -> AnyResult<WebTorrentOptions> {
-    #[cfg(feature = "webrtc")]
-    {
-        let mut o = o;
-        let ice = net.ice_servers()?;
-        if !ice.is_empty() {
-            let mut c = o.rtc_config();
-            c.ice_servers = ice;
-            o.rtc = Some(c);
-        }
-        Ok(o)
-    }
-    #[cfg(not(feature = "webrtc"))]
-    {
-        net.ice_servers()?;
-        Ok(o)
-    }
-}
 
 fn options(port: Option<u16>, dir: Option<PathBuf>) -> WebTorrentOptions {
     WebTorrentOptions {
@@ -1046,16 +1011,13 @@ async fn stream(a: StreamArgs) -> AnyResult<()> {
     use webtorrent::server::stream::StreamServer;
     let f = a.fetch;
     create_out_dir(&f.out)?;
-    let client = WebTorrent::new(with_ice(
-        &a.net,
-        WebTorrentOptions {
-            dht: a.net.dht_options().await?,
-            encryption: a.net.encryption,
-            utp: !a.net.no_utp,
-            port_mapping: a.net.port_mapping_options()?,
-            ..options(f.port, Some(f.out.clone()))
-        },
-    )?)
+    let client = WebTorrent::new(
+        a.net
+            .client_options(WebTorrentOptions {
+                ..options(f.port, Some(f.out.clone()))
+            })
+            .await?,
+    )
     .await?;
     let torrent = client
         .add_with(

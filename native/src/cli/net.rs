@@ -84,6 +84,34 @@ fn ice_url(option: &str, url: &str, schemes: &[&str]) -> Result<String, String> 
 const DHT_STATE: &str = "dht.dat";
 
 impl NetArgs {
+    /// `o` with these options: DHT, encryption, uTP, port mapping and the STUN/TURN servers
+    /// of its WebRTC connections.
+    pub async fn client_options(
+        &self,
+        o: webtorrent::WebTorrentOptions,
+    ) -> Result<webtorrent::WebTorrentOptions, Box<dyn std::error::Error + Send + Sync>> {
+        #[cfg_attr(not(feature = "webrtc"), allow(unused_mut))]
+        let mut o = webtorrent::WebTorrentOptions {
+            dht: self.dht_options().await?,
+            encryption: self.encryption,
+            utp: !self.no_utp,
+            port_mapping: self.port_mapping_options()?,
+            ..o
+        };
+        #[cfg(feature = "webrtc")]
+        {
+            let ice = self.ice_servers()?;
+            if !ice.is_empty() {
+                let mut c = o.rtc_config();
+                c.ice_servers = ice;
+                o.rtc = Some(c);
+            }
+        }
+        #[cfg(not(feature = "webrtc"))]
+        self.ice_servers()?;
+        Ok(o)
+    }
+
     /// The STUN and TURN servers of `--stun` and `--turn`, checked.
     #[cfg(feature = "webrtc")]
     pub fn ice_servers(
