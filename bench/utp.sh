@@ -6,7 +6,8 @@
 #   bash bench/utp.sh [SIZE_MIB] [NETEM_SIZE_MIB]      # defaults 512 and 32
 #
 # NETEM (default "delay 25ms loss 1%", applied to every packet on lo, so 50 ms round trips
-# and 1 % loss each way) sets the impaired link. Prints one line per transfer.
+# and 1 % loss each way) sets the impaired link; without netem, 1 % loss alone is applied with
+# nftables. Prints one line per transfer.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SIZE=${1:-512}
@@ -63,6 +64,20 @@ if tc qdisc add dev lo root netem $NETEM 2>"$W/tc.err"; then
     tc qdisc del dev lo root
 else
     echo "netem unavailable here ($(cat "$W/tc.err")): the kernel needs sch_netem"
+fi
+# Loss without delay needs no netem: nftables drops 1 packet in 100 at random on the way out
+# (on lo, each direction passes the output hook once).
+echo "## lo with 1 % loss each way (nftables numgen, no added delay)"
+if command -v nft >/dev/null && nft -f - 2>"$W/nft.err" <<'NFT'
+table inet wtloss { chain out { type filter hook output priority 0; policy accept;
+  oifname "lo" numgen random mod 100 == 0 drop; } }
+NFT
+then
+    transfer "$W/small.bin" "ours -> ours, uTP, 1 % loss" --encryption disable
+    transfer "$W/small.bin" "ours -> ours, TCP, 1 % loss" --no-utp --encryption disable
+    nft delete table inet wtloss
+else
+    echo "no nftables here ($(cat "$W/nft.err" 2>/dev/null)): apt-get install nftables"
 fi
 echo "## libtorrent (python3-libtorrent) beside ours, uTP only on its side"
 /usr/bin/python3 "$ROOT/tests/libtorrent/utp_interop.py" "$WT" "$SIZE"
