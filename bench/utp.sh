@@ -39,7 +39,7 @@ transfer() {
     local t0 t1
     t0=$(date +%s.%N)
     /usr/bin/time -f "%U %S" -o "$W/cpu" "$WT" download "$W/t.torrent" -o "$W/out" --no-dht \
-        --port 7002 --peer 127.0.0.1:7001 --timeout 900 --quiet "$@" 2>"$W/leech.err" ||
+        --port 7002 --peer 127.0.0.1:7001 --timeout 900 --quiet "$@" >/dev/null 2>"$W/leech.err" ||
         { echo "$label: download failed: $(tail -c 500 "$W/leech.err")"; kill $seed; return; }
     t1=$(date +%s.%N)
     kill $seed
@@ -69,8 +69,12 @@ fi
 # (on lo, each direction passes the output hook once).
 echo "## lo with 1 % loss each way (nftables numgen, no added delay)"
 if command -v nft >/dev/null && nft -f - 2>"$W/nft.err" <<'NFT'
-table inet wtloss { chain out { type filter hook output priority 0; policy accept;
-  oifname "lo" numgen random mod 100 == 0 drop; } }
+table inet wtloss {
+  chain out {
+    type filter hook output priority 0; policy accept;
+    oifname "lo" numgen random mod 100 == 0 drop
+  }
+}
 NFT
 then
     transfer "$W/small.bin" "ours -> ours, uTP, 1 % loss" --encryption disable
