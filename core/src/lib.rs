@@ -139,6 +139,7 @@ pub mod percent;
 pub mod picker;
 pub mod piece;
 pub mod portmap;
+pub mod resume;
 pub mod rng;
 pub mod session;
 pub mod signal;
