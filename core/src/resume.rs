@@ -107,7 +107,6 @@ impl ResumeData {
         let limits = Limits {
             max_depth: 4,
             max_values: 8 + 4 * info.files.len().min(1 << 20),
-            ..Limits::default()
         };
         let v = bencode::decode_with(b, limits)
             .map_err(|_| ResumeError::Malformed("not bencode within bounds"))?;
