@@ -11,10 +11,12 @@ step() { printf '\n==> %s\n' "$*"; }
 # Fresh builds gain nothing from incremental state, and it costs gigabytes of disk.
 export CARGO_INCREMENTAL=0
 # `webtorrent serve` and `webtorrent bridge` keep bridged torrents under the user's cache
-# folder by default: tests get a throwaway one.
+# folder by default, and every command keeps state (the DHT's table, fast-resume records)
+# under the user's data folder: tests get throwaway ones.
 XDG_CACHE_HOME=$(mktemp -d)
-export XDG_CACHE_HOME
-trap 'rm -rf "$XDG_CACHE_HOME"' EXIT
+XDG_DATA_HOME=$(mktemp -d)
+export XDG_CACHE_HOME XDG_DATA_HOME
+trap 'rm -rf "$XDG_CACHE_HOME" "$XDG_DATA_HOME"' EXIT
 df -h . | tail -1
 
 step "toolchain components"

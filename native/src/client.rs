@@ -182,6 +182,8 @@ pub(crate) struct Shared {
     pub announce_port: Arc<AtomicU16>,
     /// Port mapping on the router, when on and there is a router.
     portmap: Option<crate::portmap::Mapper>,
+    /// Fast-resume files ([`WebTorrentOptions::resume_dir`]).
+    pub resume: Option<crate::resume::ResumeStore>,
 }
 
 impl Shared {
@@ -339,6 +341,7 @@ impl WebTorrent {
             plain_peers: Default::default(),
             announce_port,
             portmap,
+            resume: opts.resume_dir.clone().map(crate::resume::ResumeStore::new),
             #[cfg(feature = "webrtc")]
             signals,
             #[cfg(feature = "webrtc")]
@@ -496,7 +499,13 @@ impl WebTorrent {
         creator: TorrentCreator,
     ) -> Result<Torrent> {
         let path = path.as_ref().to_path_buf();
-        let created = creator.create_from_path(&path).await?;
+        let cache = self
+            .shared
+            .opts
+            .resume_dir
+            .as_ref()
+            .map(|d| d.join("hashes"));
+        let created = creator.create_from_path_cached(&path, cache).await?;
         let meta = Arc::new(created.metainfo);
         let folder = path
             .parent()
@@ -588,8 +597,12 @@ impl WebTorrent {
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
             (FileStorage::read_only_file(data, info.clone())?, folder)
         };
+        let resume = self.shared.resume.clone();
+        let info_hash = meta.info_hash;
         let (storage, have) = tokio::task::spawn_blocking(move || {
-            let have = verify_existing(&info, &storage);
+            let have = resume
+                .and_then(|r| crate::resume::resume_have(&r, info_hash, &info, &storage))
+                .unwrap_or_else(|| verify_existing(&info, &storage));
             (storage, have)
         })
         .await
@@ -664,8 +677,11 @@ impl WebTorrent {
             Some(dir) => {
                 let fs = FileStorage::new(dir, Arc::new(meta.info.clone()));
                 let m = meta.clone();
+                let resume = self.shared.resume.clone();
                 let (fs, have) = tokio::task::spawn_blocking(move || {
-                    let have = verify_existing(&m.info, &fs);
+                    let have = resume
+                        .and_then(|r| crate::resume::resume_have(&r, m.info_hash, &m.info, &fs))
+                        .unwrap_or_else(|| verify_existing(&m.info, &fs));
                     (fs, have)
                 })
                 .await

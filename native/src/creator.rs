@@ -209,6 +209,162 @@ impl TorrentCreator {
     }
 }
 
+/// What a cached hashing result records of the files it hashed: each one's path in the
+/// torrent, size and modification time (ns), in torrent order.
+type SourceStamps = Vec<(String, u64, u64)>;
+
+fn source_stamps(files: &[(Vec<String>, u64, PathBuf)]) -> Option<SourceStamps> {
+    files
+        .iter()
+        .map(|(p, _, full)| {
+            let st = crate::storage::file_stamp(full)?;
+            Some((p.join("/"), st.size, st.mtime_ns))
+        })
+        .collect()
+}
+
+fn encode_cache(piece_length: u32, stamps: &SourceStamps, pieces: &[u8]) -> Vec<u8> {
+    use webtorrent_core::bencode::{write_bytes, write_int};
+    let mut out = Vec::with_capacity(pieces.len() + 64 * stamps.len() + 64);
+    out.push(b'd');
+    write_bytes(&mut out, b"files");
+    out.push(b'l');
+    for (p, size, mtime) in stamps {
+        out.push(b'l');
+        write_bytes(&mut out, p.as_bytes());
+        write_int(&mut out, i64::try_from(*size).unwrap_or(i64::MAX));
+        write_int(&mut out, i64::try_from(*mtime).unwrap_or(i64::MAX));
+        out.push(b'e');
+    }
+    out.push(b'e');
+    write_bytes(&mut out, b"piece length");
+    write_int(&mut out, i64::from(piece_length));
+    write_bytes(&mut out, b"pieces");
+    write_bytes(&mut out, pieces);
+    out.push(b'e');
+    out
+}
+
+/// The piece hashes in a cache file, if it was written for exactly these files and piece
+/// length.
+fn decode_cache(b: &[u8], piece_length: u32, stamps: &SourceStamps) -> Option<Vec<u8>> {
+    use webtorrent_core::bencode::{decode_with, Limits};
+    let v = decode_with(
+        b,
+        Limits {
+            max_depth: 4,
+            max_values: 16 + 4 * stamps.len(),
+        },
+    )
+    .ok()?;
+    if v.get(b"piece length")?.as_int()? != i64::from(piece_length) {
+        return None;
+    }
+    let files = v.get(b"files")?.as_list()?;
+    if files.len() != stamps.len() {
+        return None;
+    }
+    for (f, (p, size, mtime)) in files.iter().zip(stamps) {
+        match f.as_list()? {
+            [fp, fs, fm]
+                if fp.as_bytes()? == p.as_bytes()
+                    && fs.as_int()? == i64::try_from(*size).ok()?
+                    && fm.as_int()? == i64::try_from(*mtime).ok()? => {}
+            _ => return None,
+        }
+    }
+    Some(v.get(b"pieces")?.as_bytes()?.to_vec())
+}
+
+impl TorrentCreator {
+    /// [`create_from_path`](Self::create_from_path), reusing the piece hashes kept in
+    /// `cache_dir` when the files (names, sizes, modification times) and the piece length
+    /// are those they were computed for: a restarted seeder then reads nothing. Fresh hashes
+    /// are kept there for next time.
+    pub(crate) async fn create_from_path_cached(
+        &self,
+        path: &Path,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<CreatedTorrent> {
+        let this = self.clone();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || match cache_dir {
+            Some(dir) => this.create_cached_blocking(&path, &dir),
+            None => this.create_from_path_blocking(&path),
+        })
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?
+    }
+
+    fn create_cached_blocking(&self, path: &Path, dir: &Path) -> Result<CreatedTorrent> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::UnknownSource(path.display().to_string()))?
+            .to_string();
+        let single = std::fs::metadata(path)?.is_file();
+        let mut files = Vec::new();
+        if single {
+            files.push((
+                vec![name.clone()],
+                std::fs::metadata(path)?.len(),
+                path.to_path_buf(),
+            ));
+        } else {
+            walk(path, &mut Vec::new(), &mut files)?;
+            files.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let Some(before) = source_stamps(&files) else {
+            return self.create_from_path_blocking(path);
+        };
+        let total: u64 = files.iter().map(|f| f.1).sum();
+        let pl = self.core.piece_length_for(total)?;
+        let key = {
+            use std::os::unix::ffi::OsStrExt;
+            let canon = path.canonicalize()?;
+            hex::encode(sha1(canon.as_os_str().as_bytes()))
+        };
+        let cache = dir.join(format!("{key}.hashes"));
+        if let Some(pieces) = std::fs::read(&cache)
+            .ok()
+            .and_then(|b| decode_cache(&b, pl, &before))
+        {
+            tracing::debug!(path = %path.display(), "piece hashes reused: files unchanged since they were hashed");
+            let built = if single {
+                self.core
+                    .create_single_with_hashes(&name, total, pl, pieces)
+            } else {
+                let specs: Vec<FileSpec> = files
+                    .iter()
+                    .map(|(p, len, _)| FileSpec {
+                        path: p.clone(),
+                        length: *len,
+                    })
+                    .collect();
+                self.core
+                    .create_multi_with_hashes(&name, &specs, pl, pieces)
+            };
+            // A cache that does not fit (hand-edited, say) is recomputed below.
+            if let Ok(t) = built {
+                return Ok(t);
+            }
+        }
+        let created = self.create_from_path_blocking(path)?;
+        // Kept only if nothing changed while hashing.
+        if source_stamps(&files).as_ref() == Some(&before) {
+            let bytes = encode_cache(pl, &before, &created.metainfo.info.pieces);
+            let tmp = cache.with_extension("hashes.tmp");
+            let written = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&tmp, &bytes))
+                .and_then(|()| std::fs::rename(&tmp, &cache));
+            if let Err(e) = written {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot keep the piece hashes for next time");
+            }
+        }
+        Ok(created)
+    }
+}
+
 /// Collects regular files below `dir` as (path components, length, full path).
 fn walk(
     dir: &Path,

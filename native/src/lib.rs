@@ -51,6 +51,7 @@ mod error;
 mod limit;
 mod options;
 pub mod portmap;
+mod resume;
 #[cfg(feature = "webrtc")]
 pub mod rtc;
 #[cfg(feature = "server")]

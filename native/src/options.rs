@@ -68,6 +68,12 @@ pub struct WebTorrentOptions {
     /// [`destroy`](crate::WebTorrent::destroy); the port the router maps is the one
     /// announced. `None` (the default): no mapping.
     pub port_mapping: Option<crate::PortMappingOptions>,
+    /// Fast resume: for each torrent stored in files, its verified pieces and the files' sizes
+    /// and modification times are kept in this folder (every few seconds while pieces
+    /// arrive, and when it stops), and a torrent added again with the same files starts
+    /// without hashing them (only files changed since are checked). `None`: every piece of
+    /// existing data is hashed on add.
+    pub resume_dir: Option<PathBuf>,
     /// Seed for the state machines' random choices; random when `None`.
     pub rng_seed: Option<u64>,
     /// Join WebRTC swarms through WebSocket trackers (`ws://`) listed by torrents, beside TCP.
@@ -131,6 +137,7 @@ impl Default for WebTorrentOptions {
             encryption: crate::Encryption::default(),
             utp: true,
             port_mapping: None,
+            resume_dir: None,
             rng_seed: None,
             webrtc: cfg!(feature = "webrtc"),
             #[cfg(feature = "webrtc")]

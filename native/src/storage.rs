@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use webtorrent_core::memory::MemoryBuffer;
 use webtorrent_core::metainfo::Info;
 use webtorrent_core::piece::{sha1, Bitfield};
+use webtorrent_core::resume::FileStamp;
 
 /// Where a torrent's bytes live.
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
@@ -32,6 +33,25 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn flush(&self) -> io::Result<()> {
         Ok(())
     }
+    /// Each file's size and modification time, in torrent order (`None`: missing, or a
+    /// padding file), for fast resume; `None` for storage that is not files.
+    fn stamps(&self) -> Option<Vec<Option<FileStamp>>> {
+        None
+    }
+}
+
+/// A file's stamp, `None` when it cannot be read.
+pub fn file_stamp(path: &Path) -> Option<FileStamp> {
+    let m = std::fs::metadata(path).ok()?;
+    let mtime = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(FileStamp {
+        size: m.len(),
+        mtime_ns: u64::try_from(mtime.as_nanos()).unwrap_or(u64::MAX),
+    })
 }
 
 /// A torrent held in memory: either seeded from bytes (zero-copy reads) or downloaded.
@@ -380,6 +400,17 @@ impl Storage for FileStorage {
         Ok(())
     }
 
+    fn stamps(&self) -> Option<Vec<Option<FileStamp>>> {
+        Some(
+            self.info
+                .files
+                .iter()
+                .zip(&self.paths)
+                .map(|(f, p)| if f.padding { None } else { file_stamp(p) })
+                .collect(),
+        )
+    }
+
     fn flush(&self) -> io::Result<()> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         for f in open.values() {
@@ -392,6 +423,11 @@ impl Storage for FileStorage {
 /// Hashes every piece present in `storage` and returns the ones that match, using all cores
 /// and reading one piece at a time per thread (resume of a partial download).
 pub fn verify_existing(info: &Info, storage: &dyn Storage) -> Bitfield {
+    verify_pieces(info, storage, None)
+}
+
+/// [`verify_existing`] for the pieces in `only` (all when `None`).
+pub fn verify_pieces(info: &Info, storage: &dyn Storage, only: Option<&Bitfield>) -> Bitfield {
     let layout = info.layout;
     let n = layout.num_pieces();
     let threads = std::thread::available_parallelism()
@@ -407,6 +443,9 @@ pub fn verify_existing(info: &Info, storage: &dyn Storage) -> Bitfield {
                 let Ok(p) = layout.piece(i) else {
                     break;
                 };
+                if only.is_some_and(|o| !o.get(p)) {
+                    continue;
+                }
                 let off = layout.piece_offset(p);
                 let len = layout.piece_len(p) as usize;
                 if let Ok(data) = storage.read(off, len) {

@@ -13,8 +13,8 @@ pub struct NetArgs {
     /// Do not join the DHT: peers then come from trackers, PEX and --peer only.
     #[arg(long, global = true)]
     pub no_dht: bool,
-    /// Folder for what is kept between runs (the DHT's node id and routing table); default:
-    /// the user's data folder, webtorrent.
+    /// Folder for what is kept between runs (the DHT's node id and routing table, each
+    /// torrent's fast-resume record); default: the user's data folder, webtorrent.
     #[arg(long, value_name = "DIR", global = true)]
     pub state: Option<PathBuf>,
     /// Message stream encryption with desktop peers over TCP: prefer (encrypted first, plain
@@ -82,8 +82,23 @@ fn ice_url(option: &str, url: &str, schemes: &[&str]) -> Result<String, String> 
 
 /// Where the DHT's state is kept in the state folder.
 const DHT_STATE: &str = "dht.dat";
+/// Where fast-resume records are kept in the state folder.
+const RESUME_DIR: &str = "resume";
 
 impl NetArgs {
+    /// The state folder: `--state`, else the user's data folder (`None` without a home).
+    pub fn state_dir(&self) -> Result<Option<PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
+        match &self.state {
+            Some(d) if d.is_file() => Err(format!(
+                "--state {} is a file; give a folder to keep state in (it is created when missing)",
+                d.display()
+            )
+            .into()),
+            Some(d) => Ok(Some(d.clone())),
+            None => Ok(webtorrent::default_state_dir()),
+        }
+    }
+
     /// `o` with these options: DHT, encryption, uTP, port mapping and the STUN/TURN servers
     /// of its WebRTC connections.
     pub async fn client_options(
@@ -96,6 +111,7 @@ impl NetArgs {
             encryption: self.encryption,
             utp: !self.no_utp,
             port_mapping: self.port_mapping_options()?,
+            resume_dir: self.state_dir()?.map(|d| d.join(RESUME_DIR)),
             ..o
         };
         #[cfg(feature = "webrtc")]
@@ -206,17 +222,7 @@ impl NetArgs {
             }
             return Ok(None);
         }
-        let state_dir = match &self.state {
-            Some(d) if d.is_file() => {
-                return Err(format!(
-                "--state {} is a file; give a folder to keep state in (it is created when missing)",
-                d.display()
-            )
-                .into())
-            }
-            Some(d) => Some(d.clone()),
-            None => webtorrent::default_state_dir(),
-        };
+        let state_dir = self.state_dir()?;
         let mut opts = webtorrent::DhtOptions {
             state_file: state_dir.map(|d| d.join(DHT_STATE)),
             ..webtorrent::DhtOptions::default()

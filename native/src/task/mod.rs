@@ -164,6 +164,10 @@ pub(crate) fn check_selection(select: &[usize], meta: &Metainfo) -> Result<Vec<b
     Ok(wanted)
 }
 
+/// How often the fast-resume record is rewritten while pieces arrive: a crash loses at
+/// most this much of verified pieces (which are then fetched again).
+const RESUME_EVERY: Duration = Duration::from_secs(3);
+
 pub(crate) struct Task {
     shared: Arc<Shared>,
     info_hash: InfoHash,
@@ -191,6 +195,12 @@ pub(crate) struct Task {
     stopped: bool,
     /// Readers waiting for a piece.
     piece_waiters: HashMap<u32, Vec<oneshot::Sender<()>>>,
+    /// Verified pieces in the last fast-resume record (`None`: none written yet).
+    resume_recorded: Option<u32>,
+    /// When it was written.
+    resume_at: Instant,
+    /// The record being written.
+    resume_writing: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn tracker_failure(e: TrackerError) -> TrackerFailure {
@@ -286,6 +296,12 @@ impl Task {
             connect_timeout,
             stopped: false,
             piece_waiters: HashMap::new(),
+            resume_recorded: None,
+            // The first record goes as soon as the torrent has pieces.
+            resume_at: Instant::now()
+                .checked_sub(RESUME_EVERY)
+                .unwrap_or_else(Instant::now),
+            resume_writing: None,
         };
         // A .torrent's selection, before any peer is asked for anything (a magnet's waits
         // for its metadata).
@@ -316,6 +332,7 @@ impl Task {
         let mut stop_reply: Option<oneshot::Sender<()>> = None;
         loop {
             self.drive();
+            self.record_resume(false);
             if self.stopped {
                 break;
             }
@@ -337,6 +354,13 @@ impl Task {
                 }
             }
         }
+        // The final record, once the last pieces are in.
+        if let Some(h) = self.resume_writing.take() {
+            let _ = h.await;
+        }
+        if let Some(h) = self.record_resume(true) {
+            let _ = h.await;
+        }
         for (_, c) in self.conns.drain() {
             c.close();
         }
@@ -349,6 +373,37 @@ impl Task {
             let _ = reply.send(());
         }
         debug!(info_hash = %self.info_hash, "torrent task ended");
+    }
+
+    /// Writes the fast-resume record (off the runtime: it flushes the data first) when
+    /// pieces were verified since the last one and [`RESUME_EVERY`] has passed, or now with
+    /// `force`. Torrents not stored in files have none.
+    fn record_resume(&mut self, force: bool) -> Option<tokio::task::JoinHandle<()>> {
+        let store = self.shared.resume.clone()?;
+        let storage = self.storage.clone()?;
+        let have = self.session.have()?.clone();
+        if self.resume_recorded == Some(have.count()) {
+            return None;
+        }
+        let busy = self
+            .resume_writing
+            .as_ref()
+            .is_some_and(|h| !h.is_finished());
+        if !force && (self.resume_at.elapsed() < RESUME_EVERY || busy) {
+            return None;
+        }
+        self.resume_recorded = Some(have.count());
+        self.resume_at = Instant::now();
+        let info_hash = self.info_hash;
+        let h = tokio::task::spawn_blocking(move || {
+            crate::resume::record(&store, info_hash, have, storage.as_ref());
+        });
+        if force {
+            Some(h)
+        } else {
+            self.resume_writing = Some(h);
+            None
+        }
     }
 
     fn next_deadline(&self) -> tokio::time::Instant {
@@ -697,9 +752,14 @@ impl Task {
             Some(dir) => {
                 let dir = dir.clone();
                 let tx = self.tx.clone();
+                let resume = self.shared.resume.clone();
                 self.shared.disk.run(move || {
                     let fs = FileStorage::new(&dir, Arc::new(meta.info.clone()));
-                    let have = verify_existing(&meta.info, &fs);
+                    let have = resume
+                        .and_then(|r| {
+                            crate::resume::resume_have(&r, meta.info_hash, &meta.info, &fs)
+                        })
+                        .unwrap_or_else(|| verify_existing(&meta.info, &fs));
                     let res = fs
                         .prepare()
                         .map(|()| (Arc::new(fs) as Arc<dyn Storage>, Some(have)))

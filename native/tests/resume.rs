@@ -1,0 +1,204 @@
+//! Fast resume (`WebTorrentOptions::resume_dir`, the CLI's `--state`): a restarted seeder
+//! serves without reading its files, and a file changed while the client was stopped costs
+//! only its own pieces, the changed one no longer counted as had. Loopback only.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use webtorrent::{TorrentCreator, WebTorrent, WebTorrentOptions};
+
+/// Bytes this process read through system calls so far (`rchar` of /proc/self/io).
+fn rchar(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .expect("/proc/PID/io")
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rchar")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// `webtorrent seed` with `args`, once it printed its magnet link (the data is verified and
+/// the port listens).
+fn seed(args: &[&str]) -> Child {
+    let mut child = common::cli()
+        .arg("seed")
+        .args(args)
+        .arg("--quiet")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start webtorrent seed");
+    let out = child.stdout.take().expect("stdout");
+    let line = BufReader::new(out)
+        .lines()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    assert!(line.starts_with("magnet:"), "the seeder printed {line:?}");
+    child
+}
+
+fn stop(mut child: Child) {
+    common::unsafe_free_kill(child.id(), "TERM");
+    let t0 = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the seeder did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The tests measure this process's reads: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn a_restarted_seeder_reads_nothing_of_its_file_and_serves_it() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = common::content(24 << 20, 5);
+    let file = common::write_file(dir.path(), "big.bin", &data);
+    let state = dir.path().join("state");
+    let torrent = dir.path().join("big.torrent");
+    let port = free_port().to_string();
+    let (f, s, t) = (
+        file.to_str().unwrap(),
+        state.to_str().unwrap(),
+        torrent.to_str().unwrap(),
+    );
+    let first = seed(&[f, "--state", s, "--port", &port, "--torrent-out", t]);
+    let first_read = rchar(&first.id().to_string());
+    assert!(
+        first_read >= data.len() as u64,
+        "the first run hashes the file: read {first_read}"
+    );
+    stop(first);
+
+    let again = seed(&[f, "--state", s, "--port", &port]);
+    let read = rchar(&again.id().to_string());
+    assert!(
+        read < (1 << 20),
+        "the restarted seeder read {read} bytes before serving, for a {} byte file",
+        data.len()
+    );
+    // It serves the file: a leecher gets the same bytes.
+    let out = dir.path().join("out");
+    let st = common::cli()
+        .args(["download", t, "-o"])
+        .arg(&out)
+        .args([
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--quiet",
+            "--no-utp",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("download");
+    assert!(st.success());
+    let got = std::fs::read(out.join("big.bin")).expect("downloaded file");
+    assert_eq!(common::sha256_hex(&got), common::sha256_hex(&data));
+    stop(again);
+}
+
+fn options(resume: &Path) -> WebTorrentOptions {
+    WebTorrentOptions {
+        resume_dir: Some(resume.to_path_buf()),
+        ..common::trackerless_options()
+    }
+}
+
+async fn progress_of(client: &WebTorrent, torrent: &[u8], data_dir: &Path) -> f64 {
+    let t = client
+        .add_with_data(
+            bytes::Bytes::copy_from_slice(torrent),
+            data_dir.to_path_buf(),
+        )
+        .await
+        .expect("add with data");
+    t.progress()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_while_stopped_costs_only_its_pieces() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = dir.path().join("data").join("multi");
+    let (a, b, c) = (
+        common::content(600_000, 1),
+        common::content(200_000, 2),
+        common::content(300_000, 3),
+    );
+    common::write_file(&root, "a.bin", &a);
+    let b_path = common::write_file(&root, "b.bin", &b);
+    common::write_file(&root, "c.bin", &c);
+    let piece = 64 * 1024u64;
+    let (torrent, _) = TorrentCreator::new()
+        .with_piece_length(piece as u32)
+        .create_from_path(&root)
+        .await
+        .map(|t| (t.torrent_file.to_vec(), t.info_hash))
+        .expect("create");
+    let resume = dir.path().join("resume");
+    let data_dir = dir.path().join("data");
+    let total = (a.len() + b.len() + c.len()) as u64;
+
+    let client = WebTorrent::new(options(&resume)).await.expect("client");
+    assert_eq!(progress_of(&client, &torrent, &data_dir).await, 1.0);
+    client.destroy().await.expect("destroy");
+    assert_eq!(
+        std::fs::read_dir(&resume).expect("resume folder").count(),
+        1,
+        "one record"
+    );
+
+    // Unchanged: everything at once, nothing hashed.
+    let me = std::process::id().to_string();
+    let client = WebTorrent::new(options(&resume)).await.expect("client");
+    let r0 = rchar(&me);
+    assert_eq!(progress_of(&client, &torrent, &data_dir).await, 1.0);
+    let unchanged_read = rchar(&me) - r0;
+    client.destroy().await.expect("destroy");
+    assert!(
+        unchanged_read < 100_000,
+        "read {unchanged_read} bytes with no file changed"
+    );
+
+    // One byte of b.bin changes (a.bin comes first, files are sorted by name).
+    let at = 70_000u64;
+    let mut b2 = b.clone();
+    b2[at as usize] ^= 0xff;
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&b_path, &b2).expect("rewrite b");
+    let client = WebTorrent::new(options(&resume)).await.expect("client");
+    let r0 = rchar(&me);
+    let p = progress_of(&client, &torrent, &data_dir).await;
+    let read = rchar(&me) - r0;
+    client.destroy().await.expect("destroy");
+    let changed_piece = (a.len() as u64 + at) / piece;
+    let piece_len = piece.min(total - changed_piece * piece);
+    assert!(
+        (p - (total - piece_len) as f64 / total as f64).abs() < 1e-9,
+        "progress {p}"
+    );
+    // Only the pieces b.bin touches were read: about its size, far from the torrent's.
+    let b_pieces = (a.len() as u64 + b.len() as u64 - 1) / piece - a.len() as u64 / piece + 1;
+    assert!(
+        read >= b.len() as u64 && read <= b_pieces * piece + 100_000,
+        "read {read} bytes to recheck b.bin ({b_pieces} pieces of {piece})"
+    );
+}
