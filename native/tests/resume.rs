@@ -202,3 +202,109 @@ async fn a_file_changed_while_stopped_costs_only_its_pieces() {
         "read {read} bytes to recheck b.bin ({b_pieces} pieces of {piece})"
     );
 }
+
+/// The torrent's upload count once it stopped moving (status is refreshed periodically).
+async fn settled_uploaded(t: &webtorrent::Torrent) -> u64 {
+    let mut last = t.uploaded();
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = t.uploaded();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leecher_killed_halfway_continues_and_fetches_no_piece_twice() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = common::content(16 << 20, 9);
+    let src = dir.path().join("src");
+    common::write_file(&src, "half.bin", &data);
+    let created = TorrentCreator::new()
+        .with_piece_length(256 * 1024)
+        .create_from_path(&src.join("half.bin"))
+        .await
+        .expect("create");
+    let tfile = dir.path().join("half.torrent");
+    std::fs::write(&tfile, &created.torrent_file).expect("write torrent");
+    let seeder = WebTorrent::new(common::trackerless_options())
+        .await
+        .expect("seeder");
+    let seeded = seeder
+        .add_with_data(created.torrent_file.clone(), src.clone())
+        .await
+        .expect("seed");
+    assert_eq!(seeded.progress(), 1.0);
+    let peer = format!("127.0.0.1:{}", seeder.port());
+    let state = dir.path().join("state");
+    let out = dir.path().join("out");
+    let leech = |extra: &[&str]| {
+        common::cli()
+            .args(["download", tfile.to_str().unwrap(), "-o"])
+            .arg(&out)
+            .arg("--state")
+            .arg(&state)
+            .args(["--peer", &peer, "--no-utp", "--quiet"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the leecher")
+    };
+    // About 4 s at this rate: killed (SIGKILL, no goodbye) past the middle. The seeder's
+    // count runs ahead of what the leecher has (socket buffers), which is fine here.
+    let mut first = leech(&["--download-limit", "4000000"]);
+    let t0 = Instant::now();
+    while seeded.uploaded() < data.len() as u64 / 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the leecher got nowhere"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reap");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What the killed leecher left verified on disk.
+    let info = &created.metainfo.info;
+    let partial = std::fs::read(out.join("half.bin")).unwrap_or_default();
+    let mut had = 0u64;
+    for p in info.layout.pieces() {
+        let (off, len) = (
+            info.layout.piece_offset(p) as usize,
+            info.layout.piece_len(p) as usize,
+        );
+        if partial
+            .get(off..off + len)
+            .is_some_and(|d| webtorrent::core::piece::sha1(d) == info.piece_hash(p))
+        {
+            had += len as u64;
+        }
+    }
+    assert!(
+        had > 0 && had < data.len() as u64,
+        "killed at {had} bytes verified: too early or too late to tell"
+    );
+    let sent_before = settled_uploaded(&seeded).await;
+    // Started again on the same state and folder, it finishes.
+    let mut second = leech(&[]);
+    let status = tokio::task::spawn_blocking(move || second.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "the restarted leecher failed");
+    let got = std::fs::read(out.join("half.bin")).expect("the file");
+    assert_eq!(common::sha256_hex(&got), common::sha256_hex(&data));
+    // The second run fetched what was missing, not what the first had verified (one piece
+    // of slack for blocks the seeder had queued twice).
+    let sent = settled_uploaded(&seeded).await - sent_before;
+    let missing = data.len() as u64 - had;
+    assert!(
+        sent >= missing && sent <= missing + 256 * 1024,
+        "the second run got {sent} bytes; {missing} were missing ({had} verified before the kill)"
+    );
+    seeder.destroy().await.expect("destroy");
+}
