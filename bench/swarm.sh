@@ -60,6 +60,8 @@ if [ "$INNER" = 0 ]; then
     cd "$ROOT"
     export BENCH_WORK
     BENCH_WORK=$(mktemp -d /tmp/wt-bench.XXXXXX)
+    # Our CLI's state folder (fast-resume records, which `seed` starts again): this run's own.
+    export XDG_DATA_HOME="$BENCH_WORK/state"
     INNER_PID=
     outer_cleanup() {
         local rc=$?

@@ -57,6 +57,8 @@ log "building webtorrent (release)"
 cargo build --release -p webtorrent --bin webtorrent >&2
 
 WORK=$(mktemp -d /tmp/wt-tracker-bench.XXXXXX)
+# Our CLI's state folder (fast-resume records, which `seed` starts again): this run's own.
+export XDG_DATA_HOME="$WORK/state"
 SERVER_PID=
 cleanup() {
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then

@@ -23,6 +23,8 @@ if [ "${INNER:-0}" = 0 ]; then
 fi
 
 W=$(mktemp -d /tmp/wt-utp-bench.XXXXXX)
+# Our CLI's state folder (fast-resume records, which `seed` starts again): this run's own.
+export XDG_DATA_HOME="$W/state"
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W"' EXIT
 head -c $((SIZE << 20)) /dev/urandom >"$W/big.bin"
 head -c $((NSIZE << 20)) /dev/urandom >"$W/small.bin"

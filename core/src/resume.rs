@@ -38,6 +38,9 @@ pub struct ResumeData {
     /// Each file's stamp when `pieces` was recorded, in torrent order; `None` for a file
     /// that did not exist (or is a BEP 47 padding file).
     pub files: Vec<Option<FileStamp>>,
+    /// Where the driver keeps the torrent's content (the folder holding its name), so that
+    /// it can be started again from this record alone; `None` when it does not say.
+    pub save_path: Option<String>,
 }
 
 /// Why resume data cannot be used.
@@ -72,6 +75,7 @@ impl ResumeData {
             info_hash,
             pieces: Bitfield::new(info.num_pieces()),
             files: vec![None; info.files.len()],
+            save_path: None,
         }
     }
 
@@ -96,6 +100,10 @@ impl ResumeData {
         bencode::write_int(&mut out, i64::from(self.pieces.len()));
         bencode::write_bytes(&mut out, b"pieces");
         bencode::write_bytes(&mut out, self.pieces.as_bytes());
+        if let Some(p) = &self.save_path {
+            bencode::write_bytes(&mut out, b"save-path");
+            bencode::write_bytes(&mut out, p.as_bytes());
+        }
         bencode::write_bytes(&mut out, b"version");
         bencode::write_int(&mut out, VERSION);
         out.push(b'e');
@@ -171,10 +179,19 @@ impl ResumeData {
                 }
             });
         }
+        let save_path = match v.get(b"save-path") {
+            None => None,
+            Some(p) => Some(
+                p.as_str()
+                    .ok_or(ResumeError::Malformed("the save path is not UTF-8 text"))?
+                    .to_string(),
+            ),
+        };
         Ok(ResumeData {
             info_hash,
             pieces,
             files,
+            save_path,
         })
     }
 
@@ -273,6 +290,7 @@ mod tests {
         r.pieces.set(m.info.layout.piece(3).unwrap());
         r.files = stamps(&m, 7);
         r.files[1] = None;
+        r.save_path = Some("/data/här".into());
         let b = r.to_bytes();
         assert_eq!(ResumeData::from_bytes(&b, m.info_hash, &m.info).unwrap(), r);
         let mut other = m.info_hash;

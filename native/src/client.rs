@@ -524,6 +524,56 @@ impl WebTorrent {
         )
     }
 
+    /// Starts again every torrent the fast-resume folder
+    /// ([`WebTorrentOptions::resume_dir`]) holds whose data is still where it was: complete
+    /// ones are seeded read-only, others go on downloading, in both cases without hashing
+    /// files unchanged since. Skipped: torrents already running, those whose data lies under
+    /// `skip_under` (a folder something else manages, e.g. the bridge's), and those whose data
+    /// is gone (logged). Returns the torrents started.
+    pub async fn restore(&self, skip_under: Option<&Path>) -> Vec<Torrent> {
+        let Some(dir) = self.shared.opts.resume_dir.clone() else {
+            return Vec::new();
+        };
+        let saved = tokio::task::spawn_blocking(move || crate::resume::saved_torrents(&dir))
+            .await
+            .unwrap_or_default();
+        let skip = skip_under.and_then(|p| std::path::absolute(p).ok());
+        let mut started = Vec::new();
+        for t in saved {
+            if self.get(t.info_hash).is_some() {
+                continue;
+            }
+            let Some(folder) = t.save_path.clone() else {
+                debug!(name = %t.name, "no data folder recorded: not started again");
+                continue;
+            };
+            if skip.as_ref().is_some_and(|s| folder.starts_with(s)) {
+                continue;
+            }
+            if !folder.join(&t.name).exists() {
+                warn!(name = %t.name, folder = %folder.display(), info_hash = %t.info_hash.to_hex(),
+                    "not started again: its data is gone (`webtorrent remove` forgets it)");
+                continue;
+            }
+            let r = if t.complete() {
+                self.seed_existing(t.torrent.clone(), &folder, AddOptions::default())
+                    .await
+            } else {
+                self.add_with_data(t.torrent.clone(), folder.clone()).await
+            };
+            match r {
+                Ok(torrent) => {
+                    info!(name = %t.name, info_hash = %t.info_hash.to_hex(), "started again from the state folder");
+                    started.push(torrent);
+                }
+                Err(e) => {
+                    warn!(name = %t.name, info_hash = %t.info_hash.to_hex(), error = %e, "not started again")
+                }
+            }
+        }
+        started
+    }
+
     /// Seeds (or resumes) a torrent whose data is already in `folder`: existing pieces are
     /// verified, missing ones downloaded.
     pub async fn add_with_data(

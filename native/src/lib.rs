@@ -51,7 +51,7 @@ mod error;
 mod limit;
 mod options;
 pub mod portmap;
-mod resume;
+pub mod resume;
 #[cfg(feature = "webrtc")]
 pub mod rtc;
 #[cfg(feature = "server")]
@@ -76,6 +76,7 @@ pub use dht::DhtOptions;
 pub use error::{Error, Result};
 pub use options::{default_state_dir, human_bytes, WebTorrentOptions, DEFAULT_MEMORY_LIMIT};
 pub use portmap::{PortMapping, PortMappingOptions};
+pub use resume::{forget_torrent, saved_torrents, SavedTorrent};
 pub use stream::FileReader;
 pub use torrent::{Event, Torrent, TorrentFile};
 pub use webtorrent_core as core;

@@ -76,15 +76,24 @@ enum Cmd {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+    /// List the torrents the state folder holds: what `seed` and `serve` start again.
+    List,
+    /// Forget a torrent the state folder holds (its data stays where it is).
+    Remove {
+        /// Its info hash (40 hex digits or 32 base32 characters), as `list` shows it.
+        info_hash: String,
+    },
     /// Show what a .torrent file or magnet link contains.
     Info {
         /// A .torrent file or a magnet link.
         source: String,
     },
-    /// Seed a file, folder or .torrent until interrupted (SIGINT/SIGTERM).
+    /// Seed a file, folder or .torrent until interrupted (SIGINT/SIGTERM), and again what
+    /// the state folder holds from earlier runs (see `list`).
     Seed {
-        /// A file or folder to share, or a .torrent whose data is given with --data.
-        path: PathBuf,
+        /// A file or folder to share, or a .torrent whose data is given with --data; without
+        /// it, only what the state folder holds.
+        path: Option<PathBuf>,
         /// Where the data of a .torrent lives: the folder containing the torrent's name, or
         /// for a single-file torrent the file itself.
         #[arg(long)]
@@ -454,6 +463,52 @@ async fn run(cli: Cli) -> AnyResult<()> {
             }
         }
         Cmd::Info { source } => info(&source)?,
+        Cmd::List => {
+            let Some(dir) = net.resume_dir()? else {
+                return Err("no state folder: give one with --state DIR".into());
+            };
+            let saved = webtorrent::saved_torrents(&dir);
+            if saved.is_empty() && !quiet {
+                eprintln!("the state folder {} holds no torrent", dir.display());
+            }
+            for t in saved {
+                let data = match &t.save_path {
+                    Some(p) if p.join(&t.name).exists() => p.display().to_string(),
+                    Some(p) => format!("{} (data gone)", p.display()),
+                    None => "(no data folder recorded)".to_string(),
+                };
+                say!(
+                    "{}  {:>5.1} %  {:>10}  {}  {}",
+                    t.info_hash.to_hex(),
+                    f64::from(t.pieces_had) * 100.0 / f64::from(t.num_pieces.max(1)),
+                    webtorrent::human_bytes(t.length),
+                    t.name,
+                    data
+                );
+            }
+        }
+        Cmd::Remove { info_hash } => {
+            let Some(dir) = net.resume_dir()? else {
+                return Err("no state folder: give one with --state DIR".into());
+            };
+            let ih = webtorrent::InfoHash::from_hex_or_base32(info_hash.trim()).map_err(|_| {
+                format!(
+                    "{info_hash}: not an info hash; give the 40 hex digits `webtorrent list` shows"
+                )
+            })?;
+            if webtorrent::forget_torrent(&dir, ih)? {
+                if !quiet {
+                    eprintln!("forgot {} (its data was left where it is)", ih.to_hex());
+                }
+            } else {
+                return Err(format!(
+                    "the state folder {} holds no torrent {}; `webtorrent list` shows what it holds",
+                    dir.display(),
+                    ih.to_hex()
+                )
+                .into());
+            }
+        }
         Cmd::Seed {
             path,
             data,
@@ -471,6 +526,32 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 .await?,
             )
             .await?;
+            let Some(path) = path else {
+                // Only what the state folder holds.
+                let restored = client.restore(None).await;
+                if restored.is_empty() {
+                    client.destroy().await?;
+                    return Err(format!(
+                        "nothing to seed: give a file, folder or .torrent; the state folder ({}) holds no torrent whose data is still there",
+                        net.state_dir()?.map_or_else(|| "none".to_string(), |d| d.display().to_string())
+                    )
+                    .into());
+                }
+                for t in &restored {
+                    say!("{}", t.magnet_uri());
+                    say!("{}", t.info_hash().to_hex());
+                }
+                if !quiet {
+                    eprintln!(
+                        "seeding {} torrents from the state folder on port {} (Ctrl+C to stop)",
+                        restored.len(),
+                        client.port()
+                    );
+                }
+                wait_for_signal().await;
+                client.destroy().await?;
+                return Ok(());
+            };
             let is_torrent = path.extension().is_some_and(|e| e == "torrent");
             let torrent = if is_torrent {
                 // The folder holding the torrent's content, or a single-file torrent's file.
@@ -526,6 +607,13 @@ async fn run(cli: Cli) -> AnyResult<()> {
                     "seeding {} on port {} (Ctrl+C to stop)",
                     torrent.name(),
                     client.port()
+                );
+            }
+            let restored = client.restore(None).await;
+            if !quiet && !restored.is_empty() {
+                eprintln!(
+                    "also seeding {} torrents from earlier runs (webtorrent list shows them, webtorrent remove forgets one)",
+                    restored.len()
                 );
             }
             let watcher = watch(torrent.clone(), quiet, false);
@@ -890,6 +978,22 @@ async fn serve(a: ServeArgs) -> AnyResult<()> {
                 };
                 eprintln!("  stream it at {url}");
             }
+        }
+        // What was seeded in earlier runs (the bridge starts its own torrents again).
+        let restored = c
+            .restore(bridge.as_ref().map(|(_, data)| data.as_path()))
+            .await;
+        for t in &restored {
+            seeded
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(t.info_hash());
+        }
+        if !a.quiet && !restored.is_empty() {
+            eprintln!(
+                "also seeding {} torrents from earlier runs (webtorrent list shows them, webtorrent remove forgets one)",
+                restored.len()
+            );
         }
         if !a.quiet && !a.files.is_empty() {
             eprintln!("seeding client on TCP port {}", c.port());

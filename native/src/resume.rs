@@ -3,13 +3,15 @@
 //! ([`webtorrent_core::resume::ResumeData`]). Written atomically (a temporary file renamed
 //! over the old one) after the data it records is flushed, so a crash never leaves a piece
 //! recorded whose bytes are not on disk; read back when the torrent is added again, so that
-//! only the pieces of files changed since are hashed.
+//! only the pieces of files changed since are hashed. The torrent file is kept beside its
+//! record, with the folder of its data, so the state folder alone can start it again
+//! ([`saved_torrents`], [`WebTorrent::restore`](crate::WebTorrent::restore)).
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tracing::{debug, warn};
-use webtorrent_core::metainfo::Info;
+use webtorrent_core::metainfo::{Info, Metainfo};
 use webtorrent_core::piece::Bitfield;
 use webtorrent_core::resume::ResumeData;
 use webtorrent_core::InfoHash;
@@ -29,6 +31,10 @@ impl ResumeStore {
 
     fn path(&self, info_hash: InfoHash) -> PathBuf {
         self.dir.join(format!("{}.resume", info_hash.to_hex()))
+    }
+
+    fn torrent_path(&self, info_hash: InfoHash) -> PathBuf {
+        self.dir.join(format!("{}.torrent", info_hash.to_hex()))
     }
 
     /// The torrent's resume data; `None` when there is none, and (with a warning) when it is
@@ -91,9 +97,12 @@ pub(crate) fn resume_have(
 }
 
 /// Records `have` of `storage` in `store`: flushes the data first, then stamps the files.
+/// The torrent itself is kept beside it (once), with `folder`, so that the record alone can
+/// start it again ([`saved_torrents`]).
 pub(crate) fn record(
     store: &ResumeStore,
-    info_hash: InfoHash,
+    meta: &Metainfo,
+    folder: Option<&Path>,
     have: Bitfield,
     storage: &dyn Storage,
 ) {
@@ -104,12 +113,120 @@ pub(crate) fn record(
     let Some(files) = storage.stamps() else {
         return;
     };
+    let torrent = store.torrent_path(meta.info_hash);
+    if !torrent.exists() {
+        if let Err(e) = write_atomically(&torrent, &meta.to_bytes()) {
+            warn!(path = %torrent.display(), error = %e, "cannot keep the torrent in the state folder");
+        }
+    }
     let data = ResumeData {
-        info_hash,
+        info_hash: meta.info_hash,
         pieces: have,
         files,
+        save_path: folder
+            .and_then(|f| std::path::absolute(f).ok())
+            .and_then(|f| f.to_str().map(str::to_string)),
     };
     if let Err(e) = store.save(&data) {
         warn!(dir = %store.dir.display(), error = %e, "cannot write resume data");
     }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// A torrent the state folder holds.
+#[derive(Debug, Clone)]
+pub struct SavedTorrent {
+    /// Its info hash.
+    pub info_hash: InfoHash,
+    /// Its name.
+    pub name: String,
+    /// The torrent file.
+    pub torrent: bytes::Bytes,
+    /// Pieces verified when it was last recorded.
+    pub pieces_had: u32,
+    /// Its pieces.
+    pub num_pieces: u32,
+    /// Bytes in all.
+    pub length: u64,
+    /// The folder holding its content (`None`: not recorded).
+    pub save_path: Option<PathBuf>,
+}
+
+impl SavedTorrent {
+    /// Whether every piece was verified.
+    pub fn complete(&self) -> bool {
+        self.pieces_had == self.num_pieces
+    }
+}
+
+/// The torrents recorded in the fast-resume folder `dir` (see
+/// [`WebTorrentOptions::resume_dir`](crate::WebTorrentOptions::resume_dir)), by info hash.
+/// Records that cannot be read are left out with a warning.
+pub fn saved_torrents(dir: &Path) -> Vec<SavedTorrent> {
+    let store = ResumeStore::new(dir.to_path_buf());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".resume")) else {
+            continue;
+        };
+        let Ok(info_hash) = InfoHash::from_hex_or_base32(hex) else {
+            continue;
+        };
+        let Ok(torrent) = std::fs::read(store.torrent_path(info_hash)) else {
+            debug!(%hex, "resume data without its torrent: left out");
+            continue;
+        };
+        let meta = match Metainfo::from_bytes(&torrent) {
+            Ok(m) if m.info_hash == info_hash => m,
+            _ => {
+                warn!(%hex, "the state folder's torrent file is damaged: left out");
+                continue;
+            }
+        };
+        let Some(r) = store.load(info_hash, &meta.info) else {
+            continue;
+        };
+        out.push(SavedTorrent {
+            info_hash,
+            name: meta.info.name.clone(),
+            torrent: torrent.into(),
+            pieces_had: r.pieces.count(),
+            num_pieces: meta.info.num_pieces(),
+            length: meta.info.total_length(),
+            save_path: r.save_path.map(PathBuf::from),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.info_hash.0.cmp(&b.info_hash.0)));
+    out
+}
+
+/// Forgets a torrent in the fast-resume folder `dir` (its record and torrent file; its data
+/// stays where it is). `false` when there was nothing to forget.
+pub fn forget_torrent(dir: &Path, info_hash: InfoHash) -> io::Result<bool> {
+    let store = ResumeStore::new(dir.to_path_buf());
+    let mut found = false;
+    for p in [store.path(info_hash), store.torrent_path(info_hash)] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => found = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(found)
 }

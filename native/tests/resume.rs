@@ -160,11 +160,10 @@ async fn a_file_changed_while_stopped_costs_only_its_pieces() {
     let client = WebTorrent::new(options(&resume)).await.expect("client");
     assert_eq!(progress_of(&client, &torrent, &data_dir).await, 1.0);
     client.destroy().await.expect("destroy");
-    assert_eq!(
-        std::fs::read_dir(&resume).expect("resume folder").count(),
-        1,
-        "one record"
-    );
+    let saved = webtorrent::saved_torrents(&resume);
+    assert_eq!(saved.len(), 1, "one record");
+    assert!(saved[0].complete());
+    assert_eq!(saved[0].save_path.as_deref(), Some(data_dir.as_path()));
 
     // Unchanged: everything at once, nothing hashed.
     let me = std::process::id().to_string();
@@ -307,4 +306,118 @@ async fn a_leecher_killed_halfway_continues_and_fetches_no_piece_twice() {
         "the second run got {sent} bytes; {missing} were missing ({had} verified before the kill)"
     );
     seeder.destroy().await.expect("destroy");
+}
+
+/// `webtorrent seed` with `args`; its first stdout line (a magnet link) and the process.
+fn seed_line(args: &[&str]) -> (Child, String) {
+    let mut child = common::cli()
+        .arg("seed")
+        .args(args)
+        .arg("--quiet")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start webtorrent seed");
+    let out = child.stdout.take().expect("stdout");
+    let line = BufReader::new(out)
+        .lines()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    (child, line)
+}
+
+fn cli_out(args: &[&str]) -> (bool, String, String) {
+    let o = common::cli().args(args).output().expect("run webtorrent");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn seed_starts_again_what_the_state_holds_and_list_and_remove_manage_it() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = common::content(1 << 20, 11);
+    let b = common::content(700_000, 12);
+    let a_path = common::write_file(&dir.path().join("one"), "a.bin", &a);
+    let b_path = common::write_file(&dir.path().join("two"), "b.bin", &b);
+    let state = dir.path().join("state");
+    let s = state.to_str().unwrap();
+    let a_torrent = dir.path().join("a.torrent");
+    let first_port = free_port().to_string();
+    let (first, magnet_a) = seed_line(&[
+        a_path.to_str().unwrap(),
+        "--state",
+        s,
+        "--port",
+        &first_port,
+        "--torrent-out",
+        a_torrent.to_str().unwrap(),
+    ]);
+    assert!(magnet_a.starts_with("magnet:"), "{magnet_a}");
+    stop(first);
+    let hash_a = magnet_a["magnet:?xt=urn:btih:".len()..][..40].to_string();
+
+    // Seeding b.bin on the same state seeds a.bin again too: a leecher gets it from there.
+    let port = free_port().to_string();
+    let (second, magnet_b) = seed_line(&[b_path.to_str().unwrap(), "--state", s, "--port", &port]);
+    assert!(magnet_b.starts_with("magnet:"), "{magnet_b}");
+    let hash_b = magnet_b["magnet:?xt=urn:btih:".len()..][..40].to_string();
+    let out = dir.path().join("out");
+    let mut got = None;
+    let t0 = Instant::now();
+    // The state's torrents start just after the one given: try for a few seconds.
+    while got.is_none() && t0.elapsed() < Duration::from_secs(20) {
+        let st = common::cli()
+            .args(["download", a_torrent.to_str().unwrap(), "-o"])
+            .arg(&out)
+            .args([
+                "--peer",
+                &format!("127.0.0.1:{port}"),
+                "--quiet",
+                "--no-utp",
+                "--timeout",
+                "5",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("download");
+        if st.success() {
+            got = std::fs::read(out.join("a.bin")).ok();
+        }
+    }
+    stop(second);
+    assert_eq!(
+        common::sha256_hex(&got.expect("a.bin from the restarted state")),
+        common::sha256_hex(&a)
+    );
+
+    let (ok, list, err) = cli_out(&["list", "--state", s]);
+    assert!(ok, "{err}");
+    assert_eq!(list.lines().count(), 2, "{list}");
+    for (h, name) in [(&hash_a, "a.bin"), (&hash_b, "b.bin")] {
+        let line = list
+            .lines()
+            .find(|l| l.starts_with(h.as_str()))
+            .unwrap_or_else(|| panic!("{h} not listed: {list}"));
+        assert!(line.contains("100.0 %") && line.contains(name), "{line}");
+    }
+    let (ok, _, err) = cli_out(&["remove", &hash_a, "--state", s]);
+    assert!(ok, "{err}");
+    assert!(a_path.exists(), "remove leaves the data");
+    let (_, list, _) = cli_out(&["list", "--state", s]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(list.starts_with(hash_b.as_str()), "{list}");
+    let (ok, _, err) = cli_out(&["remove", &hash_a, "--state", s]);
+    assert!(!ok && err.contains("holds no torrent"), "{err}");
+
+    // `seed` alone seeds what the state holds.
+    let (alone, line) = seed_line(&["--state", s]);
+    assert_eq!(line, magnet_b);
+    stop(alone);
 }

@@ -144,11 +144,15 @@ export function spawnLogged (label, cmd, args, { env = {}, cwd = ROOT, keep = 40
  * Our CLI as a process. `args` after the binary. RUST_LOG comes from $BRIDGE_RUST_LOG
  * (default webtorrent=info) unless `env` sets it. The DHT is off (`--no-dht`: its default
  * routers are public hosts) unless `args` give `--dht-bootstrap`, and so is port mapping
- * (`--no-port-mapping`: it talks to the LAN's router).
+ * (`--no-port-mapping`: it talks to the LAN's router); it gets a fresh `--state` unless `args`
+ * give one.
  */
 export function startWebtorrent (label, args, { env = {} } = {}) {
   const bin = requireWebtorrentBin()
   const all = [...(args.includes('--dht-bootstrap') ? args : [...args, '--no-dht']), '--no-port-mapping']
+  // A state folder of its own (fast-resume records, which seed and serve start again), unless
+  // the test gives one: scenarios never see each other's torrents.
+  if (!args.includes('--state')) all.push('--state', fs.mkdtempSync(path.join(os.tmpdir(), 'wt-state-')))
   return spawnLogged(label, bin, all, { env: { RUST_LOG: process.env.BRIDGE_RUST_LOG || 'webtorrent=info', ...env } })
 }
 

@@ -51,6 +51,8 @@ def run_in_temp(binary, prefix, run):
 
     check_setup(binary)
     work = tempfile.mkdtemp(prefix=prefix)
+    # Our CLI's state folder (fast-resume records, which `seed` starts again): this run's own.
+    os.environ["XDG_DATA_HOME"] = os.path.join(work, "state")
     try:
         run(work)
     finally:

@@ -86,6 +86,11 @@ const DHT_STATE: &str = "dht.dat";
 const RESUME_DIR: &str = "resume";
 
 impl NetArgs {
+    /// Where fast-resume records (and the torrents they are for) are kept.
+    pub fn resume_dir(&self) -> Result<Option<PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.state_dir()?.map(|d| d.join(RESUME_DIR)))
+    }
+
     /// The state folder: `--state`, else the user's data folder (`None` without a home).
     pub fn state_dir(&self) -> Result<Option<PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
         match &self.state {
@@ -111,7 +116,7 @@ impl NetArgs {
             encryption: self.encryption,
             utp: !self.no_utp,
             port_mapping: self.port_mapping_options()?,
-            resume_dir: self.state_dir()?.map(|d| d.join(RESUME_DIR)),
+            resume_dir: self.resume_dir()?,
             ..o
         };
         #[cfg(feature = "webrtc")]

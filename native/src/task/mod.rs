@@ -381,6 +381,7 @@ impl Task {
     fn record_resume(&mut self, force: bool) -> Option<tokio::task::JoinHandle<()>> {
         let store = self.shared.resume.clone()?;
         let storage = self.storage.clone()?;
+        let meta = self.session.metainfo()?.clone();
         let have = self.session.have()?.clone();
         if self.resume_recorded == Some(have.count()) {
             return None;
@@ -394,9 +395,9 @@ impl Task {
         }
         self.resume_recorded = Some(have.count());
         self.resume_at = Instant::now();
-        let info_hash = self.info_hash;
+        let folder = self.folder.clone();
         let h = tokio::task::spawn_blocking(move || {
-            crate::resume::record(&store, info_hash, have, storage.as_ref());
+            crate::resume::record(&store, &meta, folder.as_deref(), have, storage.as_ref());
         });
         if force {
             Some(h)

@@ -185,10 +185,20 @@ pub fn write_file(dir: &Path, rel: &str, data: &[u8]) -> PathBuf {
 }
 
 /// The built `webtorrent` CLI, with the DHT off (`--no-dht`: its default routers are public
-/// hosts) and no port mapping (`--no-port-mapping`: it talks to the LAN's router).
+/// hosts), no port mapping (`--no-port-mapping`: it talks to the LAN's router) and a fresh
+/// state folder.
 pub fn cli() -> Command {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
     let mut c = Command::new(env!("CARGO_BIN_EXE_webtorrent"));
     c.args(["--no-dht", "--no-port-mapping"]);
+    // A state folder of its own (fast-resume records, which `seed` starts again), so tests
+    // never see each other's torrents; a test that restarts a client on one passes --state.
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    c.env(
+        "XDG_DATA_HOME",
+        std::env::temp_dir().join(format!("wt-test-state-{}-{n}", std::process::id())),
+    );
     c
 }
 
