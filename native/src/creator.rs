@@ -155,13 +155,7 @@ impl TorrentCreator {
             )));
         }
         files.sort_by(|a, b| a.0.cmp(&b.0));
-        let specs: Vec<FileSpec> = files
-            .iter()
-            .map(|(p, len, _)| FileSpec {
-                path: p.clone(),
-                length: *len,
-            })
-            .collect();
+        let specs = file_specs(&files);
         let total: u64 = specs.iter().map(|f| f.length).sum();
         let pl = self.core.piece_length_for(total)?;
         let mut offsets = Vec::with_capacity(files.len());
@@ -334,13 +328,7 @@ impl TorrentCreator {
                 self.core
                     .create_single_with_hashes(&name, total, pl, pieces)
             } else {
-                let specs: Vec<FileSpec> = files
-                    .iter()
-                    .map(|(p, len, _)| FileSpec {
-                        path: p.clone(),
-                        length: *len,
-                    })
-                    .collect();
+                let specs = file_specs(&files);
                 self.core
                     .create_multi_with_hashes(&name, &specs, pl, pieces)
             };
@@ -363,6 +351,17 @@ impl TorrentCreator {
         }
         Ok(created)
     }
+}
+
+/// The torrent's view of files found by [`walk`].
+fn file_specs(files: &[(Vec<String>, u64, PathBuf)]) -> Vec<FileSpec> {
+    files
+        .iter()
+        .map(|(p, len, _)| FileSpec {
+            path: p.clone(),
+            length: *len,
+        })
+        .collect()
 }
 
 /// Collects regular files below `dir` as (path components, length, full path).

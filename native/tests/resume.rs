@@ -32,21 +32,7 @@ fn free_port() -> u16 {
 /// `webtorrent seed` with `args`, once it printed its magnet link (the data is verified and
 /// the port listens).
 fn seed(args: &[&str]) -> Child {
-    let mut child = common::cli()
-        .arg("seed")
-        .args(args)
-        .arg("--quiet")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start webtorrent seed");
-    let out = child.stdout.take().expect("stdout");
-    let line = BufReader::new(out)
-        .lines()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let (child, line) = seed_line(args);
     assert!(line.starts_with("magnet:"), "the seeder printed {line:?}");
     child
 }
