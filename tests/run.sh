@@ -133,6 +133,9 @@ tests/netns.sh /usr/bin/python3 tests/libtorrent/mse_interop.py target/debug/web
 step "uTP (BEP 29) with libtorrent: libtorrent with TCP off seeds to us and downloads from us"
 tests/netns.sh /usr/bin/python3 tests/libtorrent/utp_interop.py target/debug/webtorrent
 
+step "fast resume with libtorrent: a restarted seeder reads almost nothing, then libtorrent downloads from it"
+tests/netns.sh /usr/bin/python3 tests/libtorrent/resume_interop.py target/debug/webtorrent
+
 step "port mapping behind a simulated NAT (miniupnpd): UPnP, NAT-PMP and PCP; libtorrent outside connects in"
 tests/netns.sh /usr/bin/python3 tests/libtorrent/portmap_interop.py target/debug/webtorrent
 
