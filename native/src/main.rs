@@ -427,6 +427,7 @@ fn main() -> ExitCode {
 type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 async fn run(cli: Cli) -> AnyResult<()> {
+    listen_for_signals();
     let quiet = cli.quiet;
     let net = cli.net;
     match cli.cmd {
@@ -528,6 +529,7 @@ async fn run(cli: Cli) -> AnyResult<()> {
             .await?;
             let Some(path) = path else {
                 // Only what the state folder holds.
+                graceful_from_now();
                 let restored = client.restore(None).await;
                 if restored.is_empty() {
                     client.destroy().await?;
@@ -597,6 +599,9 @@ async fn run(cli: Cli) -> AnyResult<()> {
                 bar.finish_and_clear();
                 t?
             };
+            // From here a signal stops cleanly (the torrent's state is written), also while
+            // the state folder's other torrents start.
+            graceful_from_now();
             if let (Some(out), Some(file)) = (torrent_out, torrent.torrent_file()) {
                 std::fs::write(out, file)?;
             }
@@ -1300,17 +1305,61 @@ fn watch(t: Torrent, quiet: bool, downloading: bool) -> tokio::task::JoinHandle<
     })
 }
 
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
+/// Set once SIGINT or SIGTERM arrived.
+static INTERRUPTED: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> =
+    std::sync::OnceLock::new();
+/// From when a signal means "stop cleanly" (announce `stopped`, write resume records)
+/// rather than "exit now".
+static GRACEFUL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Signals from now on stop the command cleanly ([`wait_for_signal`] returns), even one that
+/// arrives before the command waits for it; a second one exits at once.
+fn graceful_from_now() {
+    GRACEFUL.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Listens for SIGINT and SIGTERM from the start of a command. Before
+/// [`graceful_from_now`] (while hashing, say) one exits at once, as without a handler; after
+/// it, the first is kept for [`wait_for_signal`] and a second exits at once.
+fn listen_for_signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let signals =
+        signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)));
+    tokio::spawn(async move {
+        let Ok((mut term, mut int)) = signals else {
             let _ = tokio::signal::ctrl_c().await;
+            let _ = tx.send(true);
             return;
+        };
+        let mut stopping = false;
+        loop {
+            let code = tokio::select! {
+                _ = term.recv() => 143,
+                _ = int.recv() => 130,
+            };
+            if stopping || !GRACEFUL.load(std::sync::atomic::Ordering::SeqCst) {
+                std::process::exit(code);
+            }
+            stopping = true;
+            let _ = tx.send(true);
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    });
+    let _ = INTERRUPTED.set(rx);
+}
+
+/// Returns once SIGINT or SIGTERM arrived (also if it arrived after [`graceful_from_now`]
+/// but before this was called).
+async fn wait_for_signal() {
+    graceful_from_now();
+    match INTERRUPTED.get() {
+        Some(rx) => {
+            let mut rx = rx.clone();
+            let _ = rx.wait_for(|&v| v).await;
+        }
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -302,7 +302,14 @@ fn seed_line(args: &[&str]) -> (Child, String) {
         .arg("--quiet")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::File::create(
+                std::env::temp_dir().join(format!("wt-resume-seed-{}.log", std::process::id())),
+            )
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null()),
+        )
+        .env("RUST_LOG", "webtorrent=debug")
         .spawn()
         .expect("start webtorrent seed");
     let out = child.stdout.take().expect("stdout");
@@ -353,35 +360,47 @@ async fn seed_starts_again_what_the_state_holds_and_list_and_remove_manage_it() 
     let (second, magnet_b) = seed_line(&[b_path.to_str().unwrap(), "--state", s, "--port", &port]);
     assert!(magnet_b.starts_with("magnet:"), "{magnet_b}");
     let hash_b = magnet_b["magnet:?xt=urn:btih:".len()..][..40].to_string();
-    let out = dir.path().join("out");
-    let mut got = None;
+    let log = std::env::temp_dir().join(format!("wt-resume-seed-{}.log", std::process::id()));
+    // The state's torrents start just after the one given (and its magnet line).
     let t0 = Instant::now();
-    // The state's torrents start just after the one given: try for a few seconds.
-    while got.is_none() && t0.elapsed() < Duration::from_secs(20) {
-        let st = common::cli()
-            .args(["download", a_torrent.to_str().unwrap(), "-o"])
-            .arg(&out)
-            .args([
-                "--peer",
-                &format!("127.0.0.1:{port}"),
-                "--quiet",
-                "--no-utp",
-                "--timeout",
-                "5",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("download");
-        if st.success() {
-            got = std::fs::read(out.join("a.bin")).ok();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("started again from the state folder")
+    {
+        if t0.elapsed() > Duration::from_secs(30) {
+            stop(second);
+            let (_, list, _) = cli_out(&["list", "--state", s]);
+            panic!(
+                "the second seeder did not start a.bin again; list:\n{list}\nits log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let out = dir.path().join("out");
+    let o = common::cli()
+        .args(["download", a_torrent.to_str().unwrap(), "-o"])
+        .arg(&out)
+        .args([
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--quiet",
+            "--no-utp",
+            "--timeout",
+            "60",
+        ])
+        .env("RUST_LOG", "webtorrent=debug")
+        .output()
+        .expect("download");
     stop(second);
-    assert_eq!(
-        common::sha256_hex(&got.expect("a.bin from the restarted state")),
-        common::sha256_hex(&a)
+    assert!(
+        o.status.success(),
+        "a.bin not served by the restarted state: {}\nseeder log:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
+    let got = std::fs::read(out.join("a.bin")).expect("a.bin");
+    assert_eq!(common::sha256_hex(&got), common::sha256_hex(&a));
 
     let (ok, list, err) = cli_out(&["list", "--state", s]);
     assert!(ok, "{err}");
