@@ -379,11 +379,10 @@ impl Task {
     /// pieces were verified since the last one and [`RESUME_EVERY`] has passed, or now with
     /// `force`. Torrents not stored in files have none.
     fn record_resume(&mut self, force: bool) -> Option<tokio::task::JoinHandle<()>> {
-        let store = self.shared.resume.clone()?;
-        let storage = self.storage.clone()?;
-        let meta = self.session.metainfo()?.clone();
-        let have = self.session.have()?.clone();
-        if self.resume_recorded == Some(have.count()) {
+        // Called on every turn of the loop: decide before cloning anything.
+        self.shared.resume.as_ref()?;
+        let count = self.session.have()?.count();
+        if self.resume_recorded == Some(count) {
             return None;
         }
         let busy = self
@@ -393,7 +392,11 @@ impl Task {
         if !force && (self.resume_at.elapsed() < RESUME_EVERY || busy) {
             return None;
         }
-        self.resume_recorded = Some(have.count());
+        let store = self.shared.resume.clone()?;
+        let storage = self.storage.clone()?;
+        let meta = self.session.metainfo()?.clone();
+        let have = self.session.have()?.clone();
+        self.resume_recorded = Some(count);
         self.resume_at = Instant::now();
         let folder = self.folder.clone();
         let h = tokio::task::spawn_blocking(move || {
