@@ -11,12 +11,19 @@
 // and [data-testid=keep] (the "Keep on server" button; data-error = the last refusal).
 // Audio and video files get [data-testid=player] elements (data-file = the file's index)
 // that play through sw.js while they download.
+// Kept torrents (they survive a reload): #keep-seeding ([data-testid=keep-seeding]) is the
+// "keep sharing after reload" checkbox; per card [data-testid=kept] (data-kept=true|false);
+// #saved ([data-testid=saved]) lists what an earlier visit kept, one [data-testid=saved-item]
+// per torrent (data-infohash; [data-testid=saved-resume], [data-testid=saved-remove],
+// [data-testid=saved-error]) and [data-testid=resume-all]; [data-testid=storage] says how much
+// the page stores (data-usage in bytes, data-persisted=true|false).
 
 // The client library (wasm-bindgen output in pkg/) is imported in start(), so the page still
 // explains itself when it is missing or fails to load.
 const PKG_URL = './pkg/webtorrent_wasm.js'
 
 const STORAGE_KEY = 'webtorrent-rs.trackers'
+const KEEP_KEY = 'webtorrent-rs.keep-seeding'
 const REFRESH_MS = 500
 const BRIDGE_POLL_MS = 2000
 const BRIDGE_POLL_HIDDEN_MS = 10_000
@@ -464,6 +471,7 @@ class Entry {
     torrent.on('ready', () => this.render())
     torrent.on('wire', () => this.render())
     torrent.on('done', () => this.render())
+    torrent.on('kept', () => { this.render(); updateStorage() })
     this.render()
     this.bridgeChanged()
   }
@@ -711,6 +719,17 @@ class Entry {
       if (!this.playersMade && this.hasMetadata() && navigator.serviceWorker?.controller) this.makePlayers()
     }
 
+    const kept = this.$('[data-testid=kept]')
+    const isKept = !!(t && t.kept)
+    const keptText = !t || this.error
+      ? ''
+      : isKept
+        ? (this.role === 'seed' ? 'Kept: after a reload, “Resume” shares it again.' : 'Kept: after a reload, “Resume” continues it.')
+        : (this.role === 'seed' ? (this.keepWanted ? 'Keeping a copy so that sharing can resume after a reload…' : 'Not kept: reloading this page stops sharing.') : '')
+    if (kept.textContent !== keptText) kept.textContent = keptText
+    kept.hidden = !keptText
+    kept.dataset.kept = isKept ? 'true' : 'false'
+
     if (this.warning && performance.now() - this.warningAt > WARNING_TTL_MS) this.warning = null
     const st = this.stateText()
     this.$('.t-state-main').textContent = st.text
@@ -761,6 +780,11 @@ class Entry {
     document.body.classList.toggle('receiving', [...entries].some(e => e.role === 'download'))
     for (const u of this.blobUrls) URL.revokeObjectURL(u)
     try { this.torrent && this.torrent.destroy() } catch (e) { console.warn('destroy failed', e) }
+    // Removing a card forgets it: what this browser stores for it goes too (never the
+    // user's own files).
+    if (client && this.infoHash) {
+      client.forget(this.infoHash).catch(e => console.warn('forget failed', e)).finally(updateStorage)
+    }
     if (this.infoHash && magnetInfoHash(extractTorrentId(location.hash) || '') === this.infoHash) {
       history.replaceState(null, '', location.pathname + location.search)
     }
@@ -790,6 +814,8 @@ function torrentNameFor (files) {
   return `${files.length} files`
 }
 
+const keepSeeding = () => !!$('#keep-seeding')?.checked
+
 async function seedFiles (files) {
   files = files.filter(f => f && typeof f.size === 'number')
   if (files.length === 0) return
@@ -800,11 +826,34 @@ async function seedFiles (files) {
     name: name || (files.length === 1 ? files[0].name : (files[0].fullPath || '').replace(/^\/+/, '').split('/')[0]),
     meta: `${plural(files.length, 'file')} · ${fmtBytes(total)}`
   })
+  // Without handles, keeping means a copy in the browser's storage: only when asked.
+  entry.keepWanted = keepSeeding()
+  const opts = { announce: currentTrackers(), keep: entry.keepWanted }
+  if (name) opts.name = name
+  await startSeed(entry, files.length === 1 ? files[0] : files, opts)
+}
+
+/**
+ * Seeds File System Access handles (dropped or picked in browsers that give them): the
+ * torrent is kept by its handles, so it comes back after a reload without a copy.
+ */
+async function seedHandles (handles) {
+  const single = handles.length === 1
+  const entry = new Entry({
+    role: 'seed',
+    name: single ? handles[0].name : `${handles.length} files`,
+    meta: single && handles[0].kind === 'directory' ? 'Folder' : plural(handles.length, 'file')
+  })
+  entry.keepWanted = true
+  const opts = { announce: currentTrackers(), keep: true }
+  if (!single) opts.name = `${handles.length} files`
+  await startSeed(entry, single ? handles[0] : handles, opts)
+}
+
+async function startSeed (entry, input, opts) {
   if (!client) return entry.fail(clientError || 'the WebTorrent engine did not start')
   try {
-    const opts = { announce: currentTrackers() }
-    if (name) opts.name = name
-    const torrent = await client.seed(files.length === 1 ? files[0] : files, opts)
+    const torrent = await client.seed(input, opts)
     const existing = findEntry(torrent.infoHash)
     if (existing && existing !== entry) {
       entry.remove()
@@ -812,6 +861,7 @@ async function seedFiles (files) {
       return
     }
     entry.attach(torrent)
+    refreshSaved()
   } catch (e) {
     entry.fail(e)
   }
@@ -834,7 +884,9 @@ async function openTorrent (id) {
   entry.bridgeChanged()
   if (!client) return entry.fail(clientError || 'the WebTorrent engine did not start')
   try {
-    const torrent = await client.add(await magnetForClient(magnet), { announce: currentTrackers() })
+    // Downloads are kept in the browser's storage: after a reload they continue.
+    const torrent = await client.add(await magnetForClient(magnet), { announce: currentTrackers(), keep: true })
+    refreshSaved()
     if (entry.removed) {
       try { torrent.destroy() } catch {}
       return
@@ -868,15 +920,26 @@ async function filesFromEntry (entry, prefix = '') {
   return []
 }
 
-async function droppedFiles (dt) {
+/**
+ * What was dropped: { handles } when the browser gives File System Access handles for every
+ * item (they let the page reopen the files after a reload), else { files }. Everything is
+ * taken from the event before the first await: the DataTransfer empties afterwards.
+ */
+async function dropped (dt) {
   const items = Array.from(dt.items || []).filter(i => i.kind === 'file')
+  const handlePromises = items.map(i => (typeof i.getAsFileSystemHandle === 'function' ? i.getAsFileSystemHandle() : null))
   const entriesList = items.map(i => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null))
+  const files = Array.from(dt.files || [])
+  if (handlePromises.length && handlePromises.every(Boolean)) {
+    const handles = await Promise.all(handlePromises.map(p => p.catch(() => null)))
+    if (handles.every(h => h && (h.kind === 'file' || h.kind === 'directory'))) return { handles }
+  }
   if (entriesList.length && entriesList.every(Boolean) && entriesList.some(e => e.isDirectory)) {
     const out = []
     for (const e of entriesList) out.push(...await filesFromEntry(e))
-    return out
+    return { files: out }
   }
-  return Array.from(dt.files || [])
+  return { files }
 }
 
 function setupDrop () {
@@ -906,7 +969,9 @@ function setupDrop () {
     depth = 0
     document.body.classList.remove('dragging')
     try {
-      seedFiles(await droppedFiles(e.dataTransfer))
+      const got = await dropped(e.dataTransfer)
+      if (got.handles) seedHandles(got.handles)
+      else seedFiles(got.files)
     } catch (err) {
       showNotice(`Could not read the dropped files: ${errorMessage(err)}`)
     }
@@ -916,9 +981,136 @@ function setupDrop () {
     input.value = ''
     seedFiles(files)
   })
-  drop.addEventListener('keydown', e => {
-    if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); input.click() }
+  // Where the browser has a file picker that gives handles, use it: files shared through
+  // handles come back after a reload without a copy.
+  const choose = () => {
+    if (typeof window.showOpenFilePicker !== 'function') return false
+    window.showOpenFilePicker({ multiple: true }).then(handles => {
+      if (handles && handles.length) seedHandles(handles)
+    }, err => {
+      if (err && err.name !== 'AbortError') showNotice(`Could not open the files: ${errorMessage(err)}`)
+    })
+    return true
+  }
+  $('label[for=file-input]', drop).addEventListener('click', e => {
+    if (choose()) e.preventDefault()
   })
+  drop.addEventListener('keydown', e => {
+    if (e.key === 'Enter' || e.key === ' ') {
+      e.preventDefault()
+      if (!choose()) input.click()
+    }
+  })
+  const keep = $('#keep-seeding')
+  try { keep.checked = localStorage.getItem(KEEP_KEY) === '1' } catch {}
+  keep.addEventListener('change', () => {
+    try { localStorage.setItem(KEEP_KEY, keep.checked ? '1' : '0') } catch {}
+    if (keep.checked && navigator.storage?.persist) navigator.storage.persist().then(updateStorage, () => {})
+  })
+}
+
+// ---------------------------------------------------------------- kept torrents
+
+/** One saved-list item per torrent an earlier visit kept (and this tab does not run). */
+async function refreshSaved () {
+  if (!client) return
+  let list = []
+  try {
+    list = (await client.saved()).filter(s => !s.active)
+  } catch (e) {
+    console.warn('cannot read the kept torrents', e)
+  }
+  const box = $('#saved')
+  const ul = $('#saved-list')
+  const seen = new Set()
+  for (const s of list) {
+    seen.add(s.infoHash)
+    let li = ul.querySelector(`[data-infohash="${s.infoHash}"]`)
+    if (!li) {
+      li = $('#saved-template').content.firstElementChild.cloneNode(true)
+      li.dataset.infohash = s.infoHash
+      $('.saved-resume', li).addEventListener('click', () => resumeSaved([s.infoHash]))
+      $('.saved-remove', li).addEventListener('click', () => removeSaved(s.infoHash))
+      ul.append(li)
+    }
+    li.dataset.kind = s.kind
+    li.dataset.permission = s.permission || ''
+    $('.saved-name', li).textContent = s.name || s.infoHash
+    const what = s.kind === 'seed' ? 'shared' : 'downloading'
+    const from = s.data === 'handles'
+      ? (s.permission === 'granted' ? 'from your files' : 'from your files (the browser asks to read them again)')
+      : s.data === 'copy' ? 'from a copy in this browser' : 'stored in this browser'
+    $('.saved-meta', li).textContent = `${what} · ${s.length ? fmtBytes(s.length) + ' · ' : ''}${from}`
+  }
+  for (const li of ul.querySelectorAll('[data-testid=saved-item]')) {
+    if (!seen.has(li.dataset.infohash)) li.remove()
+  }
+  box.hidden = ul.children.length === 0
+}
+
+/** Resumes kept torrents (from a click: reopening files may need the user's permission). */
+async function resumeSaved (infoHashes) {
+  if (!client) return
+  const items = infoHashes.map(ih => $(`#saved-list [data-infohash="${ih}"]`)).filter(Boolean)
+  for (const li of items) {
+    for (const b of li.querySelectorAll('button')) b.disabled = true
+    $('.saved-error', li).hidden = true
+  }
+  let results = []
+  try {
+    results = await client.restore(infoHashes)
+  } catch (e) {
+    showNotice(`Could not resume: ${errorMessage(e)}`)
+  }
+  for (const r of results) {
+    const li = $(`#saved-list [data-infohash="${r.infoHash}"]`)
+    if (r.torrent) {
+      if (!findEntry(r.infoHash)) {
+        const t = r.torrent
+        const role = li?.dataset.kind === 'seed' ? 'seed' : 'download'
+        const entry = new Entry({ role, name: t.name || r.name, meta: null })
+        entry.keepWanted = true
+        entry.attach(t)
+      }
+      li?.remove()
+    } else if (li) {
+      const err = $('.saved-error', li)
+      err.textContent = `Could not resume: ${r.error}`
+      err.hidden = false
+    }
+  }
+  for (const li of items) for (const b of li.querySelectorAll('button')) b.disabled = false
+  refreshSaved()
+}
+
+async function removeSaved (infoHash) {
+  if (!client) return
+  try {
+    await client.forget(infoHash)
+  } catch (e) {
+    showNotice(`Could not remove it: ${errorMessage(e)}`)
+  }
+  refreshSaved()
+  updateStorage()
+}
+
+/** "This page stores N MB in this browser", with whether the browser may clear it. */
+async function updateStorage () {
+  const el = $('#storage')
+  const storage = navigator.storage
+  if (!el || !storage?.estimate) return
+  try {
+    const [{ usage = 0 }, persisted] = await Promise.all([
+      storage.estimate(),
+      storage.persisted ? storage.persisted() : Promise.resolve(false)
+    ])
+    el.dataset.usage = String(usage)
+    el.dataset.persisted = persisted ? 'true' : 'false'
+    el.textContent = `This page stores ${fmtBytes(usage)} in this browser${persisted ? ' (kept until you remove it)' : ' (the browser may clear it when space runs low)'}.`
+    el.hidden = usage < 1000
+  } catch {
+    el.hidden = true
+  }
 }
 
 function setupOpenForm () {
@@ -974,7 +1166,13 @@ async function start () {
     showNotice('No tracker is configured: open “Trackers” below and add one.', 'warn')
   }
   window.addEventListener('hashchange', openFromHash)
+  $('#resume-all').addEventListener('click', () => {
+    resumeSaved([...document.querySelectorAll('#saved-list [data-testid=saved-item]')].map(li => li.dataset.infohash))
+  })
   openFromHash()
+  refreshSaved()
+  updateStorage()
+  setInterval(updateStorage, 15_000)
   setInterval(() => { for (const e of entries) e.render() }, REFRESH_MS)
   document.documentElement.dataset.ready = client ? 'true' : 'error'
 }

@@ -14,9 +14,12 @@ use webtorrent_core::magnet::Magnet;
 use webtorrent_core::metainfo::Metainfo;
 use webtorrent_core::{InfoHash, PeerId, PeerKey};
 
+use crate::keep::{keep_download, keep_seed};
+use crate::persist::{self, Registry};
 use crate::store::Store;
 use crate::torrent::{self, Handle, Source, Torrent};
 use crate::util::{self, prop, string_list};
+use wasm_bindgen_futures::spawn_local;
 
 /// Downloads up to this size stay in memory by default; larger ones go to the OPFS.
 const DEFAULT_MEMORY_LIMIT: u64 = 256 * 1024 * 1024;
@@ -32,6 +35,10 @@ pub(crate) struct ClientShared {
     pub(crate) torrents: RefCell<Vec<Handle>>,
     pub(crate) trackers: RefCell<HashMap<String, Rc<crate::ws::WsTracker>>>,
     pub(crate) destroyed: Cell<bool>,
+    /// Whether `seed()` and `add()` keep torrents for `restore()` unless told otherwise.
+    pub(crate) keep: bool,
+    /// Kept torrents (IndexedDB).
+    pub(crate) registry: Registry,
 }
 
 impl ClientShared {
@@ -67,11 +74,14 @@ pub(crate) fn js_err(msg: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&msg.to_string()).into()
 }
 
-/// One input file for seeding: path components, the blob, its size.
-struct InputFile {
-    path: Vec<String>,
-    blob: web_sys::Blob,
-    len: u64,
+/// One input file for seeding: path components, the blob, its size, and where it came from
+/// (a File System Access handle and the file's modification time, when known).
+pub(crate) struct InputFile {
+    pub(crate) path: Vec<String>,
+    pub(crate) blob: web_sys::Blob,
+    pub(crate) len: u64,
+    pub(crate) handle: Option<JsValue>,
+    pub(crate) modified: f64,
 }
 
 fn file_of(v: &JsValue) -> Option<InputFile> {
@@ -91,6 +101,8 @@ fn file_of(v: &JsValue) -> Option<InputFile> {
             path,
             blob: f.clone().into(),
             len: f.size() as u64,
+            handle: None,
+            modified: f.last_modified(),
         });
     }
     if let Some(b) = v.dyn_ref::<web_sys::Blob>() {
@@ -98,6 +110,8 @@ fn file_of(v: &JsValue) -> Option<InputFile> {
             path: Vec::new(),
             blob: b.clone(),
             len: b.size() as u64,
+            handle: None,
+            modified: f64::NAN,
         });
     }
     if let Some(a) = v.dyn_ref::<Uint8Array>() {
@@ -107,6 +121,8 @@ fn file_of(v: &JsValue) -> Option<InputFile> {
             path: Vec::new(),
             blob,
             len: a.length() as u64,
+            handle: None,
+            modified: f64::NAN,
         });
     }
     if let Some(buf) = v.dyn_ref::<js_sys::ArrayBuffer>() {
@@ -116,7 +132,25 @@ fn file_of(v: &JsValue) -> Option<InputFile> {
     None
 }
 
-fn inputs(input: &JsValue) -> Result<Vec<InputFile>, JsValue> {
+/// The file behind a File System Access file handle, as an input with that handle.
+async fn file_of_handle(handle: &JsValue, path: Vec<String>) -> Result<InputFile, JsValue> {
+    let f = persist::handle_file(handle).await.map_err(|e| {
+        js_err(format!(
+            "cannot read the file: {}",
+            util::js_error_message(&e)
+        ))
+    })?;
+    let path = if path.is_empty() { vec![f.name()] } else { path };
+    Ok(InputFile {
+        path,
+        len: f.size() as u64,
+        modified: f.last_modified(),
+        blob: f.into(),
+        handle: Some(handle.clone()),
+    })
+}
+
+async fn inputs(input: &JsValue) -> Result<Vec<InputFile>, JsValue> {
     let list: Vec<JsValue> = if Array::is_array(input) {
         Array::from(input).iter().collect()
     } else if let Some(fl) = input.dyn_ref::<web_sys::FileList>() {
@@ -129,8 +163,20 @@ fn inputs(input: &JsValue) -> Result<Vec<InputFile>, JsValue> {
     };
     let mut out = Vec::new();
     for v in list {
+        if persist::is_file_handle(&v) {
+            out.push(file_of_handle(&v, Vec::new()).await?);
+            continue;
+        }
+        if persist::is_dir_handle(&v) {
+            let top = prop(&v, "name").and_then(|n| n.as_string()).unwrap_or_default();
+            for (mut path, h) in persist::walk_dir(&v).await? {
+                path.insert(0, top.clone());
+                out.push(file_of_handle(&h, path).await?);
+            }
+            continue;
+        }
         out.push(file_of(&v).ok_or_else(|| {
-            js_err("seed() takes a File, a Blob, a Uint8Array or an array of Files")
+            js_err("seed() takes a File, a Blob, a Uint8Array, a FileSystemFileHandle, a FileSystemDirectoryHandle or an array of them")
         })?);
     }
     if out.is_empty() {
@@ -143,7 +189,8 @@ fn inputs(input: &JsValue) -> Result<Vec<InputFile>, JsValue> {
 impl WebTorrent {
     /// A client. Options: `announce` (tracker URLs added to every torrent), `peerId` (40 hex
     /// digits), `maxConns`, `iceServers` (as for `RTCPeerConnection`), `memoryLimit` (bytes
-    /// of downloads kept in memory before the OPFS is used).
+    /// of downloads kept in memory before the OPFS is used), `keep` (the default of `seed()`
+    /// and `add()`'s `keep` option).
     #[wasm_bindgen(constructor)]
     pub fn new(opts: JsValue) -> Result<WebTorrent, JsValue> {
         let announce = prop(&opts, "announce")
@@ -182,6 +229,10 @@ impl WebTorrent {
                 torrents: RefCell::new(Vec::new()),
                 trackers: RefCell::new(HashMap::new()),
                 destroyed: Cell::new(false),
+                keep: prop(&opts, "keep")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
+                registry: Registry::default(),
             }),
         })
     }
@@ -210,14 +261,20 @@ impl WebTorrent {
     }
 
     /// Seeds files: resolves to a `Torrent` once every piece is hashed. `input` is a `File`,
-    /// `Blob`, `Uint8Array` or an array of `File`s; options `name`, `announce`, `pieceLength`.
+    /// `Blob`, `Uint8Array`, `FileSystemFileHandle`, `FileSystemDirectoryHandle` or an array of
+    /// them; options `name`, `announce`, `pieceLength`, `keep` (seed again after a reload with
+    /// `restore()`: from the handles when given, else from a copy in the Origin Private File
+    /// System).
     pub fn seed(&self, input: JsValue, opts: JsValue) -> js_sys::Promise {
         let shared = self.shared.clone();
         future_to_promise(async move {
             if shared.destroyed.get() {
                 return Err(js_err("client is destroyed"));
             }
-            let files = inputs(&input)?;
+            let files = inputs(&input).await?;
+            let keep = prop(&opts, "keep")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(shared.keep);
             let total: u64 = files.iter().map(|f| f.len).sum();
             let name = prop(&opts, "name")
                 .and_then(|v| v.as_string())
@@ -279,29 +336,42 @@ impl WebTorrent {
                 )));
             }
             let meta = Arc::new(created.metainfo);
+            let torrent_file = created.torrent_file.clone();
             let h = torrent::start(
                 shared.clone(),
                 Source::Seed {
-                    meta,
+                    meta: meta.clone(),
                     torrent_file: created.torrent_file,
                     store: Store::Blobs(blobs),
                 },
                 Vec::new(),
+                keep,
             )
             .map_err(js_err)?;
             shared.torrents.borrow_mut().push(h.clone());
+            if keep {
+                let (shared, h) = (shared.clone(), h.clone());
+                spawn_local(async move {
+                    keep_seed(&shared, &h, &meta, &torrent_file, &files).await;
+                });
+            }
             Ok(Torrent { h }.into())
         })
     }
 
     /// Adds a torrent by magnet link, info hash (hex or base32) or `.torrent` bytes
-    /// (`Uint8Array`/`ArrayBuffer`). Options: `announce` (extra tracker URLs).
+    /// (`Uint8Array`/`ArrayBuffer`). Options: `announce` (extra tracker URLs), `keep` (store
+    /// the download in the Origin Private File System and continue it after a reload with
+    /// `restore()`).
     pub fn add(&self, input: JsValue, opts: JsValue) -> js_sys::Promise {
         let shared = self.shared.clone();
         future_to_promise(async move {
             if shared.destroyed.get() {
                 return Err(js_err("client is destroyed"));
             }
+            let keep = prop(&opts, "keep")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(shared.keep);
             let mut extra = prop(&opts, "announce")
                 .map(|v| string_list(&v))
                 .unwrap_or_default();
@@ -341,9 +411,53 @@ impl WebTorrent {
             if let Some(h) = shared.find(ih) {
                 return Ok(Torrent { h }.into());
             }
-            let h = torrent::start(shared.clone(), source, extra).map_err(js_err)?;
+            // A kept download of this torrent continues where it was, with its metadata.
+            let source = match source {
+                Source::Magnet(m) => match crate::keep::kept_metainfo(&shared, ih).await {
+                    Some((meta, torrent_file)) => Source::Torrent { meta, torrent_file },
+                    None => Source::Magnet(m),
+                },
+                other => other,
+            };
+            let h = torrent::start(shared.clone(), source, extra, keep).map_err(js_err)?;
             shared.torrents.borrow_mut().push(h.clone());
+            if keep {
+                let (shared, h) = (shared.clone(), h.clone());
+                let magnet = Torrent { h: h.clone() }.magnet_uri();
+                spawn_local(async move { keep_download(&shared, &h, magnet).await });
+            }
             Ok(Torrent { h }.into())
+        })
+    }
+
+    /// The torrents kept for `restore()`: `[{ infoHash, name, kind: 'seed' | 'download',
+    /// data: 'handles' | 'copy' | 'pieces', length, addedAt, permission, active }]`.
+    /// `permission` is the browser's answer for handles (`granted`, `prompt`, `denied`);
+    /// `active` says the torrent runs in this client now.
+    pub fn saved(&self) -> js_sys::Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move { crate::keep::saved(&shared).await })
+    }
+
+    /// Starts kept torrents again (all of them, or those whose info hashes are given):
+    /// resolves to `[{ infoHash, name, torrent?, error? }]`, one per kept torrent tried.
+    /// Call it from a user's click: files opened through handles may need the user's
+    /// permission again, which the browser asks for only then.
+    pub fn restore(&self, which: JsValue) -> js_sys::Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move { crate::keep::restore(&shared, &which).await })
+    }
+
+    /// Stops a torrent if it runs, and forgets it: its record and the data stored for it in
+    /// the Origin Private File System (never the user's own files) are deleted.
+    pub fn forget(&self, info_hash: String) -> js_sys::Promise {
+        let shared = self.shared.clone();
+        if let Some(t) = self.get(&info_hash) {
+            t.destroy();
+        }
+        future_to_promise(async move {
+            crate::keep::forget(&shared, &info_hash.to_ascii_lowercase()).await?;
+            Ok(JsValue::UNDEFINED)
         })
     }
 

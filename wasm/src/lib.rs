@@ -8,6 +8,8 @@
 mod client;
 mod hash;
 mod http;
+mod keep;
+mod persist;
 mod rtc;
 mod store;
 mod torrent;

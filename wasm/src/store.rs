@@ -10,9 +10,9 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use webtorrent_core::memory::MemoryBuffer;
 use webtorrent_core::metainfo::Info;
-use webtorrent_core::piece::PieceIndex;
+use webtorrent_core::piece::{Bitfield, PieceIndex};
 
-use crate::util::{js_error_message, prop};
+use crate::util::js_error_message;
 
 /// A storage failure, with the browser's message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,22 +44,28 @@ async fn read_blob(blob: &web_sys::Blob, start: u64, end: u64) -> Result<Uint8Ar
 }
 
 impl Store {
-    /// Memory for downloads up to `memory_limit` bytes, the OPFS beyond (or if the OPFS is
-    /// missing, memory anyway: the caller checked the size fits in wasm memory).
+    /// Memory for downloads up to `memory_limit` bytes, the OPFS beyond or when the download
+    /// is kept (or if the OPFS is missing, memory anyway: the caller checked the size fits in
+    /// wasm memory). With the OPFS, the pieces already in its folder (from an earlier visit)
+    /// come back as the bitfield.
     pub async fn for_download(
         info: &Info,
         info_hash_hex: &str,
         memory_limit: u64,
-    ) -> Result<Store, StoreError> {
+        keep: bool,
+    ) -> Result<(Store, Option<Bitfield>), StoreError> {
         let total = info.total_length();
-        if total <= memory_limit {
-            return Ok(Store::Memory(MemoryBuffer::new(total)));
+        if total <= memory_limit && !keep {
+            return Ok((Store::Memory(MemoryBuffer::new(total)), None));
         }
         match opfs_dir(info_hash_hex).await {
-            Ok(dir) => Ok(Store::Opfs(dir)),
+            Ok(dir) => {
+                let have = opfs_scan(&dir, info).await;
+                Ok((Store::Opfs(dir), Some(have)))
+            }
             Err(e) if total <= 1 << 30 => {
                 crate::util::warn(&format!("OPFS unavailable ({e}); keeping the download in memory"));
-                Ok(Store::Memory(MemoryBuffer::new(total)))
+                Ok((Store::Memory(MemoryBuffer::new(total)), None))
             }
             Err(e) => Err(StoreError(format!("the download is too large for memory and the Origin Private File System is unavailable: {e}"))),
         }
@@ -146,22 +152,49 @@ impl Reader {
     }
 }
 
+/// The download folder of a torrent in the OPFS.
+pub(crate) fn pieces_folder(info_hash_hex: &str) -> String {
+    format!("webtorrent-{info_hash_hex}")
+}
+
 /// Opens (creating) the download folder of a torrent in the OPFS.
 async fn opfs_dir(info_hash_hex: &str) -> Result<web_sys::FileSystemDirectoryHandle, StoreError> {
-    let nav =
-        prop(&js_sys::global(), "navigator").ok_or_else(|| StoreError("no navigator".into()))?;
-    let storage = prop(&nav, "storage").ok_or_else(|| StoreError("no navigator.storage".into()))?;
-    let storage: web_sys::StorageManager = storage.unchecked_into();
-    let root: web_sys::FileSystemDirectoryHandle = JsFuture::from(storage.get_directory())
-        .await?
-        .unchecked_into();
-    let opts = web_sys::FileSystemGetDirectoryOptions::new();
-    opts.set_create(true);
-    let dir = JsFuture::from(
-        root.get_directory_handle_with_options(&format!("webtorrent-{info_hash_hex}"), &opts),
-    )
-    .await?;
-    Ok(dir.unchecked_into())
+    crate::persist::opfs_folder(&pieces_folder(info_hash_hex), true).await
+}
+
+/// The pieces stored in a download's folder: files named by piece index with the piece's
+/// length. A piece file is written only after its hash matched, and the browser commits a
+/// writable file only when it is closed, so a file of the right length holds a verified piece.
+async fn opfs_scan(dir: &web_sys::FileSystemDirectoryHandle, info: &Info) -> Bitfield {
+    let layout = info.layout;
+    let mut have = Bitfield::new(info.num_pieces());
+    let entries = match crate::persist::walk_dir(dir).await {
+        Ok(e) => e,
+        Err(e) => {
+            crate::util::warn(&format!(
+                "cannot list the stored pieces ({}); downloading them again",
+                js_error_message(&e)
+            ));
+            return have;
+        }
+    };
+    for (path, handle) in entries {
+        let [name] = &path[..] else { continue };
+        if name.len() != 8 || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(n) = name.parse::<u32>() else { continue };
+        let Ok(piece) = layout.piece(n) else {
+            continue;
+        };
+        let Ok(file) = crate::persist::handle_file(&handle).await else {
+            continue;
+        };
+        if file.size() as u64 == u64::from(layout.piece_len(piece)) {
+            have.set(piece);
+        }
+    }
+    have
 }
 
 fn piece_name(piece: PieceIndex) -> String {
@@ -260,21 +293,5 @@ pub(crate) enum StoreView {
 
 /// Removes a download's OPFS folder (best effort).
 pub(crate) async fn opfs_remove(info_hash_hex: &str) {
-    let Some(nav) = prop(&js_sys::global(), "navigator") else {
-        return;
-    };
-    let Some(storage) = prop(&nav, "storage") else {
-        return;
-    };
-    let storage: web_sys::StorageManager = storage.unchecked_into();
-    let Ok(root) = JsFuture::from(storage.get_directory()).await else {
-        return;
-    };
-    let root: web_sys::FileSystemDirectoryHandle = root.unchecked_into();
-    let opts = web_sys::FileSystemRemoveOptions::new();
-    opts.set_recursive(true);
-    let _ = JsFuture::from(
-        root.remove_entry_with_options(&format!("webtorrent-{info_hash_hex}"), &opts),
-    )
-    .await;
+    crate::persist::opfs_remove_folder(&pieces_folder(info_hash_hex)).await
 }

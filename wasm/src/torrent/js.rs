@@ -49,6 +49,13 @@ impl Torrent {
             .map(|b| Uint8Array::from(&b[..]))
     }
 
+    /// Whether the torrent is kept for `client.restore()` after a reload (true once its record
+    /// and, for copies, its data are stored).
+    #[wasm_bindgen(getter)]
+    pub fn kept(&self) -> bool {
+        self.h.borrow().kept
+    }
+
     /// The torrent's name (from the magnet link's `dn` until the metadata is known).
     #[wasm_bindgen(getter)]
     pub fn name(&self) -> Option<String> {

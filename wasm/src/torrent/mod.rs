@@ -49,10 +49,10 @@ pub(crate) type WeakHandle = Weak<RefCell<Inner>>;
 pub(crate) struct Inner {
     pub(crate) client: Rc<ClientShared>,
     pub(crate) info_hash: InfoHash,
-    session: TorrentSession,
+    pub(crate) session: TorrentSession,
     store: Option<Store>,
-    torrent_file: Option<Bytes>,
-    name_hint: Option<String>,
+    pub(crate) torrent_file: Option<Bytes>,
+    pub(crate) name_hint: Option<String>,
     trackers: Vec<Vec<String>>,
     rtc: channels::Channels,
     listeners: HashMap<String, Vec<Function>>,
@@ -68,6 +68,10 @@ pub(crate) struct Inner {
     next_reader: u64,
     /// Piece ranges selected with `torrent.select(start, end)` (end exclusive).
     selections: Vec<std::ops::Range<u32>>,
+    /// Kept across reloads: a download's pieces go to the OPFS and stay there when it stops.
+    pub(crate) keep: bool,
+    /// The registry holds this torrent (it comes back with `client.restore()`).
+    pub(crate) kept: bool,
 }
 
 /// How a torrent starts.
@@ -106,6 +110,7 @@ pub(crate) fn start(
     client: Rc<ClientShared>,
     source: Source,
     extra_trackers: Vec<String>,
+    keep: bool,
 ) -> Result<Handle, String> {
     let t0 = now();
     let mut settings = SessionSettings::new(client.peer_id);
@@ -201,6 +206,8 @@ pub(crate) fn start(
         piece_waiters: HashMap::new(),
         next_reader: 0,
         selections: Vec::new(),
+        keep,
+        kept: false,
     }));
     // The first events wait for the caller to add listeners.
     let w = Rc::downgrade(&h);
@@ -392,7 +399,22 @@ fn on_event(t: &mut Inner, e: Event) {
             t.ready = true;
             if t.torrent_file.is_none() {
                 if let Some(m) = t.meta() {
-                    t.torrent_file = Some(Bytes::from(m.to_bytes()));
+                    let file = Bytes::from(m.to_bytes());
+                    t.torrent_file = Some(file.clone());
+                    if t.keep {
+                        // A kept magnet download comes back with its metadata.
+                        let client = t.client.clone();
+                        let hex = t.info_hash.to_hex();
+                        let (name, len) = (m.info.name.clone(), m.info.total_length());
+                        spawn_local(async move {
+                            let fields = [
+                                ("torrentFile", js_sys::Uint8Array::from(&file[..]).into()),
+                                ("name", JsValue::from_str(&name)),
+                                ("length", JsValue::from_f64(len as f64)),
+                            ];
+                            client.registry.update(&hex, &fields).await;
+                        });
+                    }
                 }
             }
             t.emit("metadata", JsValue::UNDEFINED);
@@ -417,6 +439,18 @@ fn on_event(t: &mut Inner, e: Event) {
     }
 }
 
+/// Emits an event from outside the driver (the client's keep and restore work).
+pub(crate) fn notify(h: &Handle, event: &'static str, arg: JsValue) {
+    {
+        let mut t = h.borrow_mut();
+        if t.destroyed {
+            return;
+        }
+        t.emit(event, arg);
+    }
+    dispatch(h);
+}
+
 /// Feeds one input (from async work or a tracker) and drives.
 pub(crate) fn feed(w: &WeakHandle, input: Input) {
     let Some(h) = w.upgrade() else { return };
@@ -434,19 +468,19 @@ fn run_work(h: &Handle, w: Work) {
     let weak = Rc::downgrade(h);
     match w {
         Work::OpenStore(meta) => {
-            let (hex, limit) = {
+            let (hex, limit, keep) = {
                 let t = h.borrow();
-                (t.info_hash.to_hex(), t.client.memory_limit)
+                (t.info_hash.to_hex(), t.client.memory_limit, t.keep)
             };
             spawn_local(async move {
-                let res = Store::for_download(&meta.info, &hex, limit).await;
+                let res = Store::for_download(&meta.info, &hex, limit, keep).await;
                 let Some(h) = weak.upgrade() else { return };
                 {
                     let mut t = h.borrow_mut();
                     match res {
-                        Ok(s) => {
+                        Ok((s, have)) => {
                             t.store = Some(s);
-                            t.input(Input::StorageReady { have: None });
+                            t.input(Input::StorageReady { have });
                         }
                         Err(e) => t.input(Input::Refuse(format!("cannot store the torrent: {e}"))),
                     }
@@ -587,7 +621,8 @@ pub(crate) fn destroy(h: &Handle) {
             }
         }
         t.rtc.close_all();
-        if let Some(Store::Opfs(_)) = t.store.take() {
+        // A kept download's pieces stay for `restore()`; `forget()` removes them.
+        if let (Some(Store::Opfs(_)), false) = (t.store.take(), t.keep) {
             let hex = t.info_hash.to_hex();
             spawn_local(async move { store::opfs_remove(&hex).await });
         }
