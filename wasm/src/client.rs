@@ -64,6 +64,31 @@ impl ClientShared {
     }
 }
 
+#[wasm_bindgen(typescript_custom_section)]
+const KEEP_TYPES: &str = r#"
+/** A torrent kept for `restore()` (see `keep`). */
+export interface SavedTorrent {
+  infoHash: string;
+  name: string;
+  kind: 'seed' | 'download';
+  /** Where its bytes come back from: the user's files through handles, a copy in the OPFS, or downloaded pieces in the OPFS. */
+  data: 'handles' | 'copy' | 'pieces';
+  length: number;
+  addedAt: number;
+  /** For `handles`: the browser's read permission (`prompt`: `restore()` asks the user). */
+  permission: 'granted' | 'prompt' | 'denied' | null;
+  /** Whether it runs in this client now. */
+  active: boolean;
+}
+/** One kept torrent `restore()` tried: its torrent, or why it could not start. */
+export interface RestoreResult {
+  infoHash: string;
+  name: string | null;
+  torrent?: Torrent;
+  error?: string;
+}
+"#;
+
 /// A WebTorrent client (`new WebTorrent({ announce, peerId, maxConns })`).
 #[wasm_bindgen]
 pub struct WebTorrent {
@@ -140,7 +165,11 @@ async fn file_of_handle(handle: &JsValue, path: Vec<String>) -> Result<InputFile
             util::js_error_message(&e)
         ))
     })?;
-    let path = if path.is_empty() { vec![f.name()] } else { path };
+    let path = if path.is_empty() {
+        vec![f.name()]
+    } else {
+        path
+    };
     Ok(InputFile {
         path,
         len: f.size() as u64,
@@ -168,7 +197,9 @@ async fn inputs(input: &JsValue) -> Result<Vec<InputFile>, JsValue> {
             continue;
         }
         if persist::is_dir_handle(&v) {
-            let top = prop(&v, "name").and_then(|n| n.as_string()).unwrap_or_default();
+            let top = prop(&v, "name")
+                .and_then(|n| n.as_string())
+                .unwrap_or_default();
             for (mut path, h) in persist::walk_dir(&v).await? {
                 path.insert(0, top.clone());
                 out.push(file_of_handle(&h, path).await?);
@@ -434,6 +465,7 @@ impl WebTorrent {
     /// data: 'handles' | 'copy' | 'pieces', length, addedAt, permission, active }]`.
     /// `permission` is the browser's answer for handles (`granted`, `prompt`, `denied`);
     /// `active` says the torrent runs in this client now.
+    #[wasm_bindgen(unchecked_return_type = "Promise<SavedTorrent[]>")]
     pub fn saved(&self) -> js_sys::Promise {
         let shared = self.shared.clone();
         future_to_promise(async move { crate::keep::saved(&shared).await })
@@ -443,13 +475,15 @@ impl WebTorrent {
     /// resolves to `[{ infoHash, name, torrent?, error? }]`, one per kept torrent tried.
     /// Call it from a user's click: files opened through handles may need the user's
     /// permission again, which the browser asks for only then.
-    pub fn restore(&self, which: JsValue) -> js_sys::Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<RestoreResult[]>")]
+    pub fn restore(&self, which: Option<Vec<String>>) -> js_sys::Promise {
         let shared = self.shared.clone();
-        future_to_promise(async move { crate::keep::restore(&shared, &which).await })
+        future_to_promise(async move { crate::keep::restore(&shared, which).await })
     }
 
     /// Stops a torrent if it runs, and forgets it: its record and the data stored for it in
     /// the Origin Private File System (never the user's own files) are deleted.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn forget(&self, info_hash: String) -> js_sys::Promise {
         let shared = self.shared.clone();
         if let Some(t) = self.get(&info_hash) {

@@ -61,7 +61,11 @@ pub(crate) async fn keep_seed(
         data,
         meta.info.total_length(),
     );
-    set(&rec, "torrentFile", &Uint8Array::from(&torrent_file[..]).into());
+    set(
+        &rec,
+        "torrentFile",
+        &Uint8Array::from(&torrent_file[..]).into(),
+    );
     let stamps: Vec<(Vec<String>, u64, f64)> = files
         .iter()
         .map(|f| (f.path.clone(), f.len, f.modified))
@@ -94,7 +98,10 @@ pub(crate) async fn keep_seed(
             mark_kept(h);
             persist::request_persistence().await;
         }
-        Err(e) => warn_torrent(h, format!("cannot keep the torrent for after a reload: {e}")),
+        Err(e) => warn_torrent(
+            h,
+            format!("cannot keep the torrent for after a reload: {e}"),
+        ),
     }
 }
 
@@ -130,7 +137,10 @@ pub(crate) async fn keep_download(shared: &Rc<ClientShared>, h: &Handle, magnet:
             mark_kept(h);
             persist::request_persistence().await;
         }
-        Err(e) => warn_torrent(h, format!("cannot keep the download for after a reload: {e}")),
+        Err(e) => warn_torrent(
+            h,
+            format!("cannot keep the download for after a reload: {e}"),
+        ),
     }
 }
 
@@ -182,20 +192,15 @@ pub(crate) async fn saved(shared: &Rc<ClientShared>) -> Result<JsValue, JsValue>
 }
 
 /// `client.restore(which)`.
-pub(crate) async fn restore(shared: &Rc<ClientShared>, which: &JsValue) -> Result<JsValue, JsValue> {
+pub(crate) async fn restore(
+    shared: &Rc<ClientShared>,
+    which: Option<Vec<String>>,
+) -> Result<JsValue, JsValue> {
     if shared.destroyed.get() {
         return Err(js_err("client is destroyed"));
     }
-    let wanted: Option<Vec<String>> = if which.is_undefined() || which.is_null() {
-        None
-    } else {
-        Some(
-            util::string_list(which)
-                .into_iter()
-                .map(|s| s.to_ascii_lowercase())
-                .collect(),
-        )
-    };
+    let wanted: Option<Vec<String>> =
+        which.map(|w| w.into_iter().map(|s| s.to_ascii_lowercase()).collect());
     let records = shared.registry.all().await.map_err(js_err)?;
     let out = Array::new();
     for rec in records {
@@ -207,7 +212,11 @@ pub(crate) async fn restore(shared: &Rc<ClientShared>, which: &JsValue) -> Resul
         }
         let result = Object::new();
         set(&result, "infoHash", &hex.as_str().into());
-        set(&result, "name", &prop(&rec, "name").unwrap_or(JsValue::NULL));
+        set(
+            &result,
+            "name",
+            &prop(&rec, "name").unwrap_or(JsValue::NULL),
+        );
         match restore_one(shared, &hex, &rec).await {
             Ok(h) => set(&result, "torrent", &Torrent { h }.into()),
             Err(e) => set(&result, "error", &JsValue::from_str(&e)),
@@ -217,7 +226,11 @@ pub(crate) async fn restore(shared: &Rc<ClientShared>, which: &JsValue) -> Resul
     Ok(out.into())
 }
 
-async fn restore_one(shared: &Rc<ClientShared>, hex: &str, rec: &JsValue) -> Result<Handle, String> {
+async fn restore_one(
+    shared: &Rc<ClientShared>,
+    hex: &str,
+    rec: &JsValue,
+) -> Result<Handle, String> {
     let ih = InfoHash::from_hex(hex).map_err(|e| format!("bad record: {e}"))?;
     if let Some(h) = shared.find(ih) {
         return Ok(h);

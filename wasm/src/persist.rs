@@ -139,9 +139,7 @@ impl Registry {
             }
         });
         open.set_onupgradeneeded(Some(upgrade.unchecked_ref()));
-        let db: web_sys::IdbDatabase = JsFuture::from(request_done(&open))
-            .await?
-            .unchecked_into();
+        let db: web_sys::IdbDatabase = JsFuture::from(request_done(&open)).await?.unchecked_into();
         *self.db.borrow_mut() = Some(db.clone());
         Ok(db)
     }
