@@ -121,6 +121,9 @@ tests/netns.sh node --test tests/browser/service.test.mjs
 step "WebRTC through NAT: our page behind a simulated NAT (UDP out only to TURN) gets a file from serve through coturn"
 tests/netns.sh node --test tests/browser/nat.test.mjs
 
+step "torrents that survive a reload: kept seeds (copy, handle) and an interrupted download resume in a persistent Chromium profile"
+tests/netns.sh node --test tests/browser/persist.test.mjs
+
 step "watching while it downloads: the page's <video> plays and seeks, fed by a throttled CLI seeder"
 tests/netns.sh node --test tests/browser/player.test.mjs
 
