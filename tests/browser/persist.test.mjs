@@ -96,6 +96,14 @@ function opfsFolder (page, name) {
   }, name)
 }
 
+/** Wait until the OPFS folder `name` is gone. */
+function waitFolderGone (page, name) {
+  return page.waitForFunction(async n => {
+    const root = await navigator.storage.getDirectory()
+    try { await root.getDirectoryHandle(n); return false } catch { return true }
+  }, name, { timeout: 10_000 })
+}
+
 const savedItem = (page, ih) => page.locator(`#saved [data-testid=saved-item][data-infohash="${ih}"]`)
 const cardOf = (page, ih) => page.locator(`article.torrent[data-infohash="${ih}"]`)
 
@@ -104,24 +112,30 @@ async function waitKept (page, ih) {
 }
 
 /** The other person opens the share link in their own browser and gets the files. */
-async function downloadElsewhere (share, files) {
-  const page = await other.newPage()
+/** Runs `fn(page)`; a failure leaves a screenshot named `shot`; the page is closed after. */
+async function onPage (pagePromise, shot, fn) {
+  const page = await pagePromise
   try {
-    await page.goto(share)
-    const saved = await waitDoneOnOurPage(page, 120_000)
-    checkSameFiles(saved, files)
+    return await fn(page)
   } catch (e) {
-    await screenshot(page, 'persist-other.png')
+    await screenshot(page, shot)
     throw e
   } finally {
     await page.close()
   }
 }
 
+function downloadElsewhere (share, files) {
+  return onPage(other.newPage(), 'persist-other.png', async page => {
+    await page.goto(share)
+    const saved = await waitDoneOnOurPage(page, 120_000)
+    checkSameFiles(saved, files)
+  })
+}
+
 test('a chosen file kept as a copy is shared again after a reload and the "Resume all" click', { timeout: TEST_TIMEOUT }, async () => {
   const set = fileSet([{ name: 'kept-copy.bin', size: 6 * MIB }])
-  const page = await openPage(kept)
-  try {
+  await onPage(openPage(kept), 'persist-copy.png', async page => {
     await page.check('#keep-seeding')
     const seeded = await seedOnOurPage(page, set.files.map(f => f.path))
     await waitKept(page, seeded.infoHash)
@@ -145,25 +159,16 @@ test('a chosen file kept as a copy is shared again after a reload and the "Resum
 
     // Removing the card forgets the torrent and deletes the copy.
     await cardOf(page, seeded.infoHash).locator('.t-remove').click()
-    await page.waitForFunction(async n => {
-      const root = await navigator.storage.getDirectory()
-      try { await root.getDirectoryHandle(n); return false } catch { return true }
-    }, `webtorrent-copy-${seeded.infoHash}`, { timeout: 10_000 })
+    await waitFolderGone(page, `webtorrent-copy-${seeded.infoHash}`)
     await reopen(page)
     await page.waitForTimeout(500)
     assert.equal(await savedItem(page, seeded.infoHash).count(), 0, 'a removed torrent is not offered again')
-  } catch (e) {
-    await screenshot(page, 'persist-copy.png')
-    throw e
-  } finally {
-    await page.close()
-  }
+  })
 })
 
 test('a dropped file is kept by its handle, not copied; after a reload a refused permission is explained and dropping it again shares it', { timeout: TEST_TIMEOUT }, async () => {
   const set = fileSet([{ name: 'kept-handle.bin', size: 2 * MIB }])
-  const page = await openPage(kept)
-  try {
+  await onPage(openPage(kept), 'persist-handle.png', async page => {
     await page.uncheck('#keep-seeding')
     const cdp = await kept.newCDPSession(page)
     const drop = async () => {
@@ -192,26 +197,17 @@ test('a dropped file is kept by its handle, not copied; after a reload a refused
     assert.equal(await page.locator('article.torrent').count(), 0)
 
     // Dropping the file again shares the same torrent, and the offer goes away.
-    const cdp2 = await kept.newCDPSession(page)
-    for (const type of ['dragEnter', 'dragOver', 'drop']) {
-      await cdp2.send('Input.dispatchDragEvent', { type, x: 40, y: 40, data: { items: [], files: set.files.map(f => f.path), dragOperationsMask: 1 } })
-    }
+    await drop()
     await cardOf(page, ih).waitFor({ timeout: 30_000 })
     await page.waitForFunction(h => !document.querySelector(`#saved [data-infohash="${h}"]`), ih, { timeout: 15_000 })
     const share = await cardOf(page, ih).locator('[data-testid=share]').inputValue()
     await downloadElsewhere(share, set.files)
     await cardOf(page, ih).locator('.t-remove').click()
-  } catch (e) {
-    await screenshot(page, 'persist-handle.png')
-    throw e
-  } finally {
-    await page.close()
-  }
+  })
 })
 
 test('library: seed(handle, { keep: true }) comes back with restore() after a reload, reading the file through its handle', { timeout: TEST_TIMEOUT }, async () => {
-  const page = await openPage(kept)
-  try {
+  await onPage(openPage(kept), 'persist-library.png', async page => {
     const { infoHash, sha256, size } = await page.evaluate(async tracker => {
       const data = new Uint8Array(3 * 1024 * 1024 + 12345)
       for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, Math.min(i + 65536, data.length)))
@@ -243,9 +239,7 @@ test('library: seed(handle, { keep: true }) comes back with restore() after a re
     await downloadElsewhere(`${server.url}#${restored.magnet}`, [{ name: 'library-handle.bin', size, sha256 }])
     await page.evaluate(ih => window.webtorrentClient.forget(ih), infoHash)
     assert.equal(await page.evaluate(async ih => (await window.webtorrentClient.saved()).some(s => s.infoHash === ih), infoHash), false)
-  } finally {
-    await page.close()
-  }
+  })
 })
 
 test('a download interrupted by a reload continues from the pieces it had after the "Resume" click', { timeout: TEST_TIMEOUT }, async () => {
@@ -284,10 +278,7 @@ test('a download interrupted by a reload continues from the pieces it had after 
       `received ${received} bytes after the reload; ${storedBytes} of ${size} were already stored`)
     process.stderr.write(`[persist] reload at ${(storedBytes / size * 100).toFixed(0)} %: ${storedBytes} bytes kept, ${received} received after\n`)
     await cardOf(page, seeded.infoHash).locator('.t-remove').click()
-    await page.waitForFunction(async n => {
-      const root = await navigator.storage.getDirectory()
-      try { await root.getDirectoryHandle(n); return false } catch { return true }
-    }, `webtorrent-${seeded.infoHash}`, { timeout: 10_000 })
+    await waitFolderGone(page, `webtorrent-${seeded.infoHash}`)
   } catch (e) {
     await screenshot(page, 'persist-download.png')
     process.stderr.write(`[persist] state: ${await stateLine(page).catch(() => '?')}\n`)

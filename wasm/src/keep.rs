@@ -28,9 +28,20 @@ fn base_record(info_hash: &str, name: &str, kind: &str, data: DataSource, length
     rec
 }
 
-fn mark_kept(h: &Handle) {
-    h.borrow_mut().kept = true;
-    torrent::notify(h, "kept", JsValue::UNDEFINED);
+/// Writes a torrent's record; once stored the torrent is `kept` (and persistent storage is
+/// asked for), else the torrent warns.
+async fn record(shared: &Rc<ClientShared>, h: &Handle, rec: &Object) {
+    match shared.registry.put(rec).await {
+        Ok(()) => {
+            h.borrow_mut().kept = true;
+            torrent::notify(h, "kept", JsValue::UNDEFINED);
+            persist::request_persistence().await;
+        }
+        Err(e) => warn_torrent(
+            h,
+            format!("cannot keep the torrent for after a reload: {e}"),
+        ),
+    }
 }
 
 fn warn_torrent(h: &Handle, msg: String) {
@@ -93,16 +104,7 @@ pub(crate) async fn keep_seed(
         }
         return;
     }
-    match shared.registry.put(&rec).await {
-        Ok(()) => {
-            mark_kept(h);
-            persist::request_persistence().await;
-        }
-        Err(e) => warn_torrent(
-            h,
-            format!("cannot keep the torrent for after a reload: {e}"),
-        ),
-    }
+    record(shared, h, &rec).await;
 }
 
 /// Records a download kept in the OPFS (its metadata is added when it arrives). An existing
@@ -132,16 +134,7 @@ pub(crate) async fn keep_download(shared: &Rc<ClientShared>, h: &Handle, magnet:
         }
         _ => {}
     }
-    match shared.registry.put(&rec).await {
-        Ok(()) => {
-            mark_kept(h);
-            persist::request_persistence().await;
-        }
-        Err(e) => warn_torrent(
-            h,
-            format!("cannot keep the download for after a reload: {e}"),
-        ),
-    }
+    record(shared, h, &rec).await;
 }
 
 /// The metadata of a kept torrent, if its record has it.
