@@ -180,16 +180,34 @@ async function transferBench ({ label, server, tracker, file, sha256, kind }) {
     const seedMs = Date.now() - tSeed
     log(`${label}: B downloads`)
     let ms
+    let marks = null
     if (kind === 'ours') {
       const t0 = Date.now()
-      await b.evaluate(m => { location.hash = m }, magnet)
-      await b.waitForFunction(() => {
-        const c = document.querySelector('article.torrent')
-        if (c?.dataset.state === 'error') throw new Error(c.querySelector('[data-testid=state]').textContent)
-        const d = c?.querySelector('[data-testid=done]')
-        return d && !d.hidden
-      }, null, { timeout: TRANSFER_TIMEOUT, polling: 50 })
+      // Milestones seen from inside the page (ms after the link is opened): the torrent is
+      // added, the first peer, the metadata, the first piece, half, every piece, the page's
+      // done state (files ready to save).
+      marks = await b.evaluate(({ m, timeout }) => new Promise((resolve, reject) => {
+        const start = performance.now()
+        const marks = {}
+        const mark = k => { if (marks[k] == null) marks[k] = Math.round(performance.now() - start) }
+        location.hash = m
+        const timer = setInterval(() => {
+          const t = window.webtorrentClient?.torrents?.[0]
+          if (t) mark('added')
+          if (t?.numPeers > 0) mark('peer')
+          if (t?.length > 0) mark('metadata')
+          if (t?.downloaded > 0) mark('firstBytes')
+          if (t?.progress >= 0.5) mark('half')
+          if (t?.done) mark('allPieces')
+          const c = document.querySelector('article.torrent')
+          if (c?.dataset.state === 'error') { clearInterval(timer); reject(new Error(c.querySelector('[data-testid=state]').textContent)) }
+          const d = c?.querySelector('[data-testid=done]')
+          if (d && !d.hidden) { mark('pageDone'); clearInterval(timer); resolve(marks) }
+          if (performance.now() - start > timeout) { clearInterval(timer); reject(new Error(`not done after ${timeout} ms: ${JSON.stringify(marks)}`)) }
+        }, 10)
+      }), { m: magnet, timeout: TRANSFER_TIMEOUT })
       ms = Date.now() - t0
+      log(`${label}: milestones (ms) ${JSON.stringify(marks)}`)
       const saved = await waitDoneOnOurPage(b, 10_000)
       checkSameFiles(saved, [{ name: path.basename(file), size, sha256 }])
     } else {
@@ -199,7 +217,7 @@ async function transferBench ({ label, server, tracker, file, sha256, kind }) {
         [{ name: path.basename(file), size, sha256 }])
     }
     log(`${label}: ${secs(ms)} (${rate(size, ms)})`)
-    return { ms, size, seedMs }
+    return { ms, size, seedMs, marks }
   } finally {
     await browser.close().catch(() => {})
   }
@@ -286,6 +304,10 @@ if (!opt['no-transfer']) {
   const t = impls.map(i => results.transfer[i.kind])
   rows.push(`| ${TRANSFER_MIB} MiB page → page: add → done | ${t.map(r => cell(r, r => `${secs(r.ms)} (${rate(r.size, r.ms)})`)).join(' | ')} |`)
   rows.push(`| ${TRANSFER_MIB} MiB: seeding page's hashing | ${t.map(r => cell(r, r => `${secs(r.seedMs)} (${rate(r.size, r.seedMs)})`)).join(' | ')} |`)
+  const m = r => r.marks
+    ? ['added', 'peer', 'metadata', 'firstBytes', 'half', 'allPieces', 'pageDone'].map(k => `${k} ${r.marks[k] == null ? '?' : secs(r.marks[k])}`).join(', ')
+    : 'n/a'
+  rows.push(`| ${TRANSFER_MIB} MiB: milestones after opening the link | ${t.map(r => cell(r, m)).join(' | ')} |`)
 }
 const cpu = os.cpus()
 const md = [
