@@ -16,7 +16,7 @@ use webtorrent_core::peer::Direction;
 use webtorrent_core::piece::{sha1, Bitfield, PieceIndex};
 use webtorrent_core::session::{
     CheckOutcome, Event, Input, Output, RtcAction, SessionSettings, Start, TorrentSession,
-    TorrentSignal, Transport,
+    TorrentSignal, Transport, MAX_STORE_FAILURES_IN_ROW,
 };
 use webtorrent_core::signal::OfferId;
 use webtorrent_core::{Id20, PeerId, PeerKey, Time};
@@ -33,6 +33,8 @@ struct Node {
     /// Answer `VerifyPiece` (false: keep them, to test back-pressure).
     verify: bool,
     held_verifies: Vec<(PieceIndex, Bytes)>,
+    /// How many of the next verified pieces fail to store (`u32::MAX`: a full disk).
+    store_fails: u32,
     /// Refuse the torrent when storage is asked for.
     refuse: Option<String>,
     inbox: VecDeque<Input>,
@@ -91,6 +93,7 @@ impl Net {
             on_disk: None,
             verify: true,
             held_verifies: Vec::new(),
+            store_fails: 0,
             refuse: None,
             inbox: VecDeque::new(),
             events: Vec::new(),
@@ -223,6 +226,11 @@ impl Net {
                 }
                 let outcome = if sha1(&data) != expected {
                     CheckOutcome::HashMismatch
+                } else if n.store_fails > 0 {
+                    if n.store_fails != u32::MAX {
+                        n.store_fails -= 1;
+                    }
+                    CheckOutcome::StoreFailed
                 } else {
                     let s = offset as usize;
                     n.data[s..s + data.len()].copy_from_slice(&data);
@@ -615,6 +623,52 @@ fn a_refused_torrent_drops_its_peers_and_announces_stopped() {
     net.input(leech, Input::Resume);
     net.run(Duration::from_secs(2), |_| false);
     assert!(net.nodes[leech].s.is_paused());
+}
+
+#[test]
+fn storage_that_keeps_failing_stops_the_download_instead_of_fetching_forever() {
+    let (meta, data) = torrent(400_000, &[400_000], 9);
+    let mut net = Net::new();
+    net.seed(&meta, &data);
+    let leech = net.magnet(&meta);
+    net.nodes[leech].store_fails = u32::MAX;
+    assert!(net.run(Duration::from_secs(60), |n| has_event(
+        &n.nodes[leech],
+        |e| matches!(e, Event::Refused(_))
+    )));
+    let l = &net.nodes[leech];
+    let failures = l
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::StoreFailed(_)))
+        .count();
+    assert_eq!(failures, MAX_STORE_FAILURES_IN_ROW as usize);
+    assert!(l.s.refused().is_some_and(|r| r.contains("disk full")));
+    net.run(Duration::from_secs(2), |_| false);
+    assert_eq!(net.nodes[leech].s.num_peers(), 0);
+}
+
+#[test]
+fn a_few_pieces_failing_to_store_are_fetched_again() {
+    let (meta, data) = torrent(400_000, &[400_000], 10);
+    let mut net = Net::new();
+    net.seed(&meta, &data);
+    let leech = net.magnet(&meta);
+    net.nodes[leech].store_fails = MAX_STORE_FAILURES_IN_ROW - 1;
+    assert!(
+        net.run(Duration::from_secs(60), |n| done_event(&n.nodes[leech])
+            .is_some())
+    );
+    let l = &net.nodes[leech];
+    assert_eq!(l.data, data);
+    assert!(l.s.refused().is_none());
+    assert_eq!(
+        l.events
+            .iter()
+            .filter(|e| matches!(e, Event::StoreFailed(_)))
+            .count(),
+        (MAX_STORE_FAILURES_IN_ROW - 1) as usize
+    );
 }
 
 fn offer_id(n: u8) -> OfferId {

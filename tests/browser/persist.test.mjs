@@ -67,9 +67,15 @@ function fileSet (spec) {
   return set
 }
 
-async function openPage (ctx, fragment = '') {
+/** A new page of `ctx` whose console errors and warnings go to stderr. */
+async function newPage (ctx) {
   const page = await ctx.newPage()
   page.on('console', m => { if (m.type() === 'error' || m.type() === 'warning') process.stderr.write(`[page] ${m.text()}\n`) })
+  return page
+}
+
+async function openPage (ctx, fragment = '') {
+  const page = await newPage(ctx)
   await page.goto(ourPageUrl(server, [ws], fragment))
   await page.waitForSelector('html[data-ready=true]', { timeout: 30_000 })
   return page
@@ -245,8 +251,8 @@ test('library: seed(handle, { keep: true }) comes back with restore() after a re
 test('a download interrupted by a reload continues from the pieces it had after the "Resume" click', { timeout: TEST_TIMEOUT }, async () => {
   const size = 40 * MIB
   const set = fileSet([{ name: 'interrupted.bin', size }])
-  const seederPage = await other.newPage()
-  const page = await kept.newPage()
+  const seederPage = await newPage(other)
+  const page = await newPage(kept)
   try {
     await seederPage.goto(ourPageUrl(server, [ws]))
     await seederPage.waitForSelector('html[data-ready=true]', { timeout: 30_000 })
@@ -282,6 +288,10 @@ test('a download interrupted by a reload continues from the pieces it had after 
   } catch (e) {
     await screenshot(page, 'persist-download.png')
     process.stderr.write(`[persist] state: ${await stateLine(page).catch(() => '?')}\n`)
+    // Storage refused by the browser (a nearly full disk) looks like a stall from outside.
+    const est = await page.evaluate(() => navigator.storage.estimate()).catch(() => null)
+    const fsStat = fs.statfsSync(profile)
+    process.stderr.write(`[persist] storage: ${JSON.stringify(est)}; free on the profile's disk: ${(fsStat.bavail * fsStat.bsize / MIB).toFixed(0)} MiB\n`)
     throw e
   } finally {
     await page.close()
