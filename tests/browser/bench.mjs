@@ -13,6 +13,8 @@
 //
 //   tests/netns.sh node tests/browser/bench.mjs [--hash-mib 1024] [--transfer-mib 100]
 //       [--no-bundle] [--no-hash] [--no-transfer] [--out tests/browser/artifacts/bench.md]
+//       [--profile]   (CPU profiles of both pages during our transfer: artifacts/*.cpuprofile,
+//                      the busiest functions printed; profiling slows the pages down)
 //
 // Source files are random bytes in /tmp (kept for the next run: webtorrent-browser-bench-<N>MiB.bin);
 // --keep-files=false removes them at the end.
@@ -37,6 +39,7 @@ const { values: opt } = parseArgs({
     'no-hash': { type: 'boolean', default: false },
     'no-transfer': { type: 'boolean', default: false },
     'keep-files': { type: 'string', default: 'true' },
+    profile: { type: 'boolean', default: false },
     out: { type: 'string', default: path.join(ARTIFACTS, 'bench.md') },
     help: { type: 'boolean', short: 'h' }
   }
@@ -156,6 +159,31 @@ async function hashBench ({ label, server, tracker, file, kind }) {
   }
 }
 
+/** Starts the V8 sampling profiler in `page`; the returned function stops it and returns the profile. */
+async function startProfile (page) {
+  const cdp = await page.context().newCDPSession(page)
+  await cdp.send('Profiler.enable')
+  await cdp.send('Profiler.setSamplingInterval', { interval: 200 })
+  await cdp.send('Profiler.start')
+  return async () => (await cdp.send('Profiler.stop')).profile
+}
+
+/** The functions with the most self time in a V8 CPU profile, as text lines. */
+function profileSummary (profile, top = 25) {
+  const byId = new Map(profile.nodes.map(n => [n.id, n]))
+  const self = new Map()
+  let total = 0
+  profile.samples.forEach((id, i) => {
+    const dt = profile.timeDeltas[i] || 0
+    total += dt
+    const f = byId.get(id)?.callFrame
+    const name = f ? `${f.functionName || '(anonymous)'} ${f.url ? path.basename(f.url.split('?')[0]) : ''}`.trim() : '?'
+    self.set(name, (self.get(name) || 0) + dt)
+  })
+  return [...self].sort((a, b) => b[1] - a[1]).slice(0, top)
+    .map(([n, us]) => `${(us / 1000).toFixed(0).padStart(7)} ms ${(us / total * 100).toFixed(1).padStart(5)} %  ${n}`)
+}
+
 /** (b) page A seeds `file`, page B downloads it; time from add to done in B. */
 async function transferBench ({ label, server, tracker, file, sha256, kind }) {
   const browser = await launchChromium()
@@ -182,6 +210,7 @@ async function transferBench ({ label, server, tracker, file, sha256, kind }) {
     let ms
     let marks = null
     if (kind === 'ours') {
+      const stops = opt.profile ? [await startProfile(a), await startProfile(b)] : []
       const t0 = Date.now()
       // Milestones seen from inside the page (ms after the link is opened): the torrent is
       // added, the first peer, the metadata, the first piece, half, every piece, the page's
@@ -208,6 +237,13 @@ async function transferBench ({ label, server, tracker, file, sha256, kind }) {
       }), { m: magnet, timeout: TRANSFER_TIMEOUT })
       ms = Date.now() - t0
       log(`${label}: milestones (ms) ${JSON.stringify(marks)}`)
+      for (const [i, stop] of stops.entries()) {
+        const profile = await stop()
+        const name = ['seeder', 'downloader'][i]
+        fs.mkdirSync(ARTIFACTS, { recursive: true })
+        fs.writeFileSync(path.join(ARTIFACTS, `bench-${name}.cpuprofile`), JSON.stringify(profile))
+        log(`${label}: ${name} page, busiest functions (self time):\n${profileSummary(profile).join('\n')}`)
+      }
       const saved = await waitDoneOnOurPage(b, 10_000)
       checkSameFiles(saved, [{ name: path.basename(file), size, sha256 }])
     } else {
