@@ -24,7 +24,6 @@ missing is skipped with a note.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -35,6 +34,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "libtorrent"))
+from common import sha256  # noqa: E402
 PIECE = 256 * 1024
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -89,14 +90,6 @@ def lt_peer(argv):
 
 
 # ----------------------------------------------------------------- helpers
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cpu_of(pid):
     """User + system CPU seconds of a live process (0 if gone)."""
     try:
