@@ -515,23 +515,23 @@ impl TorrentSession {
                         self.torrent.piece_checked(now, piece, true)
                     }
                     CheckOutcome::HashMismatch => self.torrent.piece_checked(now, piece, false),
-                    CheckOutcome::StoreFailed if self.refused.is_some() => {
-                        self.torrent.piece_store_failed(now, piece)
-                    }
                     CheckOutcome::StoreFailed => {
-                        self.outputs
-                            .push_back(Output::Event(Event::StoreFailed(piece)));
                         self.torrent.piece_store_failed(now, piece);
-                        self.store_failures_in_row += 1;
-                        if self.store_failures_in_row >= MAX_STORE_FAILURES_IN_ROW {
-                            self.refuse(
-                                now,
-                                format!(
-                                    "storing the downloaded pieces failed {} times in a row (is the disk full?); \
-                                     the download stopped and keeps the pieces stored so far: free some space, then start it again",
-                                    self.store_failures_in_row
-                                ),
-                            );
+                        // After a refusal, pieces still being stored fail quietly.
+                        if self.refused.is_none() {
+                            self.outputs
+                                .push_back(Output::Event(Event::StoreFailed(piece)));
+                            self.store_failures_in_row += 1;
+                            if self.store_failures_in_row >= MAX_STORE_FAILURES_IN_ROW {
+                                self.refuse(
+                                    now,
+                                    format!(
+                                        "storing the downloaded pieces failed {} times in a row (is the disk full?); \
+                                         the download stopped and keeps the pieces stored so far: free some space, then start it again",
+                                        self.store_failures_in_row
+                                    ),
+                                );
+                            }
                         }
                     }
                 }
