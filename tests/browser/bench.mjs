@@ -184,6 +184,133 @@ function profileSummary (profile, top = 25) {
     .map(([n, us]) => `${(us / 1000).toFixed(0).padStart(7)} ms ${(us / total * 100).toFixed(1).padStart(5)} %  ${n}`)
 }
 
+/**
+ * CPU time (s) of every Chromium thread now, keyed `process kind/thread name` (threads of one
+ * name in processes of one kind are summed): renderers, GPU, network and storage services.
+ * Two pages of one browser share the machine's cores, so this shows where a transfer's CPU goes.
+ */
+function chromiumCpu () {
+  const tick = 100 // USER_HZ on Linux
+  const out = new Map()
+  for (const pid of fs.readdirSync('/proc').filter(d => /^\d+$/.test(d))) {
+    let argv
+    // Zygote children rewrite their command line as one string: split on spaces too.
+    try { argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split(/[\0 ]/) } catch { continue }
+    if (!/chrom/i.test(path.basename(argv[0] || ''))) continue
+    const type = argv.find(a => a.startsWith('--type='))?.slice(7) ?? 'browser'
+    const sub = argv.find(a => a.startsWith('--utility-sub-type='))?.slice(19).split('.')[0]
+    // Renderers are told apart by pid (the seeding page's usually starts first).
+    const kind = sub ? `${type}:${sub}` : type === 'renderer' ? `renderer ${pid}` : type
+    let tids = []
+    try { tids = fs.readdirSync(`/proc/${pid}/task`) } catch { continue }
+    for (const tid of tids) {
+      let stat
+      try { stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8') } catch { continue }
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+$/, '#')
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      const cpu = (Number(f[11]) + Number(f[12])) / tick
+      const key = `${kind}/${name}`
+      out.set(key, (out.get(key) || 0) + cpu)
+    }
+  }
+  const snmp = fs.readFileSync('/proc/net/snmp', 'utf8').split('\n').filter(l => l.startsWith('Udp:'))
+  if (snmp.length === 2) {
+    const [names, values] = snmp.map(l => l.split(/\s+/).slice(1))
+    names.forEach((n, i) => out.set(`udp:${n}`, Number(values[i])))
+  }
+  return out
+}
+
+/** The busiest Chromium threads between two `chromiumCpu()` readings, as text lines. */
+function cpuSummary (before, after, wallMs, top = 14) {
+  const udp = k => (after.get(`udp:${k}`) || 0) - (before.get(`udp:${k}`) || 0)
+  const d = [...after].filter(([k]) => !k.startsWith('udp:')).map(([k, v]) => [k, v - (before.get(k) || 0)]).filter(([, v]) => v > 0.005)
+  d.sort((x, y) => y[1] - x[1])
+  const total = d.reduce((a, [, v]) => a + v, 0)
+  return [`  all Chromium threads: ${total.toFixed(2)} s CPU in ${secs(wallMs)} (${(total / (wallMs / 1000)).toFixed(2)} cores); ` +
+    `UDP datagrams received ${udp('InDatagrams')}, dropped for a full receive buffer ${udp('RcvbufErrors')}`,
+    ...d.slice(0, top).map(([k, v]) => `  ${v.toFixed(2).padStart(6)} s  ${k}`)]
+}
+
+/**
+ * (c) The ceiling: the same two pages of one browser moving `bytes` over a bare data channel
+ * (`msg`-byte messages, the same buffer thresholds as our driver), with no BitTorrent at all.
+ */
+async function channelCeiling ({ server, bytes, msg }) {
+  const browser = await launchChromium()
+  try {
+    const pages = []
+    for (let i = 0; i < 2; i++) {
+      // With camera and microphone granted, host candidates are plain addresses, not mDNS names.
+      const ctx = await browser.newContext({ permissions: ['camera', 'microphone'] })
+      const p = await ctx.newPage()
+      await p.goto(`${server.url}`)
+      pages.push(p)
+    }
+    const [a, b] = pages
+    const gathered = `pc => new Promise(resolve => {
+      if (pc.iceGatheringState === 'complete') return resolve()
+      pc.addEventListener('icegatheringstatechange', () => { if (pc.iceGatheringState === 'complete') resolve() })
+    })`
+    const offer = await a.evaluate(async (gathered) => {
+      const pc = new RTCPeerConnection()
+      window.pc = pc
+      window.dc = pc.createDataChannel('bench')
+      await pc.setLocalDescription(await pc.createOffer())
+      await eval(gathered)(pc)
+      return pc.localDescription.toJSON()
+    }, gathered)
+    const answer = await b.evaluate(async ({ offer, gathered }) => {
+      const pc = new RTCPeerConnection()
+      window.pc = pc
+      window.received = new Promise(resolve => {
+        pc.ondatachannel = ({ channel }) => {
+          channel.binaryType = 'arraybuffer'
+          let got = 0
+          let t0 = 0
+          channel.onmessage = e => {
+            if (!t0) t0 = performance.now()
+            got += e.data.byteLength
+            if (got >= window.want) resolve(performance.now() - t0)
+          }
+        }
+      })
+      await pc.setRemoteDescription(offer)
+      await pc.setLocalDescription(await pc.createAnswer())
+      await eval(gathered)(pc)
+      return pc.localDescription.toJSON()
+    }, { offer, gathered })
+    await b.evaluate(want => { window.want = want }, bytes)
+    const sending = a.evaluate(async ({ answer, bytes, msg }) => {
+      await pc.setRemoteDescription(answer)
+      if (dc.readyState !== 'open') await new Promise(resolve => { dc.onopen = resolve })
+      dc.bufferedAmountLowThreshold = 256 * 1024
+      const chunk = new Uint8Array(msg)
+      let sent = 0
+      await new Promise(resolve => {
+        const pump = () => {
+          while (sent < bytes && dc.bufferedAmount < 1024 * 1024) {
+            dc.send(chunk)
+            sent += msg
+          }
+          if (sent >= bytes) resolve()
+        }
+        dc.onbufferedamountlow = pump
+        pump()
+      })
+    }, { answer, bytes, msg })
+    const cpu0 = chromiumCpu()
+    const t0 = Date.now()
+    await withTimeout(sending, 120_000, 'bare data channel: sending')
+    const ms = await withTimeout(b.evaluate(() => window.received), 120_000, 'bare data channel: receiving')
+    const lines = cpuSummary(cpu0, chromiumCpu(), Date.now() - t0)
+    log(`bare data channel, ${msg / 1024} KiB messages: ${secs(ms)} (${rate(bytes, ms)}); CPU:\n${lines.join('\n')}`)
+    return { ms, size: bytes }
+  } finally {
+    await browser.close().catch(() => {})
+  }
+}
+
 /** (b) page A seeds `file`, page B downloads it; time from add to done in B. */
 async function transferBench ({ label, server, tracker, file, sha256, kind }) {
   const browser = await launchChromium()
@@ -209,6 +336,8 @@ async function transferBench ({ label, server, tracker, file, sha256, kind }) {
     log(`${label}: B downloads`)
     let ms
     let marks = null
+    const cpu0 = chromiumCpu()
+    let cpuLines = []
     if (kind === 'ours') {
       const stops = opt.profile ? [await startProfile(a), await startProfile(b)] : []
       const t0 = Date.now()
@@ -236,6 +365,7 @@ async function transferBench ({ label, server, tracker, file, sha256, kind }) {
         }, 10)
       }), { m: magnet, timeout: TRANSFER_TIMEOUT })
       ms = Date.now() - t0
+      cpuLines = cpuSummary(cpu0, chromiumCpu(), ms)
       log(`${label}: milestones (ms) ${JSON.stringify(marks)}`)
       for (const [i, stop] of stops.entries()) {
         const profile = await stop()
@@ -249,10 +379,11 @@ async function transferBench ({ label, server, tracker, file, sha256, kind }) {
     } else {
       const got = await withTimeout(wtDownload(b, magnet, { announce: [ws] }), TRANSFER_TIMEOUT, 'bundle download')
       ms = got.ms
+      cpuLines = cpuSummary(cpu0, chromiumCpu(), ms)
       checkSameFiles(got.files.map(f => ({ download: f.name, size: f.length, sha256: f.sha256 })),
         [{ name: path.basename(file), size, sha256 }])
     }
-    log(`${label}: ${secs(ms)} (${rate(size, ms)})`)
+    log(`${label}: ${secs(ms)} (${rate(size, ms)}); CPU during it:\n${cpuLines.join('\n')}`)
     return { ms, size, seedMs, marks }
   } finally {
     await browser.close().catch(() => {})
@@ -276,7 +407,7 @@ function uaCell (r) {
 const tracker = await startTracker(['--no-udp', '--quiet'])
 const ours = await startServer({ crossOriginIsolated: true })
 const pkgLabel = ours.pkgDir === SHIM_DIR ? 'shim (webtorrent bundle)' : path.relative(ROOT, ours.pkgDir)
-const results = { hash: {}, transfer: {} }
+const results = { hash: {}, transfer: {}, ceiling: {} }
 const impls = [{ kind: 'ours', label: `our page (/pkg/: ${pkgLabel})` }]
 if (!opt['no-bundle']) impls.push({ kind: 'bundle', label: 'webtorrent bundle page' })
 let failed = false
@@ -301,6 +432,15 @@ try {
     // The transfers need no cross-origin isolation; a plain server like the tests'.
     const plain = await startServer({ pkgDir: ours.pkgDir })
     try {
+      for (const msg of [16 * 1024, 64 * 1024, 256 * 1024]) {
+        try {
+          results.ceiling[msg] = await channelCeiling({ server: plain, bytes: TRANSFER_MIB * MIB, msg })
+        } catch (e) {
+          failed = true
+          log(`bare data channel: failed: ${e.message}`)
+          results.ceiling[msg] = { error: e.message.split('\n')[0] }
+        }
+      }
       for (const impl of impls) {
         try {
           results.transfer[impl.kind] = await transferBench({ ...impl, server: plain, tracker, file, sha256 })
@@ -344,6 +484,9 @@ if (!opt['no-transfer']) {
     ? ['added', 'peer', 'metadata', 'firstBytes', 'half', 'allPieces', 'pageDone'].map(k => `${k} ${r.marks[k] == null ? '?' : secs(r.marks[k])}`).join(', ')
     : 'n/a'
   rows.push(`| ${TRANSFER_MIB} MiB: milestones after opening the link | ${t.map(r => cell(r, m)).join(' | ')} |`)
+  for (const [msg, r] of Object.entries(results.ceiling)) {
+    rows.push(`| ceiling: ${TRANSFER_MIB} MiB over a bare data channel, ${msg / 1024} KiB messages | ${impls.map(() => cell(r, r => `${secs(r.ms)} (${rate(r.size, r.ms)})`)).join(' | ')} |`)
+  }
 }
 const cpu = os.cpus()
 const md = [

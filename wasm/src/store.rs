@@ -201,6 +201,9 @@ fn piece_name(piece: PieceIndex) -> String {
     format!("{:08}", piece.get())
 }
 
+/// Piece files opened at once when a range of an OPFS download becomes a blob.
+const OPFS_OPEN_BATCH: usize = 64;
+
 async fn opfs_piece_file(
     dir: &web_sys::FileSystemDirectoryHandle,
     piece: PieceIndex,
@@ -263,18 +266,32 @@ pub(crate) async fn range_blob(
         }
         StoreView::Opfs(dir) => {
             let layout = info.layout;
-            for p in layout.pieces() {
-                let ps = layout.piece_offset(p);
-                let pe = ps + layout.piece_len(p) as u64;
-                if pe <= start || ps >= end {
-                    continue;
+            let wanted: Vec<PieceIndex> = layout
+                .pieces()
+                .filter(|&p| {
+                    let ps = layout.piece_offset(p);
+                    ps < end && ps + layout.piece_len(p) as u64 > start
+                })
+                .collect();
+            // Each file is two round trips to the browser's storage: ask for many at once.
+            for batch in wanted.chunks(OPFS_OPEN_BATCH) {
+                let files =
+                    futures::future::join_all(batch.iter().map(|&p| opfs_piece_file(dir, p)))
+                        .await;
+                for (&p, file) in batch.iter().zip(files) {
+                    let file = file?;
+                    let ps = layout.piece_offset(p);
+                    let len = u64::from(layout.piece_len(p));
+                    let s = start.max(ps) - ps;
+                    let e = end.min(ps + len) - ps;
+                    if s == 0 && e == len {
+                        parts.push(&file);
+                    } else {
+                        parts.push(&JsValue::from(
+                            file.slice_with_f64_and_f64(s as f64, e as f64)?,
+                        ));
+                    }
                 }
-                let blob = opfs_piece_file(dir, p).await?;
-                let s = start.max(ps) - ps;
-                let e = end.min(pe) - ps;
-                parts.push(&JsValue::from(
-                    blob.slice_with_f64_and_f64(s as f64, e as f64)?,
-                ));
             }
         }
     }

@@ -98,7 +98,10 @@ impl Inner {
         }
     }
 
-    /// Hands queued wire bytes to a peer's data channel while it has room.
+    /// Hands queued wire bytes to a peer's data channel while it has room, gathered into
+    /// messages of up to the channel's message size: the wire is a byte stream, and each
+    /// `send()` and each message event costs far more than copying a block (a block's header
+    /// and payload would otherwise be two messages, each request another).
     pub(super) fn flush_peer(&mut self, key: PeerKey) {
         let Some(peer) = self.rtc.peers.get(&key) else {
             return;
@@ -106,22 +109,28 @@ impl Inner {
         if peer.dc.ready_state() != RtcDataChannelState::Open {
             return;
         }
-        let mut failed = false;
-        while peer.dc.buffered_amount() < CHANNEL_HIGH_WATER {
+        let (dc, max) = (peer.dc.clone(), peer.max_msg.max(1));
+        let high = CHANNEL_HIGH_WATER as usize;
+        let mut buf = BytesMut::new();
+        let mut ok = true;
+        while ok && dc.buffered_amount() as usize + buf.len() < high {
             let Some(bytes) = self.session.poll_transmit_to(key) else {
                 break;
             };
-            for chunk in bytes.chunks(peer.max_msg) {
-                if peer.dc.send_with_u8_array(chunk).is_err() {
-                    failed = true;
-                    break;
-                }
+            if !buf.is_empty() && buf.len() + bytes.len() > max {
+                ok = dc.send_with_u8_array(&buf).is_ok();
+                buf.clear();
             }
-            if failed {
-                break;
+            if bytes.len() >= max {
+                ok = ok && bytes.chunks(max).all(|c| dc.send_with_u8_array(c).is_ok());
+            } else {
+                buf.extend_from_slice(&bytes);
             }
         }
-        if failed {
+        if ok && !buf.is_empty() {
+            ok = dc.send_with_u8_array(&buf).is_ok();
+        }
+        if !ok {
             self.close_peer(key);
             self.input(Input::PeerClosed { key });
         }
