@@ -75,9 +75,20 @@ impl Net {
     }
 
     fn add(&mut self, start: Start, data: Vec<u8>) -> usize {
+        self.add_with(start, data, |_| {})
+    }
+
+    /// Like [`add`](Self::add), with settings changed by `tune`.
+    fn add_with(
+        &mut self,
+        start: Start,
+        data: Vec<u8>,
+        tune: impl FnOnce(&mut SessionSettings),
+    ) -> usize {
         let i = self.nodes.len();
         let mut settings = SessionSettings::new(peer_id(i as u8 + 1));
         settings.torrent.session.listen_port = Some(6881 + i as u16);
+        tune(&mut settings);
         let s = TorrentSession::new(
             settings,
             start,
@@ -987,4 +998,46 @@ fn a_reader_window_moves_when_the_reader_enters_another_piece() {
     assert_eq!(w.update(pl, pl + 10, pl), Some(pl..pl + 10));
     let big = 4 << 20;
     assert_eq!(w.update(10 * big, 1 << 40, big), Some(10 * big..14 * big));
+}
+
+#[test]
+fn a_download_left_alone_asks_the_tracker_again_at_its_min_interval_and_a_seed_does_not() {
+    let (meta, data) = torrent(200_000, &[200_000], 11);
+    let mut net = Net::new();
+    // The leecher announces while nobody else is there: the tracker's reply says come back
+    // in 30 minutes (the sim's interval), and its min interval is our floor (60 s).
+    let leecher = net.leecher(&meta);
+    assert!(net.run(Duration::from_secs(1), |n| !n.nodes[leecher]
+        .announced
+        .is_empty()));
+    // Then a seed that cannot dial anyone (as a browser page) arrives.
+    let start = Start::Metainfo {
+        meta: meta.clone(),
+        have: Bitfield::full(meta.info.num_pieces()),
+        storage_ready: true,
+    };
+    let seed = net.add_with(start, data.clone(), |s| s.torrent.max_connecting = 0);
+    assert!(
+        !net.run(Duration::from_secs(50), |n| n.nodes[leecher]
+            .s
+            .is_complete()),
+        "the leecher cannot find the seed before its min interval"
+    );
+    assert!(
+        net.run(Duration::from_secs(20), |n| n.nodes[leecher]
+            .s
+            .is_complete()),
+        "a leecher with no peer announces again once its min interval allows"
+    );
+    assert_eq!(net.nodes[leecher].data, data);
+    // Each tracker heard `started`; then one early announce each at most (the WebSocket
+    // tracker's comes 5 ms later, when the leecher has its peer and needs it no more).
+    let n = net.nodes[leecher].announced.len();
+    assert!((3..=4).contains(&n), "{n} announces");
+    // The seed, alone or not, waits out the interval like everyone else.
+    let announced = net.nodes[seed].announced.len();
+    assert!(
+        !net.run(Duration::from_secs(300), |n| n.nodes[seed].announced.len()
+            > announced)
+    );
 }

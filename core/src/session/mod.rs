@@ -416,6 +416,21 @@ impl TorrentSession {
         next
     }
 
+    /// A download with no peer at all (none connected, none being set up) asks its trackers
+    /// again as soon as their `min interval` allows instead of waiting out the whole interval:
+    /// over WebSocket trackers an announce is the only way to send new offers, so one failed
+    /// first connection would otherwise leave a page alone for the tracker's interval
+    /// (10 minutes on a default bittorrent-tracker).
+    fn want_peers_when_alone(&mut self, now: Time) {
+        if self.phase == Phase::Running
+            && !self.torrent.is_finished()
+            && self.torrent.num_peers() == 0
+            && self.rtc.num_connecting() == 0
+        {
+            self.announcer.want_peers(now);
+        }
+    }
+
     /// Whether web seeds should be connected: running, storage open, pieces missing.
     fn webseeds_wanted(&self) -> bool {
         self.phase == Phase::Running && self.storage_ready && !self.torrent.is_finished()
@@ -474,10 +489,11 @@ impl TorrentSession {
         match input {
             Input::Timeout => {
                 self.torrent.handle_timeout(now);
-                self.announcer.handle_timeout(now);
                 for action in self.rtc.handle_timeout(now) {
                     self.outputs.push_back(Output::Rtc(action));
                 }
+                self.want_peers_when_alone(now);
+                self.announcer.handle_timeout(now);
                 if let Phase::Stopping { deadline } = self.phase {
                     if now >= deadline {
                         self.finish_stop();

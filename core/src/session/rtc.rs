@@ -234,6 +234,11 @@ impl Routes {
         self.connecting.remove(&peer_id);
     }
 
+    /// Connections being set up.
+    pub(super) fn num_connecting(&self) -> usize {
+        self.connecting.len()
+    }
+
     pub(super) fn poll_timeout(&self) -> Option<Time> {
         self.connecting.values().min().map(|t| *t + self.timeout)
     }
