@@ -319,7 +319,12 @@ async function transferBench ({ label, server, tracker, file, sha256, kind }) {
     const ctxB = await browser.newContext({ permissions: ['camera', 'microphone'] })
     const a = await ctxA.newPage()
     const b = await ctxB.newPage()
-    for (const [p, n] of [[a, 'A'], [b, 'B']]) p.on('pageerror', e => log(`${label} ${n}: pageerror ${e.message}`))
+    const consoleLines = []
+    const tStart = Date.now()
+    for (const [p, n] of [[a, 'A'], [b, 'B']]) {
+      p.on('pageerror', e => log(`${label} ${n}: pageerror ${e.message}`))
+      p.on('console', m => { if (m.type() !== 'log' && m.type() !== 'debug') consoleLines.push(`${n} +${Date.now() - tStart} ms ${m.type()}: ${m.text()}`) })
+    }
     const size = fs.statSync(file).size
     const ws = tracker.ready.ws
     const url = kind === 'ours' ? ourPageUrl(server, [ws]) : `${server.url}wt.html`
@@ -367,6 +372,8 @@ async function transferBench ({ label, server, tracker, file, sha256, kind }) {
       ms = Date.now() - t0
       cpuLines = cpuSummary(cpu0, chromiumCpu(), ms)
       log(`${label}: milestones (ms) ${JSON.stringify(marks)}`)
+      // A slow first peer: show what the pages said (warnings and errors).
+      if (marks.peer > 5000) log(`${label}: the first peer took ${secs(marks.peer)}; the pages said:\n${consoleLines.join('\n') || '(nothing)'}`)
       for (const [i, stop] of stops.entries()) {
         const profile = await stop()
         const name = ['seeder', 'downloader'][i]
