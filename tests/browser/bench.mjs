@@ -228,7 +228,7 @@ function cpuSummary (before, after, wallMs, top = 14) {
   d.sort((x, y) => y[1] - x[1])
   const total = d.reduce((a, [, v]) => a + v, 0)
   return [`  all Chromium threads: ${total.toFixed(2)} s CPU in ${secs(wallMs)} (${(total / (wallMs / 1000)).toFixed(2)} cores); ` +
-    `UDP datagrams received ${udp('InDatagrams')}, dropped for a full receive buffer ${udp('RcvbufErrors')}`,
+    `UDP datagrams received ${udp('InDatagrams')}, dropped for a full receive buffer ${udp('RcvbufErrors')}, send buffer errors ${udp('SndbufErrors')}`,
     ...d.slice(0, top).map(([k, v]) => `  ${v.toFixed(2).padStart(6)} s  ${k}`)]
 }
 
@@ -236,7 +236,7 @@ function cpuSummary (before, after, wallMs, top = 14) {
  * (c) The ceiling: the same two pages of one browser moving `bytes` over a bare data channel
  * (`msg`-byte messages, the same buffer thresholds as our driver), with no BitTorrent at all.
  */
-async function channelCeiling ({ server, bytes, msg }) {
+async function channelCeiling ({ server, bytes, msg, high = 1024 * 1024 }) {
   const browser = await launchChromium()
   try {
     const pages = []
@@ -268,8 +268,12 @@ async function channelCeiling ({ server, bytes, msg }) {
           channel.binaryType = 'arraybuffer'
           let got = 0
           let t0 = 0
+          window.trace = []
           channel.onmessage = e => {
-            if (!t0) t0 = performance.now()
+            if (!t0) {
+              t0 = performance.now()
+              const timer = setInterval(() => { window.trace.push(Math.round(got / 1e6)); if (got >= window.want) clearInterval(timer) }, 250)
+            }
             got += e.data.byteLength
             if (got >= window.want) resolve(performance.now() - t0)
           }
@@ -281,15 +285,15 @@ async function channelCeiling ({ server, bytes, msg }) {
       return pc.localDescription.toJSON()
     }, { offer, gathered })
     await b.evaluate(want => { window.want = want }, bytes)
-    const sending = a.evaluate(async ({ answer, bytes, msg }) => {
+    const sending = a.evaluate(async ({ answer, bytes, msg, high }) => {
       await pc.setRemoteDescription(answer)
       if (dc.readyState !== 'open') await new Promise(resolve => { dc.onopen = resolve })
-      dc.bufferedAmountLowThreshold = 256 * 1024
+      dc.bufferedAmountLowThreshold = high / 4
       const chunk = new Uint8Array(msg)
       let sent = 0
       await new Promise(resolve => {
         const pump = () => {
-          while (sent < bytes && dc.bufferedAmount < 1024 * 1024) {
+          while (sent < bytes && dc.bufferedAmount < high) {
             dc.send(chunk)
             sent += msg
           }
@@ -298,13 +302,21 @@ async function channelCeiling ({ server, bytes, msg }) {
         dc.onbufferedamountlow = pump
         pump()
       })
-    }, { answer, bytes, msg })
+    }, { answer, bytes, msg, high })
     const cpu0 = chromiumCpu()
     const t0 = Date.now()
     await withTimeout(sending, 120_000, 'bare data channel: sending')
     const ms = await withTimeout(b.evaluate(() => window.received), 120_000, 'bare data channel: receiving')
     const lines = cpuSummary(cpu0, chromiumCpu(), Date.now() - t0)
-    log(`bare data channel, ${msg / 1024} KiB messages: ${secs(ms)} (${rate(bytes, ms)}); CPU:\n${lines.join('\n')}`)
+    const trace = await b.evaluate(() => window.trace)
+    // Packets the sending side's transport dropped before they reached the socket.
+    const discarded = await a.evaluate(async () => {
+      let n = 0
+      ;(await pc.getStats()).forEach(r => { if (r.type === 'candidate-pair') n += r.packetsDiscardedOnSend || 0 })
+      return n
+    })
+    lines.push(`  MB received every 250 ms: ${trace.join(' ')}`, `  packets discarded on send (sender): ${discarded}`)
+    log(`bare data channel, ${msg / 1024} KiB messages, ${high / 1024} KiB buffered at most: ${secs(ms)} (${rate(bytes, ms)}); CPU:\n${lines.join('\n')}`)
     return { ms, size: bytes }
   } finally {
     await browser.close().catch(() => {})
@@ -345,6 +357,11 @@ async function transferBench ({ label, server, tracker, file, sha256, kind }) {
     let cpuLines = []
     if (kind === 'ours') {
       const stops = opt.profile ? [await startProfile(a), await startProfile(b)] : []
+      // The seeding page's uploaded MB every 250 ms, beside the downloader's trace.
+      await a.evaluate(() => {
+        window.uploadTrace = []
+        window.uploadTimer = setInterval(() => window.uploadTrace.push(Math.round((window.webtorrentClient?.torrents?.[0]?.uploaded || 0) / 1e6)), 250)
+      })
       const t0 = Date.now()
       // Milestones seen from inside the page (ms after the link is opened): the torrent is
       // added, the first peer, the metadata, the first piece, half, every piece, the page's
@@ -353,9 +370,14 @@ async function transferBench ({ label, server, tracker, file, sha256, kind }) {
         const start = performance.now()
         const marks = {}
         const mark = k => { if (marks[k] == null) marks[k] = Math.round(performance.now() - start) }
+        // MB downloaded every 250 ms: shows stalls that the milestones average away.
+        const trace = []
+        let nextTrace = 250
         location.hash = m
         const timer = setInterval(() => {
           const t = window.webtorrentClient?.torrents?.[0]
+          if (performance.now() - start >= nextTrace) { nextTrace += 250; trace.push(Math.round((t?.downloaded || 0) / 1e6)) }
+          marks.trace = trace
           if (t) mark('added')
           if (t?.numPeers > 0) mark('peer')
           if (t?.length > 0) mark('metadata')
@@ -371,9 +393,12 @@ async function transferBench ({ label, server, tracker, file, sha256, kind }) {
       }), { m: magnet, timeout: TRANSFER_TIMEOUT })
       ms = Date.now() - t0
       cpuLines = cpuSummary(cpu0, chromiumCpu(), ms)
-      log(`${label}: milestones (ms) ${JSON.stringify(marks)}`)
+      const trace = marks.trace
+      delete marks.trace
+      const upTrace = await a.evaluate(() => { clearInterval(window.uploadTimer); return window.uploadTrace })
+      log(`${label}: milestones (ms) ${JSON.stringify(marks)}\n  MB downloaded every 250 ms: ${trace.join(' ')}\n  MB uploaded by the seeding page: ${upTrace.join(' ')}`)
       // A slow first peer: show what the pages said (warnings and errors).
-      if (marks.peer > 5000) log(`${label}: the first peer took ${secs(marks.peer)}; the pages said:\n${consoleLines.join('\n') || '(nothing)'}`)
+      if (marks.peer > 5000 || process.env.BENCH_CONSOLE) log(`${label}: the first peer took ${secs(marks.peer)}; the pages said:\n${consoleLines.join('\n') || '(nothing)'}`)
       for (const [i, stop] of stops.entries()) {
         const profile = await stop()
         const name = ['seeder', 'downloader'][i]
@@ -439,13 +464,14 @@ try {
     // The transfers need no cross-origin isolation; a plain server like the tests'.
     const plain = await startServer({ pkgDir: ours.pkgDir })
     try {
-      for (const msg of [16 * 1024, 64 * 1024, 256 * 1024]) {
+      const ceilings = (process.env.BENCH_CEILING || '16:1024,64:1024,256:1024').split(',').map(c => c.split(':').map(n => Number(n) * 1024))
+      for (const [msg, high] of ceilings) {
         try {
-          results.ceiling[msg] = await channelCeiling({ server: plain, bytes: TRANSFER_MIB * MIB, msg })
+          results.ceiling[`${msg / 1024} KiB messages, ${high / 1024} KiB buffered`] = await channelCeiling({ server: plain, bytes: TRANSFER_MIB * MIB, msg, high })
         } catch (e) {
           failed = true
           log(`bare data channel: failed: ${e.message}`)
-          results.ceiling[msg] = { error: e.message.split('\n')[0] }
+          results.ceiling[`${msg / 1024} KiB messages, ${high / 1024} KiB buffered`] = { error: e.message.split('\n')[0] }
         }
       }
       for (const impl of impls) {
@@ -491,8 +517,8 @@ if (!opt['no-transfer']) {
     ? ['added', 'peer', 'metadata', 'firstBytes', 'half', 'allPieces', 'pageDone'].map(k => `${k} ${r.marks[k] == null ? '?' : secs(r.marks[k])}`).join(', ')
     : 'n/a'
   rows.push(`| ${TRANSFER_MIB} MiB: milestones after opening the link | ${t.map(r => cell(r, m)).join(' | ')} |`)
-  for (const [msg, r] of Object.entries(results.ceiling)) {
-    rows.push(`| ceiling: ${TRANSFER_MIB} MiB over a bare data channel, ${msg / 1024} KiB messages | ${impls.map(() => cell(r, r => `${secs(r.ms)} (${rate(r.size, r.ms)})`)).join(' | ')} |`)
+  for (const [what, r] of Object.entries(results.ceiling)) {
+    rows.push(`| ceiling: ${TRANSFER_MIB} MiB over a bare data channel, ${what} | ${impls.map(() => cell(r, r => `${secs(r.ms)} (${rate(r.size, r.ms)})`)).join(' | ')} |`)
   }
 }
 const cpu = os.cpus()

@@ -276,8 +276,7 @@ pub(crate) async fn range_blob(
             // Each file is two round trips to the browser's storage: ask for many at once.
             for batch in wanted.chunks(OPFS_OPEN_BATCH) {
                 let files =
-                    futures::future::join_all(batch.iter().map(|&p| opfs_piece_file(dir, p)))
-                        .await;
+                    futures::future::join_all(batch.iter().map(|&p| opfs_piece_file(dir, p))).await;
                 for (&p, file) in batch.iter().zip(files) {
                     let file = file?;
                     let ps = layout.piece_offset(p);

@@ -22,10 +22,17 @@ use webtorrent_core::{PeerId, PeerKey};
 use super::{drive, feed, Handle, Inner};
 use crate::util::{self, now};
 
-/// Bytes queued in a data channel before we stop handing it more.
-const CHANNEL_HIGH_WATER: u32 = 1024 * 1024;
+/// Bytes queued in a data channel before we stop handing it more. Chromium drops packets
+/// when its transport is handed more than its socket takes, and a deep queue turns that into
+/// seconds-long SCTP retransmission stalls at the start of a transfer: with 1 MiB queued a
+/// bare channel stalled about 2 s in every run and moved 100 MiB in 5.6-6 s; with 256 KiB
+/// it did not stall and took 3.5-4 s (`tests/browser/bench.mjs`, ceiling rows).
+const CHANNEL_HIGH_WATER: u32 = 256 * 1024;
 /// `bufferedamountlow` fires below this.
-const CHANNEL_LOW_WATER: u32 = 256 * 1024;
+const CHANNEL_LOW_WATER: u32 = 64 * 1024;
+/// The largest message we send (smaller when the channel's peer allows less): large enough
+/// to make `send()` and message events rare, small enough to keep the queue above fed.
+const MESSAGE_TARGET: usize = 64 * 1024;
 /// A data channel that has not opened after this long is abandoned.
 const CHANNEL_OPEN_TIMEOUT_MS: u32 =
     webtorrent_core::signal::CHANNEL_OPEN_TIMEOUT.as_millis() as u32;
@@ -99,7 +106,7 @@ impl Inner {
     }
 
     /// Hands queued wire bytes to a peer's data channel while it has room, gathered into
-    /// messages of up to the channel's message size: the wire is a byte stream, and each
+    /// messages of up to [`MESSAGE_TARGET`]: the wire is a byte stream, and each
     /// `send()` and each message event costs far more than copying a block (a block's header
     /// and payload would otherwise be two messages, each request another).
     pub(super) fn flush_peer(&mut self, key: PeerKey) {
@@ -109,7 +116,7 @@ impl Inner {
         if peer.dc.ready_state() != RtcDataChannelState::Open {
             return;
         }
-        let (dc, max) = (peer.dc.clone(), peer.max_msg.max(1));
+        let (dc, max) = (peer.dc.clone(), peer.max_msg.clamp(1, MESSAGE_TARGET));
         let high = CHANNEL_HIGH_WATER as usize;
         let mut buf = BytesMut::new();
         let mut ok = true;
