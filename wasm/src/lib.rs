@@ -10,6 +10,7 @@ mod hash;
 mod http;
 mod keep;
 mod persist;
+mod read_worker;
 mod rtc;
 mod store;
 mod torrent;

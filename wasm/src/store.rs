@@ -36,8 +36,22 @@ pub(crate) enum Store {
     Opfs(web_sys::FileSystemDirectoryHandle),
 }
 
-/// Reads a blob range into a JS byte array.
-async fn read_blob(blob: &web_sys::Blob, start: u64, end: u64) -> Result<Uint8Array, StoreError> {
+/// Reads a range of one of the user's files into a JS byte array, in the reading worker
+/// where there is one.
+async fn read_user_blob(
+    blob: &web_sys::Blob,
+    start: u64,
+    end: u64,
+) -> Result<Uint8Array, StoreError> {
+    crate::read_worker::read(blob, start, end).await
+}
+
+/// Reads a blob range into a JS byte array on this thread.
+pub(crate) async fn read_blob(
+    blob: &web_sys::Blob,
+    start: u64,
+    end: u64,
+) -> Result<Uint8Array, StoreError> {
     let part = blob.slice_with_f64_and_f64(start as f64, end as f64)?;
     let buf = JsFuture::from(part.array_buffer()).await?;
     Ok(Uint8Array::new(&buf))
@@ -85,7 +99,7 @@ impl Store {
             }
             let s = start.max(*off) - off;
             let e = end.min(off + blen) - off;
-            parts.push(read_blob(blob, s, e).await?);
+            parts.push(read_user_blob(blob, s, e).await?);
         }
         if parts.len() == 1 {
             return Ok(parts
