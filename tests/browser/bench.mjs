@@ -6,7 +6,10 @@
 //      Performance.getMetrics, performance.measureUserAgentSpecificMemory() where the page is
 //      cross-origin isolated, and the renderer process's RSS: before, peak, 5 s after);
 //  (b) a page-to-page transfer (100 MiB by default): our page → our page, and the webtorrent
-//      browser bundle page → bundle page, in the same run.
+//      browser bundle page → bundle page, in the same run; each with the CPU time of every
+//      Chromium thread, and ours with MB moved every 250 ms on both pages;
+//  (c) the ceiling: the same bytes over a bare data channel between two pages, no BitTorrent
+//      (BENCH_CEILING=msgKiB:bufferedKiB,... picks message sizes and queue depths).
 //
 // Our page's /pkg/ is www/pkg/ (or $WWW_PKG_DIR: tests/browser/shim for the development shim).
 // Run inside the loopback-only namespace:
@@ -45,7 +48,7 @@ const { values: opt } = parseArgs({
   }
 })
 if (opt.help) {
-  process.stdout.write(fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 20).map(l => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
+  process.stdout.write(fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 23).map(l => l.replace(/^\/\/ ?/, '')).join('\n') + '\n')
   process.exit(0)
 }
 
@@ -464,7 +467,7 @@ try {
     // The transfers need no cross-origin isolation; a plain server like the tests'.
     const plain = await startServer({ pkgDir: ours.pkgDir })
     try {
-      const ceilings = (process.env.BENCH_CEILING || '16:1024,64:1024,256:1024').split(',').map(c => c.split(':').map(n => Number(n) * 1024))
+      const ceilings = (process.env.BENCH_CEILING || '16:1024,64:256').split(',').map(c => c.split(':').map(n => Number(n) * 1024))
       for (const [msg, high] of ceilings) {
         try {
           results.ceiling[`${msg / 1024} KiB messages, ${high / 1024} KiB buffered`] = await channelCeiling({ server: plain, bytes: TRANSFER_MIB * MIB, msg, high })
@@ -518,7 +521,7 @@ if (!opt['no-transfer']) {
     : 'n/a'
   rows.push(`| ${TRANSFER_MIB} MiB: milestones after opening the link | ${t.map(r => cell(r, m)).join(' | ')} |`)
   for (const [what, r] of Object.entries(results.ceiling)) {
-    rows.push(`| ceiling: ${TRANSFER_MIB} MiB over a bare data channel, ${what} | ${impls.map(() => cell(r, r => `${secs(r.ms)} (${rate(r.size, r.ms)})`)).join(' | ')} |`)
+    rows.push(`| ceiling: ${TRANSFER_MIB} MiB over a bare data channel, ${what} | ${impls.map((_, i) => i ? 'same browser, no client' : cell(r, r => `${secs(r.ms)} (${rate(r.size, r.ms)})`)).join(' | ')} |`)
   }
 }
 const cpu = os.cpus()
