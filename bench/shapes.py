@@ -20,7 +20,7 @@ Run it inside the loopback-only namespace, after `cargo build --release -p webto
 libtorrent is Debian's python3-libtorrent with its `high_performance_seed` settings, over TCP only
 (its uTP is several times slower on loopback);
 rqbit is `rqbit` on PATH or in ~/.cargo/bin (bench/swarm.sh installs it). A client that is
-missing is skipped with a note.
+missing is skipped with a note. BENCH_OURS_ARGS adds options to our commands (e.g. --no-utp).
 """
 
 import argparse
@@ -172,7 +172,7 @@ class Client:
         if self.impl == "ours":
             state = os.path.join(b.work, f"state-{name}")
             cmd = [b.wt, "seed", b.torrent, "--data", b.data, "--state", state, "--port", str(port),
-                   "--no-dht", "--no-port-mapping"]
+                   "--no-dht", "--no-port-mapping", *b.ours_args]
             p = Proc(name, cmd, b.work)
             ready = lambda: len(open(p.out).read().splitlines()) >= 2  # noqa: E731
         elif self.impl == "libtorrent":
@@ -181,8 +181,7 @@ class Client:
             p = Proc(name, cmd, b.work)
             ready = lambda: "ready" in p.text()  # noqa: E731
         else:
-            home = os.path.join(b.work, f"home-{name}")
-            os.makedirs(home)
+            home = tempfile.mkdtemp(prefix=f"home-{name}-", dir=b.work)
             cmd = [b.rqbit, *b.rqbit_flags, "download", "--overwrite", "-o", os.path.dirname(b.data), b.torrent]
             p = Proc(name, cmd, b.work, env=b.env_home(home))
             ready = lambda: "Initial check results" in p.text()  # noqa: E731
@@ -196,13 +195,12 @@ class Client:
         if self.impl == "ours":
             state = os.path.join(b.work, f"state-{name}")
             cmd = [b.wt, "download", b.torrent, "-o", out, "--state", state, "--port", str(port),
-                   "--no-dht", "--no-port-mapping", "--timeout", str(b.timeout), "-q"]
+                   "--no-dht", "--no-port-mapping", "--timeout", str(b.timeout), "-q", *b.ours_args]
             return Proc(name, cmd, b.work)
         if self.impl == "libtorrent":
             cmd = ["/usr/bin/python3", os.path.abspath(__file__), "lt-peer", "leech", b.torrent, out, str(port)]
             return Proc(name, cmd, b.work)
-        home = os.path.join(b.work, f"home-{name}")
-        os.makedirs(home)
+        home = tempfile.mkdtemp(prefix=f"home-{name}-", dir=b.work)
         cmd = [b.rqbit, *b.rqbit_flags, "download", "-o", out, "--exit-on-finish", b.torrent]
         return Proc(name, cmd, b.work, env=b.env_home(home))
 
@@ -213,6 +211,8 @@ class Bench:
         self.size_mib = args.size_mib
         self.size = args.size_mib << 20
         self.timeout = 60 + args.size_mib
+        # More options for our commands, e.g. BENCH_OURS_ARGS="--no-utp".
+        self.ours_args = os.environ.get("BENCH_OURS_ARGS", "").split()
         self.wt = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "webtorrent")
         self.rqbit = shutil.which("rqbit") or os.path.expanduser("~/.cargo/bin/rqbit")
         self.rqbit_flags = ["--disable-dht", "--disable-dht-persistence", "--disable-upnp-port-forward",

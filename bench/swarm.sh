@@ -38,7 +38,7 @@ PIECE=${BENCH_PIECE_LENGTH:-262144}
 RUNS=${BENCH_RUNS:-3}
 IMPLS=${BENCH_IMPLS:-ours node rqbit}
 PERF=${BENCH_PERF:-1}
-# Our client's --encryption policy on both sides (prefer: RC4 between two of ours).
+# Our client's --encryption policy on both sides (prefer: encrypted handshake, plaintext after it between two of ours; require: RC4).
 ENCRYPTION=${BENCH_ENCRYPTION:-prefer}
 # More options for both of our commands, e.g. --no-utp.
 OURS_ARGS=${BENCH_OURS_ARGS:-}

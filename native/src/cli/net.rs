@@ -17,8 +17,9 @@ pub struct NetArgs {
     /// torrent's fast-resume record); default: the user's data folder, webtorrent.
     #[arg(long, value_name = "DIR", global = true)]
     pub state: Option<PathBuf>,
-    /// Message stream encryption with desktop peers over TCP: prefer (encrypted first, plain
-    /// when a peer cannot), require (encrypted only) or disable (plain only).
+    /// Message stream encryption with desktop peers over TCP: prefer (encrypted handshake
+    /// first, plain when a peer cannot; the data then in plaintext unless the peer requires
+    /// RC4), require (RC4 only) or disable (plain only).
     #[arg(long, value_name = "POLICY", global = true, default_value_t)]
     pub encryption: webtorrent::Encryption,
     /// Do not use uTP (BEP 29): peer connections over TCP only.
