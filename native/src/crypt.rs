@@ -572,27 +572,31 @@ mod tests {
         assert!(e.contains("prefer, require or disable"), "{e}");
     }
 
-    /// A dial and an accept over loopback: the bytes written on one side are read on the
-    /// other, and on the wire they are not the plaintext.
+    /// Accepts one connection for `info_hash` with the `prefer` policy.
+    async fn accept_one(listener: TcpListener, info_hash: InfoHash) -> PeerStream {
+        let (s, _) = listener.accept().await.unwrap();
+        let want = webtorrent_core::mse::req2_hash(&info_hash);
+        let lookup = move |h: &[u8; 20]| (*h == want).then_some(info_hash);
+        let (s, ih) = accept(
+            Transport::Tcp(s),
+            b"",
+            Encryption::Prefer,
+            Duration::from_secs(5),
+            &lookup,
+        )
+        .await
+        .unwrap();
+        assert_eq!(ih, info_hash);
+        s
+    }
+
     #[tokio::test]
     async fn two_preferring_peers_hide_the_handshake_and_send_plaintext() {
         let info_hash = InfoHash::from([9u8; 20]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
-            let (s, _) = listener.accept().await.unwrap();
-            let want = webtorrent_core::mse::req2_hash(&info_hash);
-            let lookup = move |h: &[u8; 20]| (*h == want).then_some(info_hash);
-            let (mut s, ih) = accept(
-                Transport::Tcp(s),
-                b"",
-                Encryption::Prefer,
-                Duration::from_secs(5),
-                &lookup,
-            )
-            .await
-            .unwrap();
-            assert_eq!(ih, info_hash);
+            let mut s = accept_one(listener, info_hash).await;
             let mut got = [0u8; 5];
             s.read_exact(&mut got).await.unwrap();
             (s.method(), got)
@@ -615,25 +619,15 @@ mod tests {
         assert_eq!(&got, b"hello");
     }
 
+    /// A dial and an accept over loopback: the bytes written on one side are read on the
+    /// other, and on the wire they are not the plaintext.
     #[tokio::test]
     async fn encrypted_stream_round_trip() {
         let info_hash = InfoHash::from([7u8; 20]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
-            let (s, _) = listener.accept().await.unwrap();
-            let want = webtorrent_core::mse::req2_hash(&info_hash);
-            let lookup = move |h: &[u8; 20]| (*h == want).then_some(info_hash);
-            let (mut s, ih) = accept(
-                Transport::Tcp(s),
-                b"",
-                Encryption::Prefer,
-                Duration::from_secs(5),
-                &lookup,
-            )
-            .await
-            .unwrap();
-            assert_eq!(ih, info_hash);
+            let mut s = accept_one(listener, info_hash).await;
             assert_eq!(s.method(), Some(Method::Rc4));
             let mut got = vec![0u8; 100_000];
             s.read_exact(&mut got).await.unwrap();

@@ -363,11 +363,7 @@ impl WorkerPool {
             );
             let t = tx.clone();
             let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
-                let msg = e
-                    .dyn_ref::<web_sys::ErrorEvent>()
-                    .map(|e| e.message())
-                    .filter(|m| !m.is_empty())
-                    .unwrap_or_else(|| "the worker failed".into());
+                let msg = util::worker_error(&e);
                 let _ = t.unbounded_send((i, WorkerEvent::Failed(msg)));
             });
             worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));

@@ -96,11 +96,7 @@ impl ReadWorker {
             });
         let p = pending.clone();
         let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
-            let msg = e
-                .dyn_ref::<web_sys::ErrorEvent>()
-                .map(|e| e.message())
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| "the worker failed".into());
+            let msg = util::worker_error(&e);
             for (_, tx) in p.borrow_mut().drain() {
                 let _ = tx.send(Err(msg.clone()));
             }

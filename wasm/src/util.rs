@@ -159,3 +159,12 @@ pub(crate) fn string_list(v: &JsValue) -> Vec<String> {
     }
     Vec::new()
 }
+
+/// What a worker's `error` or `messageerror` event says went wrong.
+pub(crate) fn worker_error(e: &web_sys::Event) -> String {
+    use wasm_bindgen::JsCast;
+    e.dyn_ref::<web_sys::ErrorEvent>()
+        .map(|e| e.message())
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "the worker failed".into())
+}
