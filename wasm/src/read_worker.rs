@@ -114,18 +114,14 @@ impl ReadWorker {
     }
 
     /// Posts `msg` (given an `id` here) and waits for its reply.
-    async fn call(&self, msg: &Object, transfer: Option<&Array>) -> Reply {
+    async fn call(&self, msg: &Object) -> Reply {
         let id = self.next_id.get().wrapping_add(1);
         self.next_id.set(id);
         Reflect::set(msg, &"id".into(), &JsValue::from(id))
             .map_err(|e| util::js_error_message(&e))?;
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
-        let posted = match transfer {
-            Some(t) => self.worker.post_message_with_transfer(msg, t),
-            None => self.worker.post_message(msg),
-        };
-        if let Err(e) = posted {
+        if let Err(e) = self.worker.post_message(msg) {
             self.pending.borrow_mut().remove(&id);
             return Err(util::js_error_message(&e));
         }
@@ -161,7 +157,7 @@ pub(crate) async fn read(
         let _ = Reflect::set(&msg, &"blob".into(), blob);
         let _ = Reflect::set(&msg, &"start".into(), &JsValue::from(start as f64));
         let _ = Reflect::set(&msg, &"end".into(), &JsValue::from(end as f64));
-        match w.call(&msg, None).await {
+        match w.call(&msg).await {
             Ok(reply) => {
                 if let Some(e) = reply_error(&reply) {
                     return Err(StoreError(e));

@@ -36,16 +36,6 @@ pub(crate) enum Store {
     Opfs(web_sys::FileSystemDirectoryHandle),
 }
 
-/// Reads a range of one of the user's files into a JS byte array, in the reading worker
-/// where there is one.
-async fn read_user_blob(
-    blob: &web_sys::Blob,
-    start: u64,
-    end: u64,
-) -> Result<Uint8Array, StoreError> {
-    crate::read_worker::read(blob, start, end).await
-}
-
 /// Reads a blob range into a JS byte array on this thread.
 pub(crate) async fn read_blob(
     blob: &web_sys::Blob,
@@ -99,7 +89,8 @@ impl Store {
             }
             let s = start.max(*off) - off;
             let e = end.min(off + blen) - off;
-            parts.push(read_user_blob(blob, s, e).await?);
+            // The user's files are read in the worker (`Blob.slice` blocks this thread).
+            parts.push(crate::read_worker::read(blob, s, e).await?);
         }
         if parts.len() == 1 {
             return Ok(parts
